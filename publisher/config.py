@@ -1,0 +1,140 @@
+"""Configuration, loaded in one place: defaults, then a YAML file, then ``PUBLISHER_*``.
+
+The result is a plain nested dict (``Settings``) kept on the app. Names that deployments rely
+on (``PUBLISHER_CONFIG``, ``PUBLISHER_DATA_DIR``, ``PUBLISHER_DATABASE_URL``,
+``PUBLISHER_QUEUE_URL``, ``PUBLISHER_KEYS_DIR``, ``PUBLISHER_PLUGINS_DIR``) are stable.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from publisher.errors import ConfigError
+
+Settings = dict[str, Any]
+
+#: Every setting with its default. ``None`` paths are derived from ``data_dir``.
+DEFAULTS: Settings = {
+    "data_dir": "data",
+    "database_url": None,  # default: sqlite:///<data_dir>/publisher.db
+    "queue_url": None,  # default: <data_dir>/queue.db (huey on SQLite); redis://... to scale out
+    "keys_dir": "keys",
+    "plugins_dir": None,
+    "site_url": "http://localhost:8000",
+    "site_title": "publisher",
+    "strict": False,  # reject unknown record fields instead of warning
+    "volatile_fields": ["heat"],  # a change only here makes a revision, not an event
+    "sqlite_synchronous": "FULL",  # an acknowledged record survives a power loss
+    "limits": {
+        "max_body_bytes": 5 * 1024 * 1024,
+        "max_batch": 1000,
+        "max_depth": 32,
+        "max_string": 1_000_000,
+        "max_yaml_aliases": 100,
+    },
+    "secured": {"required": False, "on_failure": "sealed"},  # default policy per source
+    "sources": {},  # name -> {secrets: [whsec_...], secured: {...}}
+    "plugins": {"disabled": []},  # per-plugin sections by plugin name
+    "outputs": {},  # per-output options: when, retry_schedule, timeout, enabled
+    "delivery": {
+        "retry_schedule": [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+        "jitter": 0.1,
+        "timeout": 30.0,
+        "lease_seconds": 120.0,
+        "max_receives": 5,
+        "sweep_interval": 5.0,
+    },
+    "worker": {"threads": 4},
+    "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
+    "webhooks": {"tolerance_seconds": 300, "remember_ids_days": 7},
+    "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
+    "dev_key": True,  # make a development key on first run when the keyring is empty
+}
+
+#: Environment variables with a stable name, and the setting each sets.
+ENV_NAMES = {
+    "PUBLISHER_DATA_DIR": "data_dir",
+    "PUBLISHER_DATABASE_URL": "database_url",
+    "PUBLISHER_QUEUE_URL": "queue_url",
+    "PUBLISHER_KEYS_DIR": "keys_dir",
+    "PUBLISHER_PLUGINS_DIR": "plugins_dir",
+    "PUBLISHER_SITE_URL": "site_url",
+    "PUBLISHER_STRICT": "strict",
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build the settings: defaults, then the YAML file, then environment, then overrides."""
+    environ = os.environ if environ is None else environ
+    settings = copy.deepcopy(DEFAULTS)
+    config_path = environ.get("PUBLISHER_CONFIG")
+    if config_path:
+        _merge(settings, _read_file(Path(config_path)))
+        settings["config_path"] = str(Path(config_path).resolve())
+    for env_name, key in ENV_NAMES.items():
+        if environ.get(env_name):
+            settings[key] = _scalar(environ[env_name]) if key == "strict" else environ[env_name]
+    if overrides:
+        _merge(settings, overrides)
+    return _resolve(settings)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    from publisher.safeyaml import load_yaml
+
+    try:
+        data = load_yaml(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except Exception as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping")
+    return data
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Merge ``extra`` into ``base`` recursively (mappings merge, anything else replaces)."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _scalar(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    return text
+
+
+def _resolve(settings: Settings) -> Settings:
+    """Make paths absolute and fill the defaults derived from ``data_dir``."""
+    data_dir = Path(settings["data_dir"]).expanduser().resolve()
+    settings["data_dir"] = str(data_dir)
+    settings["keys_dir"] = str(Path(settings["keys_dir"]).expanduser().resolve())
+    if settings.get("plugins_dir"):
+        settings["plugins_dir"] = str(Path(settings["plugins_dir"]).expanduser().resolve())
+    if not settings.get("database_url"):
+        settings["database_url"] = f"sqlite:///{data_dir / 'publisher.db'}"
+    if not settings.get("queue_url"):
+        settings["queue_url"] = str(data_dir / "queue.db")
+    return settings
+
+
+def source_policy(settings: Settings, source: str) -> dict[str, Any]:
+    """The ``secured`` policy of a source: its own section over the default one."""
+    policy = dict(settings["secured"])
+    policy.update((settings["sources"].get(source) or {}).get("secured") or {})
+    return policy

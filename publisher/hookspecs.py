@@ -1,0 +1,91 @@
+"""The plugin hooks of publisher: this module is their reference documentation.
+
+Plugins implement hooks with :data:`hookimpl`::
+
+    from publisher.hookspecs import hookimpl
+
+    @hookimpl
+    def register_outputs(config):
+        return [MyOutput(name="my-output")]
+
+Hooks are called with keyword arguments; an implementation takes only the arguments it
+uses, so hooks can grow new arguments without breaking plugins. Built-in features (the
+``files``, ``feeds`` and ``webhook`` outputs) are plugins registered through these same hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+    import flask
+
+    from publisher.outputs import Event, Output, OutputRecord
+
+PROJECT = "publisher"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_outputs(config: Mapping[str, Any]) -> Iterable[Output] | None:
+    """Return the output objects this plugin provides (or ``None``).
+
+    Called once per app at start-up. ``config`` is the service's settings as a read-only
+    mapping (``data_dir``, ``site_url``, ...); a plugin's own section of the configuration
+    file is ``config["plugins"].get("<plugin name>", {})``. Validate it here and raise
+    :class:`publisher.errors.ConfigError` with a clear message if it is wrong.
+
+    Each output needs a unique ``name``; the core adds per-output options itself (``when``
+    routing rules, ``retry_schedule``, ``timeout``, ``enabled``) from
+    ``outputs: {<name>: {...}}``.
+    """
+
+
+@hookspec
+def record_received(source: str, raw: Mapping[str, Any]) -> None:
+    """A raw record arrived from ``source`` (``api``, ``cli`` or a webhook source name).
+
+    Called before validation, for observation. Must not raise.
+    """
+
+
+@hookspec
+def record_validated(record: dict[str, Any], warnings: list[str]) -> None:
+    """A record passed validation. Plugins may change ``record`` in place.
+
+    ``warnings`` lists unknown fields and other non-fatal findings.
+    """
+
+
+@hookspec
+def record_stored(record: OutputRecord, event: str | None) -> None:
+    """A record revision was committed; ``event`` is the lifecycle event it triggers.
+
+    ``event`` is ``"published"``, ``"updated"``, ``"retracted"`` or ``None`` (no event: a
+    duplicate, a volatile-only change, a draft). Called after the commit. Must not raise.
+    """
+
+
+@hookspec
+def delivery_failed(output: str, record_id: str, event: Event, error: str, dead: bool) -> None:
+    """An attempt to deliver ``event`` to ``output`` failed; ``dead`` means no retry is left."""
+
+
+@hookspec
+def delivery_succeeded(output: str, record_id: str, event: Event) -> None:
+    """``output`` accepted ``event``: the record is live there (or retracted from it)."""
+
+
+@hookspec
+def register_routes(app: flask.Flask) -> None:
+    """Add routes or blueprints to the Flask app (called inside ``create_app``)."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add click commands to the ``publisher`` command line."""

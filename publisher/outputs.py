@@ -1,0 +1,105 @@
+"""What an output is, and what it is handed.
+
+Outputs are small objects the core manages one by one: each (record, output) pair is a
+delivery with its own status, attempts and error. A plugin returns them from the
+``register_outputs`` hook. They never see the database, the queue or Flask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+EventKind = Literal["published", "updated", "retracted"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a record, as one output receives it.
+
+    ``delivery_id`` is stable across retries and redeliveries of the same delivery, so an
+    output (or a downstream subscriber) can drop duplicates: delivery is at least once.
+    """
+
+    kind: EventKind
+    delivery_id: str
+    record_id: str
+    revision: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """A stored record as an output sees it.
+
+    ``fields`` are the record's public fields, JSON-ready (date-times as ISO 8601 strings with
+    zone); they never contain ``secured``. ``protected`` holds the decrypted protected fields,
+    and is only ever set for outputs whose ``accepts_protected`` is true.
+    """
+
+    id: str
+    revision: int
+    fields: Mapping[str, Any]
+    body: str = ""
+    secured_status: str = "absent"
+    protected: Mapping[str, Any] | None = None
+
+    @property
+    def title(self) -> str:
+        return str(self.fields.get("title", ""))
+
+
+@runtime_checkable
+class Output(Protocol):
+    """The contract every output object fulfils.
+
+    ``publish`` is called for ``published`` and ``updated`` events and must be idempotent (the
+    same delivery may arrive twice). ``retract`` removes the record from the output. Raising
+    any exception fails this attempt; raise :class:`DeliveryError` to say more.
+    """
+
+    name: str
+    accepts_protected: bool
+
+    def publish(self, record: OutputRecord, event: Event) -> None: ...
+
+    def retract(self, record: OutputRecord, event: Event) -> None: ...
+
+
+@dataclass
+class BaseOutput:
+    """A convenient base: a name, public by default, nothing to do on retract."""
+
+    name: str
+    accepts_protected: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def publish(self, record: OutputRecord, event: Event) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def retract(self, record: OutputRecord, event: Event) -> None:
+        return None
+
+
+class DeliveryError(Exception):
+    """An attempt failed; the delivery is retried on the output's schedule.
+
+    ``retry_after`` (seconds) overrides the next delay, e.g. from a ``Retry-After`` header.
+    ``permanent`` makes the delivery dead at once. ``disable_output`` also turns the whole
+    output off until an operator enables it again (e.g. a downstream ``410 Gone``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        disable_output: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent or disable_output
+        self.disable_output = disable_output
