@@ -72,7 +72,9 @@ def _loader(max_aliases: int, max_depth: int) -> type:
     )
 
 
-def load_yaml(text: str | bytes, *, max_aliases: int = MAX_ALIASES, max_depth: int = MAX_DEPTH) -> Any:
+def load_yaml(
+    text: str | bytes, *, max_aliases: int = MAX_ALIASES, max_depth: int = MAX_DEPTH
+) -> Any:
     """Load one YAML document safely."""
     return yaml.load(text, Loader=_loader(max_aliases, max_depth))  # noqa: S506 - bounded safe loader
 

@@ -1,0 +1,200 @@
+"""The ``files`` output: one Markdown file with YAML front matter per published record.
+
+Files are laid out for a static site generator (Hugo's ``content/`` or Jekyll collections):
+``<folder>/<section>/<slug>-<hash>.md`` where the section is the record's category (or type,
+or nothing). The name is derived from the title but made safe whatever the title holds, and
+ends with a short hash of the record id, so two records with one title get two files.
+
+A small per-record index (``<folder>/.publisher/index/``) remembers where each record's file
+is, so an update that changes the title or category removes the old file without scanning
+the folder, and so a late retry of an old revision cannot resurrect a retracted record. All
+changes happen under one exclusive file lock (threads and processes), with atomic writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from publisher.errors import ConfigError
+from publisher.hookspecs import hookimpl
+from publisher.outputs import Event, OutputRecord
+
+LAYOUTS = ("category", "type", "flat")
+MAX_SLUG = 60
+STATE_DIR = ".publisher"
+
+
+@hookimpl
+def register_outputs(config: Mapping[str, Any]) -> list[FilesOutput]:
+    options = dict((config.get("plugins") or {}).get("files") or {})
+    folder = Path(options.get("folder") or Path(config["data_dir"]) / "site")
+    layout = options.get("layout", "category")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"plugins.files.layout must be one of {', '.join(LAYOUTS)}")
+    prefix = str(options.get("section_prefix", ""))
+    if prefix not in ("", "_"):
+        raise ConfigError("plugins.files.section_prefix must be '' or '_'")
+    return [FilesOutput(folder=folder, layout=layout, section_prefix=prefix)]
+
+
+def slugify(text: str, fallback: str = "record") -> str:
+    """ASCII, lower-case, dash-separated and bounded: safe as a file or folder name."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:MAX_SLUG].rstrip("-") or fallback
+
+
+def record_hash(record_id: str, length: int = 10) -> str:
+    return hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+@dataclass
+class FilesOutput:
+    """Writes, moves and removes the Markdown file of each record."""
+
+    folder: Path
+    layout: str = "category"
+    section_prefix: str = ""
+    name: str = "files"
+    accepts_protected: bool = False
+
+    def publish(self, record: OutputRecord, event: Event) -> None:
+        target = self.path_for(record)
+        with self._locked():
+            entry = self._read_entry(record.id)
+            if _is_stale(entry, event.revision):
+                return
+            _atomic_write(target, render(record).encode("utf-8"))
+            self._remove_previous(entry, target)
+            self._write_entry(record.id, {"path": self._relative(target), "revision": event.revision})
+
+    def retract(self, record: OutputRecord, event: Event) -> None:
+        with self._locked():
+            entry = self._read_entry(record.id)
+            if entry and int(entry.get("revision", 0)) > event.revision:
+                return  # a late retry: a newer revision already decided
+            self._remove_previous(entry, None)
+            # Where the record would be now, in case the index was lost or never written.
+            _unlink(self.path_for(record))
+            tombstone = {"retracted": True, "revision": event.revision}
+            self._write_entry(record.id, tombstone)
+
+    def path_for(self, record: OutputRecord) -> Path:
+        """The file of ``record``, verified to lie inside the folder."""
+        name = f"{slugify(record.title)}-{record_hash(record.id)}.md"
+        section = self._section(record.fields)
+        root = self.folder.resolve()
+        path = (root / section / name).resolve() if section else (root / name).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError(f"refusing to write outside {root}: {path}")
+        return path
+
+    def _section(self, fields: Mapping[str, Any]) -> str:
+        if self.layout == "flat":
+            return ""
+        value = fields.get(self.layout)
+        fallback = "uncategorized" if self.layout == "category" else "untyped"
+        return self.section_prefix + slugify(str(value) if value else "", fallback)
+
+    def _remove_previous(self, entry: dict[str, Any] | None, keep: Path | None) -> None:
+        """Remove the file an earlier revision wrote, if it now lives elsewhere."""
+        if not entry or not entry.get("path"):
+            return
+        old = (self.folder.resolve() / entry["path"]).resolve()
+        if old != keep and old.is_relative_to(self.folder.resolve()):
+            _unlink(old)
+
+    def _relative(self, path: Path) -> str:
+        return str(path.relative_to(self.folder.resolve()))
+
+    def _entry_path(self, record_id: str) -> Path:
+        return self.folder / STATE_DIR / "index" / f"{record_hash(record_id, 32)}.json"
+
+    def _read_entry(self, record_id: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._entry_path(record_id).read_text("utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_entry(self, record_id: str, entry: dict[str, Any]) -> None:
+        _atomic_write(self._entry_path(record_id), json.dumps(entry).encode("utf-8"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time, across threads and processes (``flock`` per open file)."""
+        lock_path = self.folder / STATE_DIR / "lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def render(record: OutputRecord) -> str:
+    """YAML front matter (the record's public fields) and the Markdown body."""
+    fields = _plain(record.fields)
+    fields.setdefault("id", record.id)
+    if "date" not in fields and fields.get("publishedDateTime"):
+        fields["date"] = fields["publishedDateTime"]  # what Hugo and Jekyll sort by
+    front = yaml.safe_dump(fields, sort_keys=False, allow_unicode=True, width=1000)
+    body = record.body if record.body.endswith("\n") or not record.body else record.body + "\n"
+    return f"---\n{front}---\n\n{body}"
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists, so ``safe_dump`` accepts any Mapping or Sequence handed over."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _is_stale(entry: dict[str, Any] | None, revision: int) -> bool:
+    """A late retry of an older revision must not overwrite a newer state."""
+    if not entry:
+        return False
+    stored = int(entry.get("revision", 0))
+    return stored > revision or (bool(entry.get("retracted")) and stored >= revision)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename over, fsync the folder: all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

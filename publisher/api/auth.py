@@ -1,0 +1,48 @@
+"""Bearer-token authentication for the management API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+
+from publisher.models import Token
+from publisher.tokens import authenticate, require_scope
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def current_token(scope: str) -> Token:
+    services = current_app.extensions["publisher"]
+    with services.sessions() as session:
+        token = authenticate(session, bearer_token())
+    require_scope(token, scope)
+    g.token = token
+    return token
+
+
+def requires(scope: str) -> Callable[[F], F]:
+    """Decorate a view: 401 without a valid token, 403 without ``scope``."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            current_token(scope)
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+def may_read_protected() -> bool:
+    token = g.get("token")
+    return token is not None and bool({"read-protected", "admin"} & set(token.scopes))

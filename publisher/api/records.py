@@ -1,0 +1,174 @@
+"""``/api/v1/records``: submit, list, read and retract records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from publisher import store
+from publisher.api.auth import may_read_protected, requires
+from publisher.errors import InvalidRecord, MalformedInput
+from publisher.models import Delivery, Record
+from publisher.records import parse_instant
+
+bp = Blueprint("records", __name__, url_prefix="/api/v1")
+
+
+def _services() -> Any:
+    return current_app.extensions["publisher"]
+
+
+@bp.post("/records")
+@requires("submit")
+def submit() -> Response:
+    """One record answers its id, revision and status; a batch answers per item."""
+    intake = current_app.extensions["publisher.intake"]
+    results, batch = intake.submit(
+        request.get_data(cache=False),
+        request.headers.get("Content-Type"),
+        source="api",
+        request_id=g.request_id,
+    )
+    if batch:
+        response = jsonify({"items": [r.to_dict() for r in results]})
+        response.status_code = 202
+        return response
+    (result,) = results
+    if result.error is not None:
+        raise result.error
+    response = jsonify(result.to_dict())
+    response.status_code = 202
+    response.headers["Location"] = f"/api/v1/records/{result.id}"
+    return response
+
+
+@bp.get("/records")
+@requires("read")
+def list_records() -> Response:
+    args = request.args
+    with _services().sessions() as session:
+        rows, cursor = store.list_records(
+            session,
+            published=_flag(args.get("published")),
+            topic=args.get("topic") or None,
+            since=_instant(args.get("since")),
+            state=args.get("state") or None,
+            cursor=args.get("cursor") or None,
+            limit=_limit(args.get("limit")),
+        )
+        items = [record_summary(r) for r in rows]
+    return jsonify({"items": items, "next_cursor": cursor})
+
+
+@bp.get("/records/<record_id>")
+@requires("read")
+def read_record(record_id: str) -> Response:
+    services = _services()
+    with services.sessions() as session:
+        record = store.get_record(session, record_id)
+        placements = store.placements_of(session, record_id)
+    answer = record_detail(record)
+    answer["outputs"] = {p.output: p.state for p in placements}
+    if may_read_protected() and record.secured_status.startswith("decrypted"):
+        answer["secured"]["protected"] = services.open_protected(record.fields)
+    return jsonify(answer)
+
+
+@bp.delete("/records/<record_id>")
+@requires("submit")
+def retract(record_id: str) -> Response:
+    intake = current_app.extensions["publisher.intake"]
+    outcome = intake.retract(record_id, request_id=g.request_id)
+    response = jsonify({"id": outcome.id, "revision": outcome.revision, "status": outcome.status})
+    response.status_code = 202
+    return response
+
+
+@bp.get("/records/<record_id>/deliveries")
+@requires("read")
+def record_deliveries(record_id: str) -> Response:
+    with _services().sessions() as session:
+        store.get_record(session, record_id)
+        rows = store.deliveries_of(session, record_id)
+    return jsonify({"items": [delivery_dict(d) for d in rows]})
+
+
+def record_summary(record: Record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "revision": record.revision,
+        "state": record.state,
+        "title": record.fields.get("title"),
+        "published": record.published,
+        "secured": {"status": record.secured_status},
+        "updated_at": _iso(record.updated_at),
+    }
+
+
+def record_detail(record: Record) -> dict[str, Any]:
+    fields = {k: v for k, v in record.fields.items() if k != "secured"}
+    if record.body:
+        fields["body"] = record.body
+    if "secured" in record.fields:
+        fields["secured"] = record.fields["secured"]  # the envelope itself is not secret
+    return {
+        "id": record.id,
+        "revision": record.revision,
+        "state": record.state,
+        "record": fields,
+        "secured": {"status": record.secured_status},
+        "warnings": record.warnings or [],
+        "source": record.source,
+        "created_at": _iso(record.created_at),
+        "updated_at": _iso(record.updated_at),
+    }
+
+
+def delivery_dict(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "record_id": delivery.record_id,
+        "output": delivery.output,
+        "event": delivery.event,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "error": delivery.error,
+        "revision": delivery.revision,
+        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "updated_at": _iso(delivery.updated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in {"true", "1", "yes"}:
+        return True
+    if value.lower() in {"false", "0", "no"}:
+        return False
+    raise MalformedInput("published must be true or false", errors={"published": ["not a boolean"]})
+
+
+def _instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise InvalidRecord(
+            "since must be an ISO 8601 date-time", errors={"since": [str(exc)]}
+        ) from exc
+
+
+def _limit(value: str | None) -> int:
+    if not value:
+        return 50
+    if not value.isdigit() or not 1 <= int(value) <= 500:
+        raise MalformedInput("limit must be 1-500", errors={"limit": ["must be 1-500"]})
+    return int(value)

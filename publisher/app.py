@@ -1,0 +1,40 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from publisher.config import load_settings
+from publisher.intake import Intake
+from publisher.services import Services, build_services
+
+
+def create_app(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Flask:
+    """Build one app: settings, store, queue, keys, plugins, blueprints."""
+    from publisher.api import deliveries, errors, health, plugins, records, requests
+
+    settings = load_settings(environ, overrides)
+    app = Flask("publisher")
+    app.config["PUBLISHER"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    services = build_services(settings)
+    app.extensions["publisher"] = services
+    app.extensions["publisher.intake"] = Intake(services)
+    errors.register(app)
+    requests.register(app)
+    for blueprint in (records.bp, deliveries.bp, plugins.bp, health.bp):
+        app.register_blueprint(blueprint)
+    services.pm.hook.register_routes(app=app)
+    logging.getLogger("publisher").setLevel(logging.INFO)
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    return app.extensions["publisher"]

@@ -1,0 +1,49 @@
+"""The ``publisher`` command line: click commands through Flask's CLI."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import FlaskGroup
+
+from publisher import __version__
+
+
+def _create_app():  # noqa: ANN202 - Flask's CLI calls this lazily
+    from publisher.app import create_app
+
+    return create_app()
+
+
+@click.group(
+    cls=FlaskGroup,
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    set_debug_flag=False,
+    load_dotenv=False,
+)
+@click.version_option(__version__, prog_name="publisher")
+def cli() -> None:
+    """publisher: take records in, check them, publish them to every output."""
+
+
+def _register() -> None:
+    from publisher.cli import admin, records, run
+
+    for module in (run, records, admin):
+        module.register(cli)
+    try:
+        from publisher.cli import keys
+    except ImportError:  # pragma: no cover - keys are optional while being built
+        return
+    cli.add_command(keys.keys_group, "keys")
+    cli.add_command(keys.seal_command, "seal")
+    cli.add_command(keys.open_command, "open")
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the ``publisher`` script."""
+    cli(prog_name="publisher")

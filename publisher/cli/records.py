@@ -1,0 +1,146 @@
+"""``publisher ingest``, ``validate`` and ``retract``."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from tqdm import tqdm
+
+from publisher.cli.common import echo_json
+from publisher.errors import PublisherError
+from publisher.parsing import parse_body, parse_file
+from publisher.records import record_id
+from publisher.schemas import validate_record
+
+SUFFIXES = {".md", ".markdown", ".json", ".ndjson", ".jsonl", ".yaml", ".yml"}
+CHUNK = 500  # records per transaction when ingesting
+
+
+def _files(paths: Iterable[str]) -> Iterator[Path]:
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES)
+        else:
+            yield path
+
+
+def _read(path: Path) -> list[Any]:
+    if str(path) == "-":
+        data = sys.stdin.buffer.read()
+        text = data.lstrip()
+        kind = "text/markdown" if text.startswith(b"---") else "application/json"
+        if text[:1] not in (b"{", b"[", b"-"):
+            kind = "application/yaml"
+        return parse_body(data, kind).items
+    return parse_file(path).items
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--source", default="cli", show_default=True, help="Source name for policy.")
+@with_appcontext
+def ingest(paths: tuple[str, ...], source: str) -> None:
+    """Store records from files, folders (recursively) or - (stdin), with a progress bar."""
+    intake = current_app.extensions["publisher.intake"]
+    files = list(_files(paths))
+    counts: Counter[str] = Counter()
+    problems: list[str] = []
+    pending: list[tuple[str, Any]] = []
+
+    def flush() -> None:
+        results = intake.take([raw for _, raw in pending], source=source)
+        for (where, _), result in zip(pending, results, strict=True):
+            counts[result.status] += 1
+            for field, messages in result.errors.items():
+                problems.append(f"{where}: {field}: {'; '.join(messages)}")
+        pending.clear()
+
+    for path in tqdm(files, desc="ingest", unit="file", file=sys.stderr, mininterval=0.5):
+        try:
+            items = _read(path)
+        except (PublisherError, OSError) as exc:
+            counts["unreadable"] += 1
+            problems.append(f"{path}: {_message(exc)}")
+            continue
+        pending.extend(
+            (f"{path}" + (f"[{i}]" if len(items) > 1 else ""), raw) for i, raw in enumerate(items)
+        )
+        if len(pending) >= CHUNK:
+            flush()
+    if pending:
+        flush()
+    for line in problems:
+        click.echo(line, err=True)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+    click.echo(f"{len(files)} files: {summary}")
+    if counts["invalid"] or counts["unreadable"]:
+        sys.exit(1)
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--strict", is_flag=True, help="Reject unknown fields.")
+def validate(paths: tuple[str, ...], strict: bool) -> None:
+    """Dry run: check records without storing them; exit 1 if any is invalid."""
+    failures = 0
+    total = 0
+    for path in _files(paths):
+        try:
+            items = _read(path)
+        except (PublisherError, OSError) as exc:
+            failures += 1
+            click.echo(f"{path}: {_message(exc)}", err=True)
+            continue
+        for index, raw in enumerate(items):
+            total += 1
+            where = f"{path}" + (f"[{index}]" if len(items) > 1 else "")
+            failures += _check(where, raw, strict)
+    click.echo(f"{total} records checked, {failures} invalid")
+    if failures:
+        sys.exit(1)
+
+
+def _check(where: str, raw: Any, strict: bool) -> int:
+    try:
+        validated = validate_record(raw, strict=strict)
+        record_id(validated.data)
+    except PublisherError as exc:
+        for field, messages in exc.errors.items():
+            click.echo(f"{where}: {field}: {'; '.join(messages)}", err=True)
+        return 1
+    for warning in validated.warnings:
+        click.echo(f"{where}: warning: {warning}", err=True)
+    return 0
+
+
+@click.command("retract")
+@click.argument("record_ids", nargs=-1, required=True)
+@with_appcontext
+def retract(record_ids: tuple[str, ...]) -> None:
+    """Retract records from every output that has them."""
+    intake = current_app.extensions["publisher.intake"]
+    for rid in record_ids:
+        outcome = intake.retract(rid)
+        echo_json(
+            {"id": outcome.id, "status": outcome.status, "deliveries": len(outcome.deliveries)}
+        )
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, PublisherError):
+        details = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.errors.items())
+        return f"{exc.message}" + (f" ({details})" if details else "")
+    return str(exc)
+
+
+def register(cli: click.Group) -> None:
+    for command in (ingest, validate, retract):
+        cli.add_command(command)

@@ -1,0 +1,60 @@
+"""``publisher serve`` and ``publisher worker``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from flask.cli import with_appcontext
+
+from publisher.cli.common import services
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--threads", default=8, show_default=True, type=int, help="HTTP threads.")
+@click.option(
+    "--worker/--no-worker",
+    default=None,
+    help="Run a delivery worker in this process (default: on, the embedded setting).",
+)
+@with_appcontext
+def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
+    """Run the service (waitress) with the embedded defaults, worker included."""
+    import waitress
+    from flask import current_app
+
+    from publisher.worker import EmbeddedWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    svc = services()
+    run_worker = svc.settings["embedded_worker"] if worker is None else worker
+    embedded = EmbeddedWorker(svc, int(svc.settings["worker"]["threads"])) if run_worker else None
+    if embedded:
+        embedded.start()
+        svc.dispatcher.sweep(grace=0)
+    click.echo(f"publisher serving on http://{host}:{port} (worker: {'on' if embedded else 'off'})")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="publisher")
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+@click.command("worker")
+@click.option("--threads", default=None, type=int, help="Delivery threads (default: config).")
+@with_appcontext
+def worker(threads: int | None) -> None:
+    """Run the background worker: deliveries, retries, the sweeper. SIGTERM is graceful."""
+    from publisher.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    svc = services()
+    run_worker(svc, threads or int(svc.settings["worker"]["threads"]))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve)
+    cli.add_command(worker)

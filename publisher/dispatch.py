@@ -1,0 +1,362 @@
+"""Running deliveries: lease, hand to the output, then done, retry or dead.
+
+The deliveries table is the source of truth; huey only carries "look at delivery X now".
+huey is at most once (a task taken by a killed worker is gone), so a worker leases a
+delivery before running it, and the sweeper re-enqueues deliveries whose lease expired or
+that were never enqueued. A delivery that keeps killing its worker (a poison job) ends dead
+after ``max_receives`` receives without a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from huey import Huey
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from publisher.db import transaction
+from publisher.models import Delivery, OutputState, Placement, Record, utcnow
+from publisher.outputs import DeliveryError, Event, Output, OutputRecord
+from publisher.records import public_fields
+from publisher.store import Route
+
+log = logging.getLogger("publisher.dispatch")
+TASK_NAME = "publisher.deliver"
+
+
+@dataclass
+class OutputSpec:
+    """An output with the options the core applies to it (routing, schedule, timeout)."""
+
+    output: Output
+    wants: Callable[[Mapping[str, Any]], bool] = lambda fields: True
+    retry_schedule: Sequence[float] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+    timeout: float = 30.0
+    rule: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.output.name
+
+
+@dataclass
+class Dispatcher:
+    """Owns the huey task that runs deliveries, and the sweeper."""
+
+    sessions: sessionmaker[Session]
+    huey: Huey
+    outputs: dict[str, OutputSpec]
+    hooks: Any = None
+    opener: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] = lambda fields: None
+    jitter: float = 0.1
+    lease_seconds: float = 120.0
+    max_receives: int = 5
+    _task: Any = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._task = self.huey.task(name=TASK_NAME, retries=0)(self.run_delivery)
+
+    def routes(self) -> list[Route]:
+        disabled = self.disabled_outputs()
+        return [Route(s.name, s.wants) for s in self.outputs.values() if s.name not in disabled]
+
+    def disabled_outputs(self) -> set[str]:
+        with self.sessions() as session:
+            query = select(OutputState.name).where(OutputState.enabled.is_(False))
+            return set(session.scalars(query))
+
+    def enqueue(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> None:
+        """Feed the queue after the commit; a failure here is repaired by the sweeper."""
+        now = now or utcnow()
+        for delivery in deliveries:
+            if delivery.next_attempt_at <= now:
+                try:
+                    self._task(delivery.id)
+                except Exception:  # noqa: BLE001 - the sweeper will enqueue it
+                    log.warning("enqueue failed; the sweeper will retry", exc_info=True)
+
+    # -- one delivery -------------------------------------------------------------------
+
+    def run_delivery(self, delivery_id: str) -> None:
+        """The huey task: lease, deliver, settle. Safe to receive twice."""
+        now = utcnow()
+        if not self._lease(delivery_id, now):
+            return
+        with self.sessions() as session:
+            delivery = session.get(Delivery, delivery_id)
+            record = session.scalars(select(Record).where(Record.id == delivery.record_id)).one()
+        if delivery.receives - delivery.attempts > self.max_receives:
+            self._settle_failure(delivery, "worker died during delivery too often", dead=True)
+            return
+        spec = self.outputs.get(delivery.output)
+        if spec is None:
+            self._settle_failure(delivery, f"no output named {delivery.output!r}", dead=True)
+            return
+        if delivery.output in self.disabled_outputs():
+            self._settle_failure(delivery, "output is disabled", dead=True)
+            return
+        self._attempt(spec, delivery, record)
+
+    def _lease(self, delivery_id: str, now: datetime) -> bool:
+        """Take the delivery for ``lease_seconds`` unless another worker holds it or a
+        sibling delivery of the same record and output (which keeps their order)."""
+        sibling = aliased(Delivery)
+        busy = exists().where(
+            sibling.record_id == Delivery.record_id,
+            sibling.output == Delivery.output,
+            sibling.id != Delivery.id,
+            sibling.status == "pending",
+            sibling.lease_until > now,
+        )
+        statement = (
+            update(Delivery)
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.status == "pending",
+                Delivery.next_attempt_at <= now + timedelta(seconds=1),
+                (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+                ~busy,
+            )
+            .values(
+                lease_until=now + timedelta(seconds=self.lease_seconds),
+                receives=Delivery.receives + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with transaction(self.sessions) as session:
+            return session.execute(statement).rowcount == 1
+
+    def _attempt(self, spec: OutputSpec, delivery: Delivery, record: Record) -> None:
+        event = Event(
+            kind=delivery.event,  # type: ignore[arg-type]
+            delivery_id=delivery.id,
+            record_id=record.id,
+            revision=record.revision,
+            occurred_at=delivery.created_at,
+        )
+        view = self._view(spec, record)
+        method = spec.output.retract if event.kind == "retracted" else spec.output.publish
+        error = call_with_timeout(method, (view, event), spec.timeout)
+        if error is None:
+            self._settle_success(delivery, event)
+            return
+        if isinstance(error, DeliveryError):
+            self._settle_failure(delivery, str(error), error=error, spec=spec)
+        else:
+            self._settle_failure(delivery, _describe(error), spec=spec)
+
+    def _view(self, spec: OutputSpec, record: Record) -> OutputRecord:
+        protected = self.opener(record.fields) if spec.output.accepts_protected else None
+        return OutputRecord(
+            id=record.id,
+            revision=record.revision,
+            fields=public_fields(record.fields),
+            body=record.body,
+            secured_status=record.secured_status,
+            protected=protected,
+        )
+
+    # -- settling -------------------------------------------------------------------------
+
+    def _settle_success(self, delivery: Delivery, event: Event) -> None:
+        now = utcnow()
+        state = "retracted" if delivery.event == "retracted" else "live"
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery.id)
+                .values(
+                    status="done",
+                    attempts=Delivery.attempts + 1,
+                    lease_until=None,
+                    error=None,
+                    updated_at=now,
+                )
+            )
+            self._place(session, delivery, state, now)
+        self._hook(
+            "delivery_succeeded", output=delivery.output, record_id=delivery.record_id, event=event
+        )
+
+    def _settle_failure(
+        self,
+        delivery: Delivery,
+        message: str,
+        *,
+        error: DeliveryError | None = None,
+        spec: OutputSpec | None = None,
+        dead: bool = False,
+    ) -> None:
+        now = utcnow()
+        attempts = delivery.attempts + 1
+        schedule = spec.retry_schedule if spec else ()
+        dead = dead or (error is not None and error.permanent) or attempts >= len(schedule)
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "error": message[:2000],
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if dead:
+            values["status"] = "dead"
+        else:
+            delay = self._delay(schedule[attempts], error)
+            values["next_attempt_at"] = now + timedelta(seconds=delay)
+            values["enqueued_at"] = now
+        with transaction(self.sessions) as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+            if dead:
+                self._place(session, delivery, "failed", now)
+            if error is not None and error.disable_output:
+                disable_output(session, delivery.output, message)
+        if not dead:
+            self._task.schedule((delivery.id,), eta=values["next_attempt_at"])
+        log.warning(
+            "delivery failed",
+            extra={"delivery_id": delivery.id, "output": delivery.output, "dead": dead},
+        )
+        event = Event(delivery.event, delivery.id, delivery.record_id, delivery.revision, now)  # type: ignore[arg-type]
+        self._hook(
+            "delivery_failed",
+            output=delivery.output,
+            record_id=delivery.record_id,
+            event=event,
+            error=message,
+            dead=dead,
+        )
+
+    def _delay(self, base: float, error: DeliveryError | None) -> float:
+        if error is not None and error.retry_after is not None:
+            return max(0.0, float(error.retry_after))
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+    def _place(self, session: Session, delivery: Delivery, state: str, now: datetime) -> None:
+        session.execute(
+            update(Placement)
+            .where(
+                Placement.record_id == delivery.record_id,
+                Placement.output == delivery.output,
+                Placement.revision <= delivery.revision,
+            )
+            .values(state=state, updated_at=now)
+        )
+
+    def _hook(self, name: str, **kwargs: Any) -> None:
+        if self.hooks is None:
+            return
+        try:
+            getattr(self.hooks, name)(**kwargs)
+        except Exception:  # noqa: BLE001 - an observer must not break delivery
+            log.exception("plugin hook %s failed", name)
+
+    # -- the sweeper ----------------------------------------------------------------------
+
+    def sweep(self, now: datetime | None = None, grace: float | None = None) -> int:
+        """Re-enqueue due deliveries that nobody holds and that were not enqueued lately.
+
+        Covers a worker killed mid-delivery (its lease expires), an enqueue lost between
+        commit and queue, and embargoed deliveries whose time has come. Returns the count.
+        """
+        now = now or utcnow()
+        grace = self.lease_seconds if grace is None else grace
+        stale = now - timedelta(seconds=grace)
+        due = and_(
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+            (Delivery.enqueued_at.is_(None)) | (Delivery.enqueued_at < stale),
+        )
+        with transaction(self.sessions) as session:
+            ids = list(session.scalars(select(Delivery.id).where(due).limit(1000)))
+            if ids:
+                session.execute(
+                    update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=now)
+                )
+        for delivery_id in ids:
+            self._task(delivery_id)
+        return len(ids)
+
+    def redeliver(self, delivery_id: str) -> Delivery:
+        """Make a dead or done delivery pending again, same id, fresh schedule."""
+        from publisher.errors import NotFound
+
+        now = utcnow()
+        with transaction(self.sessions) as session:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                raise NotFound(f"no delivery with id {delivery_id!r}")
+            delivery.status = "pending"
+            delivery.attempts = 0
+            delivery.receives = 0
+            delivery.lease_until = None
+            delivery.next_attempt_at = now
+            delivery.enqueued_at = now
+            delivery.updated_at = now
+            self._place(session, delivery, "pending", now)
+        self.enqueue([delivery], now)
+        return delivery
+
+
+class SweeperThread(threading.Thread):
+    """Runs ``Dispatcher.sweep`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, dispatcher: Dispatcher, interval: float) -> None:
+        super().__init__(name="publisher-sweeper", daemon=True)
+        self.dispatcher = dispatcher
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.dispatcher.sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping through a database blip
+                log.exception("sweep failed")
+
+
+def disable_output(session: Session, name: str, reason: str) -> None:
+    state = session.get(OutputState, name)
+    if state is None:
+        session.add(OutputState(name=name, enabled=False, reason=reason, updated_at=utcnow()))
+    else:
+        state.enabled, state.reason, state.updated_at = False, reason, utcnow()
+
+
+def enable_output(session: Session, name: str) -> None:
+    state = session.get(OutputState, name)
+    if state is not None:
+        state.enabled, state.reason, state.updated_at = True, None, utcnow()
+
+
+def call_with_timeout(
+    func: Callable[..., Any], args: tuple[Any, ...], timeout: float
+) -> BaseException | None:
+    """Run ``func(*args)`` in a thread; a hanging output costs one thread, not the worker."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            func(*args)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported as a failed attempt
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name="publisher-output-call", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return TimeoutError(f"output did not answer within {timeout:g} s")
+    return outcome[0] if outcome else RuntimeError("output call ended without a result")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,221 @@
+"""The one path every record takes in: parse -> validate -> secure -> store -> enqueue.
+
+The API, the CLI's ``ingest`` and the webhook inbox all call :class:`Intake`, so a record
+is treated the same whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from publisher.config import source_policy
+from publisher.db import transaction
+from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
+from publisher.models import Delivery, QuarantineItem, utcnow
+from publisher.outputs import OutputRecord
+from publisher.parsing import parse_body
+from publisher.records import public_fields, record_id
+from publisher.schemas import validate_record
+from publisher.secure import secure_record
+from publisher.services import Services
+from publisher.store import Incoming, Stored, retract_record, save_record
+
+log = logging.getLogger("publisher.intake")
+
+
+@dataclass
+class Prepared:
+    """A record ready to store, or to quarantine."""
+
+    incoming: Incoming
+    quarantine: str | None = None  # the reason, when the policy says quarantine
+    raw: Any = None
+
+
+@dataclass
+class ItemResult:
+    """The answer for one submitted item, as the API reports it."""
+
+    status: str  # created, revised, unchanged, quarantined, invalid
+    id: str | None = None
+    revision: int | None = None
+    event: str | None = None
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: PublisherError | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"status": self.status}
+        if self.id is not None:
+            answer["id"] = self.id
+        if self.revision is not None:
+            answer["revision"] = self.revision
+        if self.errors:
+            answer["errors"] = self.errors
+        if self.warnings:
+            answer["warnings"] = self.warnings
+        return answer
+
+
+class Intake:
+    """Takes records in for one app's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.hooks = services.pm.hook
+
+    def submit(
+        self,
+        body: bytes,
+        content_type: str | None,
+        *,
+        source: str = "api",
+        request_id: str | None = None,
+    ) -> tuple[list[ItemResult], bool]:
+        """Parse a body and take in every record in it; returns results and batch-ness."""
+        limits = self.settings["limits"]
+        parsed = parse_body(
+            body,
+            content_type,
+            max_depth=limits["max_depth"],
+            max_aliases=limits["max_yaml_aliases"],
+        )
+        if len(parsed.items) > limits["max_batch"]:
+            raise InvalidRecord(
+                f"a batch holds at most {limits['max_batch']} records",
+                errors={"_batch": [f"{len(parsed.items)} records, limit {limits['max_batch']}"]},
+            )
+        return self.take(parsed.items, source=source, request_id=request_id), parsed.batch
+
+    def take(
+        self, items: Sequence[Any], *, source: str = "api", request_id: str | None = None
+    ) -> list[ItemResult]:
+        """Validate and open each item, then store all accepted ones in one transaction."""
+        results: list[ItemResult | None] = []
+        prepared: list[tuple[int, Prepared]] = []
+        for raw in items:
+            try:
+                item = self.prepare(raw, source=source, request_id=request_id)
+            except PublisherError as exc:
+                results.append(ItemResult("invalid", errors=exc.errors, error=exc))
+                continue
+            prepared.append((len(results), item))
+            results.append(None)
+        for index, result in zip(
+            (i for i, _ in prepared), self._store([p for _, p in prepared]), strict=True
+        ):
+            results[index] = result
+        return [r for r in results if r is not None]
+
+    def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
+        """Validate and open one raw item (no storage); raises on anything to refuse."""
+        self._notify("record_received", source=source, raw=raw if isinstance(raw, dict) else {})
+        validated = validate_record(raw, strict=bool(self.settings["strict"]))
+        data = validated.data
+        data["id"] = record_id(data)
+        self._notify("record_validated", record=data, warnings=validated.warnings)
+        outcome = secure_record(data, self.services.keyring, source_policy(self.settings, source))
+        if outcome.action == "reject":
+            raise EnvelopeError()
+        body = str(data.pop("body", "") or "")
+        incoming = Incoming(
+            id=data["id"],
+            fields=data,
+            body=body,
+            source=source,
+            secured_status=outcome.result.status,
+            warnings=validated.warnings,
+            request_id=request_id,
+        )
+        reason = "secured" if outcome.action == "quarantine" else None
+        return Prepared(incoming, quarantine=reason, raw=raw)
+
+    def _store(self, items: Sequence[Prepared]) -> list[ItemResult]:
+        if not items:
+            return []
+        for attempt in range(3):
+            try:
+                return self._store_once(items)
+            except IntegrityError:
+                # two processes created the same new record at once: the loser retries and
+                # now finds the winner's row (PostgreSQL; SQLite serialises writers)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _store_once(self, items: Sequence[Prepared]) -> list[ItemResult]:
+        routes = self.services.dispatcher.routes()
+        volatile = self.settings["volatile_fields"]
+        results: list[ItemResult] = []
+        stored: list[Stored] = []
+        with transaction(self.services.sessions) as session:
+            for item in items:
+                if item.quarantine:
+                    session.add(_quarantine_row(item))
+                    results.append(ItemResult("quarantined", id=item.incoming.id))
+                    continue
+                outcome = save_record(session, item.incoming, routes, volatile=volatile)
+                stored.append(outcome)
+                results.append(
+                    ItemResult(
+                        outcome.status,
+                        id=outcome.id,
+                        revision=outcome.revision,
+                        event=outcome.event,
+                        warnings=item.incoming.warnings,
+                    )
+                )
+        self._after_commit(stored, [i for i in items if not i.quarantine])
+        return results
+
+    def _after_commit(self, stored: Sequence[Stored], items: Sequence[Prepared]) -> None:
+        deliveries: list[Delivery] = [d for s in stored for d in s.deliveries]
+        self.services.dispatcher.enqueue(deliveries)
+        for outcome, item in zip(stored, items, strict=True):
+            if outcome.status == "unchanged":
+                continue
+            view = OutputRecord(
+                id=outcome.id,
+                revision=outcome.revision,
+                fields=public_fields(item.incoming.fields),
+                body=item.incoming.body,
+                secured_status=item.incoming.secured_status,
+            )
+            self._notify("record_stored", record=view, event=outcome.event)
+
+    def retract(self, record_id: str, request_id: str | None = None) -> Stored:
+        """Retract a record from every output that has it."""
+        routes = self.services.dispatcher.routes()
+        with transaction(self.services.sessions) as session:
+            outcome = retract_record(session, record_id, routes, request_id)
+        self.services.dispatcher.enqueue(outcome.deliveries)
+        return outcome
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.hooks, hook)(**kwargs)
+        except PublisherError:
+            raise
+        except Exception:  # noqa: BLE001 - an observing plugin must not break intake
+            log.exception("plugin hook %s failed", hook)
+
+
+def _quarantine_row(item: Prepared) -> QuarantineItem:
+    fields = dict(item.incoming.fields)
+    fields["body"] = item.incoming.body
+    return QuarantineItem(
+        source=item.incoming.source,
+        content_type="application/json",
+        payload=json.dumps(fields, default=str).encode(),
+        reason=item.quarantine or "unknown",
+        errors={"secured": [EnvelopeError.MESSAGE]},
+        record_id=item.incoming.id,
+        created_at=utcnow(),
+    )

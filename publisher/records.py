@@ -1,0 +1,84 @@
+"""What makes a record itself: its identity, its content hashes, its public view."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from publisher.errors import InvalidRecord
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~-]{0,199}$")
+#: Query parameters that identify a campaign, not a document: dropped from derived ids.
+TRACKING_PARAMS = re.compile(r"^(utm_.*|fbclid|gclid|mc_cid|mc_eid)$")
+#: Fields an output never sees: the raw envelope stays inside the service.
+PRIVATE_FIELDS = frozenset({"secured"})
+
+
+def normalise_url(url: str) -> str:
+    """Lower-case scheme and host, drop default ports, fragments and tracking parameters."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    query = sorted((k, v) for k, v in query if not TRACKING_PARAMS.match(k))
+    path = parts.path.rstrip("/") or "/"
+    return urlunsplit((scheme, host, path, urlencode(query), ""))
+
+
+def record_id(fields: Mapping[str, Any]) -> str:
+    """The sender's ``id`` if given, else a stable id derived from its canonical URL."""
+    given = fields.get("id")
+    if given is not None:
+        if not isinstance(given, str) or not ID_PATTERN.match(given):
+            raise InvalidRecord(
+                "invalid record id",
+                errors={"id": ["1-200 characters: letters, digits and . _ : ~ - only"]},
+            )
+        return given
+    url = fields.get("originalUrl") or fields.get("webUrl")
+    if not url:
+        raise InvalidRecord(
+            "a record needs an id, an originalUrl or a webUrl",
+            errors={"id": ["missing: give id, originalUrl or webUrl"]},
+        )
+    return hashlib.sha256(normalise_url(url).encode()).hexdigest()[:32]
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(fields: Mapping[str, Any], body: str, ignore: Iterable[str] = ()) -> str:
+    """A hash of the record's content, leaving out ``ignore`` (the volatile fields)."""
+    skip = set(ignore)
+    kept = {k: v for k, v in fields.items() if k not in skip}
+    digest = hashlib.sha256(canonical_json(kept))
+    digest.update(b"\x00")
+    digest.update(body.encode())
+    return digest.hexdigest()
+
+
+def public_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields any output may see: everything but the envelope."""
+    return {k: v for k, v in fields.items() if k not in PRIVATE_FIELDS}
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """An ISO 8601 string (as validation leaves it) as an aware datetime."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

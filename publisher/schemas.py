@@ -1,0 +1,341 @@
+"""Record validation: marshmallow schemas, field-path errors, unknown-field warnings.
+
+:func:`validate_record` is the one entry point. It returns JSON-ready data: every value a
+plain JSON type, date-times as ISO 8601 strings.
+
+Decisions (the contract senders rely on):
+
+- Date-times keep the sender's offset and are written ``YYYY-MM-DDTHH:MM:SS[.ffffff]``
+  followed by ``Z`` for UTC or ``+HH:MM`` otherwise. A date-time without a zone (or a bare
+  date) is refused: its instant would depend on our clock's zone.
+- Types are strict: ``quality: "17"``, ``quality: true`` and ``published: "yes"`` are
+  errors, not coerced. Senders learn about a bug instead of publishing a guess.
+- Unknown fields (at any level: record, provider, related item, image) are kept in the
+  data and reported as warnings ``unknown field: related.0.foo``; in strict mode they are
+  errors ``Unknown field.`` at their path. Their values must still be JSON values.
+- Strings and lists are bounded, so one record cannot hold the store hostage.
+
+Schema instances are built once at import: they are stateless, and building one costs
+more than validating a record.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from publisher.errors import InvalidRecord
+
+MAX_TITLE = 1_000
+MAX_EXCERPT = 10_000
+MAX_BODY = 1_000_000
+MAX_SECURED = 1_000_000
+MAX_URL = 2_048
+MAX_SHORT = 200  # category, type, topic, provider name
+MAX_DOMAIN = 253
+MAX_ID = 512
+MAX_TOPICS = 100
+MAX_RELATED = 100
+MAX_IMAGES = 50
+_INT64 = validate.Range(min=-(2**63), max=2**63 - 1)
+_NON_NEGATIVE = validate.Range(min=0, max=2**63 - 1)
+_MAX_UNKNOWN_DEPTH = 64
+_MAX_UNKNOWN_VALUES = 100_000  # values, all unknown fields of a record together
+
+# RFC 3339 (seconds optional, as ISO 8601 allows); checked before fromisoformat, which
+# alone would also accept week dates, basic formats and bare dates.
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
+class Str(fields.String):
+    """A text string; unlike marshmallow's, bytes (YAML ``!!binary``) are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        return value
+
+
+class HttpUrl(Str):
+    """An absolute http(s) URL with a host; cheaper than marshmallow's ``URL`` regex."""
+
+    default_error_messages = {"invalid_url": "Not a valid http(s) URL."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > MAX_URL:
+            raise ValidationError(f"Longer than maximum length {MAX_URL}.")
+        if _URL_FORBIDDEN.search(text):
+            raise self.make_error("invalid_url")
+        try:
+            parts = urlsplit(text)
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise self.make_error("invalid_url") from None
+        if parts.scheme.lower() not in ("http", "https") or not host:
+            raise self.make_error("invalid_url")
+        return text
+
+
+class AwareDateTime(fields.Field):
+    """An ISO 8601 date-time with a zone, given as text or as a parsed ``datetime``."""
+
+    default_error_messages = {
+        "invalid": "Not a valid ISO 8601 date-time.",
+        "naive": "A date-time needs a zone (Z or an offset such as +02:00).",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, str):
+            value = self._parse(value)
+        if not isinstance(value, datetime):  # a bare date (YAML 2022-05-23) included
+            raise self.make_error("invalid")
+        if value.utcoffset() is None:
+            raise self.make_error("naive")
+        return format_datetime(value)
+
+    def _parse(self, text: str) -> datetime:
+        if len(text) > 64 or not _DATETIME.fullmatch(text):
+            raise self.make_error("invalid")
+        try:
+            return datetime.fromisoformat(text.upper())
+        except ValueError:  # e.g. February 30th
+            raise self.make_error("invalid") from None
+
+
+class StrictBoolean(fields.Boolean):
+    """``true`` or ``false`` only: ``1``, ``"yes"`` and ``"false"`` are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid")
+
+
+def _int(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(strict=True, validate=kwargs.pop("validate", _INT64), **kwargs)
+
+
+def _str(max_length: int, **kwargs: Any) -> Str:
+    return Str(validate=validate.Length(max=max_length), **kwargs)
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+class _Schema(Schema):
+    class Meta:
+        # unknown fields are found and reported by ``_find_unknown`` (with their path)
+        unknown = EXCLUDE
+
+
+class ImageSchema(_Schema):
+    url = HttpUrl(required=True)
+    width = _int(validate=_NON_NEGATIVE)
+    height = _int(validate=_NON_NEGATIVE)
+    isCached = StrictBoolean()  # noqa: N815 - the record's field name
+
+
+class ProviderSchema(_Schema):
+    name = _str(MAX_SHORT)
+    domain = _str(MAX_DOMAIN)
+
+
+class RelatedSchema(_Schema):
+    title = _str(MAX_TITLE)
+    excerpt = _str(MAX_EXCERPT)
+    publishedDateTime = AwareDateTime()  # noqa: N815
+    webUrl = HttpUrl(required=True)  # noqa: N815
+    ampWebUrl = HttpUrl()  # noqa: N815
+    cdnAmpWebUrl = HttpUrl()  # noqa: N815
+    type = _str(MAX_SHORT)
+    provider = fields.Nested(ProviderSchema)
+    quality = _int()
+    images = fields.List(fields.Nested(ImageSchema), validate=validate.Length(max=MAX_IMAGES))
+
+
+class RecordSchema(_Schema):
+    id = Str(validate=validate.Length(min=1, max=MAX_ID))
+    category = _str(MAX_SHORT)
+    title = Str(required=True, validate=[validate.Length(min=1, max=MAX_TITLE), _not_blank])
+    excerpt = _str(MAX_EXCERPT)
+    publishedDateTime = AwareDateTime()  # noqa: N815
+    expiresAt = AwareDateTime()  # noqa: N815
+    originalUrl = HttpUrl()  # noqa: N815
+    webUrl = HttpUrl()  # noqa: N815
+    type = _str(MAX_SHORT)
+    quality = _int()
+    heat = _int()
+    published = StrictBoolean()
+    provider = fields.Nested(ProviderSchema)
+    topics = fields.List(_str(MAX_SHORT), validate=validate.Length(max=MAX_TOPICS))
+    related = fields.List(fields.Nested(RelatedSchema), validate=validate.Length(max=MAX_RELATED))
+    secured = _str(MAX_SECURED)
+    body = _str(MAX_BODY)
+
+    @validates_schema(skip_on_field_errors=True)
+    def _expiry_after_publication(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """An expiry at or before publication would retract the record as it appears."""
+        if "expiresAt" in data and "publishedDateTime" in data:
+            expires = datetime.fromisoformat(data["expiresAt"])
+            if expires <= datetime.fromisoformat(data["publishedDateTime"]):
+                raise ValidationError("Must be after publishedDateTime.", "expiresAt")
+
+
+RECORD_SCHEMA = RecordSchema()
+
+
+@dataclass(slots=True)
+class Validated:
+    """A valid record as JSON-ready data, with warnings about what was not understood."""
+
+    data: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def validate_record(raw: Any, *, strict: bool = False) -> Validated:
+    """Validate one raw item; raise ``InvalidRecord`` with errors by dotted field path."""
+    if not isinstance(raw, Mapping):
+        message = "A record must be a mapping of fields."
+        raise InvalidRecord("the record is invalid", errors={"_schema": [message]})
+    errors: dict[str, list[str]] = {}
+    unknown = _find_unknown(raw, RECORD_SCHEMA, (), errors)
+    if strict:
+        for path, _ in unknown:
+            errors.setdefault(_dotted(path), []).append("Unknown field.")
+    try:
+        data = RECORD_SCHEMA.load(raw)
+    except ValidationError as exc:
+        _flatten(exc.messages, "", errors)
+    if errors:
+        raise InvalidRecord(_summary(errors), errors=errors)
+    return Validated(data=data, warnings=_keep_unknown(data, unknown))
+
+
+def format_datetime(value: datetime) -> str:
+    """The one way publisher writes a date-time: ISO 8601, sender's offset, UTC as ``Z``."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# -- unknown fields ----------------------------------------------------------------------
+
+Path = tuple[str | int, ...]
+
+
+def _find_unknown(
+    raw: Mapping[Any, Any], schema: Schema, path: Path, errors: dict[str, list[str]]
+) -> list[tuple[Path, Any]]:
+    """Fields the schemas do not declare, at any depth, as (path, raw value)."""
+    found: list[tuple[Path, Any]] = []
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            errors.setdefault(_dotted(path + (str(key),)), []).append("Field names must be text.")
+            continue
+        declared = schema.fields.get(key)
+        if declared is None:
+            found.append((path + (key,), value))
+            continue
+        if isinstance(declared, fields.Nested) and isinstance(value, Mapping):
+            found += _find_unknown(value, declared.schema, path + (key,), errors)
+        elif isinstance(declared, fields.List) and isinstance(declared.inner, fields.Nested):
+            inner = declared.inner.schema
+            for index, item in enumerate(value if isinstance(value, list) else ()):
+                if isinstance(item, Mapping):
+                    found += _find_unknown(item, inner, path + (key, index), errors)
+    return found
+
+
+def _keep_unknown(data: dict[str, Any], unknown: list[tuple[Path, Any]]) -> list[str]:
+    """Put unknown fields back into the loaded data, as JSON values; one warning each."""
+    errors: dict[str, list[str]] = {}
+    warnings = []
+    budget = [_MAX_UNKNOWN_VALUES]
+    for path, value in unknown:
+        target: Any = data
+        for step in path[:-1]:
+            target = target[step]
+        try:
+            target[path[-1]] = _jsonable(value, budget)
+        except ValueError as exc:
+            errors[_dotted(path)] = [str(exc)]
+        warnings.append(f"unknown field: {_dotted(path)}")
+    if errors:
+        raise InvalidRecord(_summary(errors), errors=errors)
+    return warnings
+
+
+def _jsonable(value: Any, budget: list[int], depth: int = 0) -> Any:
+    """A plain JSON value for an unknown field's value (YAML may hand over dates, bytes).
+
+    ``budget`` counts the values still allowed: a shared (aliased) object is copied here,
+    so without it a raw item built by an alias bomb would expand without end.
+    """
+    budget[0] -= 1
+    if depth > _MAX_UNKNOWN_DEPTH or budget[0] < 0:
+        raise ValueError("Nested too deeply or too large.")
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("Not a finite number.")
+        return value
+    if isinstance(value, datetime):
+        return format_datetime(value) if value.utcoffset() is not None else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item, budget, depth + 1) for item in value]
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("Field names must be text.")
+        return {key: _jsonable(item, budget, depth + 1) for key, item in value.items()}
+    raise ValueError("Not a JSON value.")
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(step) for step in path)
+
+
+def _flatten(messages: Any, prefix: str, out: dict[str, list[str]]) -> None:
+    """marshmallow's nested messages to ``{"related.0.webUrl": [...]}``.
+
+    A nested ``_schema`` error (a related item that is not a mapping) belongs to the
+    item's own path, ``related.0``; only the record's own stays ``_schema``.
+    """
+    if isinstance(messages, Mapping):
+        for key, sub in messages.items():
+            if key == "_schema":
+                path = prefix or "_schema"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            _flatten(sub, path, out)
+        return
+    items = messages if isinstance(messages, list) else [messages]
+    for item in items:
+        if isinstance(item, Mapping):
+            _flatten(item, prefix, out)
+        else:
+            out.setdefault(prefix or "_schema", []).append(str(item))
+
+
+def _summary(errors: Mapping[str, list[str]]) -> str:
+    paths = sorted(errors)
+    shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+    return f"the record is invalid: {shown}"

@@ -1,0 +1,361 @@
+"""Records, revisions, the ledger and pending deliveries, written in one transaction.
+
+A ``202`` means ``save_record`` committed: the validated record and one pending delivery per
+output that must hear of it. Nothing here talks to the queue or to outputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from publisher.errors import MalformedInput, NotFound
+from publisher.models import Delivery, Placement, Record, RecordTopic, Revision, utcnow
+from publisher.records import content_hash, parse_instant
+
+
+@dataclass(frozen=True)
+class Route:
+    """An output as the store sees it: a name, and whether it wants a record's fields."""
+
+    name: str
+    wants: Callable[[Mapping[str, Any]], bool] = lambda fields: True
+
+
+@dataclass
+class Incoming:
+    """A validated, opened record ready to store."""
+
+    id: str
+    fields: dict[str, Any]
+    body: str = ""
+    source: str = "api"
+    secured_status: str = "absent"
+    warnings: list[str] = field(default_factory=list)
+    request_id: str | None = None
+
+
+@dataclass
+class Stored:
+    """What ``save_record`` did: ``status`` is created, revised or unchanged."""
+
+    id: str
+    revision: int
+    status: str
+    event: str | None
+    state: str
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+def save_record(
+    session: Session,
+    incoming: Incoming,
+    routes: Sequence[Route],
+    *,
+    volatile: Iterable[str] = ("heat",),
+    now: datetime | None = None,
+) -> Stored:
+    """Store a record revision and plan its deliveries; the caller commits."""
+    now = now or utcnow()
+    chash = content_hash(incoming.fields, incoming.body)
+    mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
+    record = session.scalars(
+        select(Record).where(Record.id == incoming.id).with_for_update()
+    ).one_or_none()
+    if record is not None and record.content_hash == chash:
+        return Stored(record.id, record.revision, "unchanged", None, record.state)
+    was_published = record is not None and record.published
+    meaningful = record is None or record.meaning_hash != mhash
+    published = bool(incoming.fields.get("published", True))
+    if record is None:
+        record = Record(id=incoming.id, revision=0, created_at=now)
+        session.add(record)
+    record.revision += 1
+    _apply(record, incoming, chash, mhash, now)
+    event = _record_event(was_published, published, meaningful)
+    record.state = _state(record, now)
+    session.add(
+        Revision(
+            record_id=record.id,
+            revision=record.revision,
+            fields=incoming.fields,
+            body=incoming.body,
+            content_hash=chash,
+            event=event,
+            created_at=now,
+        )
+    )
+    _set_topics(session, record.id, incoming.fields.get("topics") or [])
+    session.flush()
+    deliveries = plan_deliveries(session, record, event, routes, now, incoming.request_id)
+    status = "created" if record.revision == 1 else "revised"
+    return Stored(record.id, record.revision, status, event, record.state, deliveries)
+
+
+def _apply(record: Record, incoming: Incoming, chash: str, mhash: str, now: datetime) -> None:
+    record.source = incoming.source
+    record.fields = incoming.fields
+    record.body = incoming.body
+    record.published = bool(incoming.fields.get("published", True))
+    record.content_hash = chash
+    record.meaning_hash = mhash
+    record.secured_status = incoming.secured_status
+    record.warnings = incoming.warnings
+    record.published_at = parse_instant(incoming.fields.get("publishedDateTime"))
+    record.expires_at = parse_instant(incoming.fields.get("expiresAt"))
+    record.updated_at = now
+
+
+def _record_event(was_published: bool, published: bool, meaningful: bool) -> str | None:
+    """The lifecycle event a new revision triggers (spec section 2)."""
+    if published and not was_published:
+        return "published"
+    if published and was_published:
+        return "updated" if meaningful else None
+    if was_published and not published:
+        return "retracted"
+    return None
+
+
+def _state(record: Record, now: datetime) -> str:
+    if not record.published:
+        return "retracted" if record.state in {"published", "embargoed"} else "draft"
+    if record.expires_at and record.expires_at <= now:
+        return "expired"
+    if record.published_at and record.published_at > now:
+        return "embargoed"
+    return "published"
+
+
+def _set_topics(session: Session, record_id: str, topics: Iterable[str]) -> None:
+    session.execute(delete(RecordTopic).where(RecordTopic.record_id == record_id))
+    for topic in dict.fromkeys(topics):
+        session.add(RecordTopic(record_id=record_id, topic=topic))
+
+
+def plan_deliveries(
+    session: Session,
+    record: Record,
+    event: str | None,
+    routes: Sequence[Route],
+    now: datetime,
+    request_id: str | None = None,
+) -> list[Delivery]:
+    """One delivery per output that must hear of ``event``; older pending ones are superseded.
+
+    An output that had the record and no longer wants it (its routing rule stopped matching,
+    or the record was retracted) gets ``retracted``; one that wants it and never had it gets
+    ``published``, even when the record-level event is ``updated``.
+    """
+    if event is None:
+        return []
+    placements = _placements(session, record.id)
+    publishable = record.published and not (record.expires_at and record.expires_at <= now)
+    due = max(now, record.published_at) if record.published_at else now
+    planned: list[Delivery] = []
+    for route in routes:
+        had = placements.get(route.name) in {"pending", "live"}
+        wants = publishable and route.wants(record.fields)
+        kind = _output_event(wants, had)
+        if kind is None:
+            continue
+        _supersede(session, record.id, route.name, now)
+        planned.append(_delivery(record, route.name, kind, due if wants else now, request_id))
+        if wants and record.expires_at:
+            expiry = record.expires_at
+            planned.append(_delivery(record, route.name, "retracted", expiry, request_id))
+        _place(session, placements, record, route.name, "pending", now)
+    session.add_all(planned)
+    return planned
+
+
+def _output_event(wants: bool, had: bool) -> str | None:
+    if wants:
+        return "updated" if had else "published"
+    return "retracted" if had else None
+
+
+def _delivery(
+    record: Record, output: str, kind: str, due: datetime, request_id: str | None
+) -> Delivery:
+    now = utcnow()
+    return Delivery(
+        id=f"dlv_{uuid.uuid4().hex}",
+        enqueued_at=now if due <= now else None,
+        record_id=record.id,
+        revision=record.revision,
+        output=output,
+        event=kind,
+        status="pending",
+        attempts=0,
+        receives=0,
+        next_attempt_at=due,
+        request_id=request_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _placements(session: Session, record_id: str) -> dict[str, str]:
+    rows = session.execute(
+        select(Placement.output, Placement.state).where(Placement.record_id == record_id)
+    )
+    return {output: state for output, state in rows}
+
+
+def _place(
+    session: Session,
+    known: Mapping[str, str],
+    record: Record,
+    output: str,
+    state: str,
+    now: datetime,
+) -> None:
+    if output in known:
+        session.execute(
+            update(Placement)
+            .where(Placement.record_id == record.id, Placement.output == output)
+            .values(state=state, revision=record.revision, updated_at=now)
+        )
+    else:
+        session.add(
+            Placement(
+                record_id=record.id,
+                output=output,
+                state=state,
+                revision=record.revision,
+                updated_at=now,
+            )
+        )
+
+
+def _supersede(session: Session, record_id: str, output: str, now: datetime) -> None:
+    """Pending deliveries not yet taken by a worker are replaced by the newest one."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.record_id == record_id,
+            Delivery.output == output,
+            Delivery.status == "pending",
+            (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+        )
+        .values(status="superseded", updated_at=now)
+    )
+
+
+def retract_record(
+    session: Session, record_id: str, routes: Sequence[Route], request_id: str | None = None
+) -> Stored:
+    """Retract a record everywhere it is (``DELETE`` and ``publisher retract``)."""
+    now = utcnow()
+    record = session.scalars(
+        select(Record).where(Record.id == record_id).with_for_update()
+    ).one_or_none()
+    if record is None:
+        raise NotFound(f"no record with id {record_id!r}")
+    if not record.published and record.state in {"retracted", "draft"}:
+        return Stored(record.id, record.revision, "unchanged", None, record.state)
+    record.published = False
+    record.state = "retracted"
+    record.updated_at = now
+    deliveries = plan_deliveries(session, record, "retracted", routes, now, request_id)
+    return Stored(record.id, record.revision, "retracted", "retracted", record.state, deliveries)
+
+
+def get_record(session: Session, record_id: str) -> Record:
+    record = session.scalars(select(Record).where(Record.id == record_id)).one_or_none()
+    if record is None:
+        raise NotFound(f"no record with id {record_id!r}")
+    return record
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedInput("invalid cursor", errors={"cursor": ["invalid cursor"]}) from exc
+
+
+def list_records(
+    session: Session,
+    *,
+    published: bool | None = None,
+    topic: str | None = None,
+    since: datetime | None = None,
+    state: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Record], str | None]:
+    """Newest first; returns a page and the cursor of the next one (or None)."""
+    query = select(Record).order_by(Record.seq.desc()).limit(limit + 1)
+    if published is not None:
+        query = query.where(Record.published.is_(published))
+    if state:
+        query = query.where(Record.state == state)
+    if topic:
+        query = query.join(RecordTopic, RecordTopic.record_id == Record.id).where(
+            RecordTopic.topic == topic
+        )
+    if since:
+        query = query.where(Record.updated_at >= since)
+    if cursor:
+        query = query.where(Record.seq < decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].seq) if more and rows else None
+
+
+def placements_of(session: Session, record_id: str) -> list[Placement]:
+    return list(session.scalars(select(Placement).where(Placement.record_id == record_id)))
+
+
+def deliveries_of(session: Session, record_id: str) -> list[Delivery]:
+    query = (
+        select(Delivery)
+        .where(Delivery.record_id == record_id, Delivery.status != "superseded")
+        .order_by(Delivery.created_at, Delivery.id)
+    )
+    return list(session.scalars(query))
+
+
+def replay_output(session: Session, route: Route, now: datetime | None = None) -> list[Delivery]:
+    """Plan what ``route`` should hold again, after it drifted (e.g. its folder was wiped).
+
+    Every published record it wants gets a ``published`` delivery; every record it still
+    holds that it should not gets ``retracted``.
+    """
+    now = now or utcnow()
+    planned: list[Delivery] = []
+    held = dict(
+        session.execute(
+            select(Placement.record_id, Placement.state).where(Placement.output == route.name)
+        ).all()
+    )
+    for record in session.scalars(select(Record).order_by(Record.seq)):
+        publishable = record.state == "published"
+        wants = publishable and route.wants(record.fields)
+        if wants:
+            kind = "published"
+        elif held.get(record.id) in {"live", "pending"}:
+            kind = "retracted"
+        else:
+            continue
+        _supersede(session, record.id, route.name, now)
+        planned.append(_delivery(record, route.name, kind, now, None))
+        _place(session, held, record, route.name, "pending", now)
+    for delivery in planned:
+        delivery.enqueued_at = now
+    session.add_all(planned)
+    return planned

@@ -1,0 +1,69 @@
+"""API tokens: random, shown once, stored as a SHA-256 hash, carrying scopes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from publisher.errors import Forbidden, NotFound, Unauthenticated
+from publisher.models import Token, utcnow
+
+SCOPES = ("submit", "read", "read-protected", "admin")
+PREFIX = "pub_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, scopes: Iterable[str], name: str = "") -> tuple[int, str]:
+    """Make a token; the clear text is returned once and never stored."""
+    wanted = list(dict.fromkeys(scopes))
+    unknown = [s for s in wanted if s not in SCOPES]
+    if unknown or not wanted:
+        raise ValueError(f"scopes must be among {', '.join(SCOPES)}; got {wanted or 'none'}")
+    token = PREFIX + secrets.token_urlsafe(32)
+    row = Token(name=name, token_hash=hash_token(token), scopes=wanted, created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row.id, token
+
+
+def authenticate(session: Session, token: str | None) -> Token:
+    """The live token behind a bearer value; revoked or unknown tokens fail alike."""
+    if not token:
+        raise Unauthenticated("a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    digest = hash_token(token)
+    row = session.scalars(select(Token).where(Token.token_hash == digest)).one_or_none()
+    # the lookup is by hash, so timing reveals nothing about the token; compare anyway
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
+        raise Unauthenticated(
+            "invalid or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+    return row
+
+
+def require_scope(token: Token, scope: str) -> None:
+    """``admin`` implies every scope; ``read-protected`` implies ``read``."""
+    granted = set(token.scopes)
+    if "admin" in granted or scope in granted:
+        return
+    if scope == "read" and "read-protected" in granted:
+        return
+    raise Forbidden(f"this token lacks the {scope!r} scope")
+
+
+def revoke_token(session: Session, token_id: int) -> None:
+    row = session.get(Token, token_id)
+    if row is None:
+        raise NotFound(f"no token with id {token_id}")
+    row.revoked_at = row.revoked_at or utcnow()
+
+
+def list_tokens(session: Session) -> list[Token]:
+    return list(session.scalars(select(Token).order_by(Token.id)))

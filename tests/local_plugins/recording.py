@@ -1,0 +1,55 @@
+"""A plugin as a third party would write it: outputs that record what they receive.
+
+``recorder`` appends every call to a JSON-lines file; ``flaky`` fails while a flag file
+exists; ``protected-sink`` accepts protected data. Loaded from PUBLISHER_PLUGINS_DIR.
+"""
+
+import json
+from pathlib import Path
+
+from publisher.hookspecs import hookimpl
+from publisher.outputs import DeliveryError
+
+
+class Recorder:
+    def __init__(self, name, log, accepts_protected=False, fail_flag=None):
+        self.name = name
+        self.accepts_protected = accepts_protected
+        self.log = Path(log)
+        self.fail_flag = Path(fail_flag) if fail_flag else None
+
+    def _write(self, action, record, event):
+        if self.fail_flag and self.fail_flag.exists():
+            raise DeliveryError(f"{self.name} is failing on purpose")
+        entry = {
+            "output": self.name,
+            "action": action,
+            "event": event.kind,
+            "delivery_id": event.delivery_id,
+            "id": record.id,
+            "revision": record.revision,
+            "title": record.title,
+            "fields": dict(record.fields),
+            "protected": dict(record.protected) if record.protected else None,
+        }
+        with self.log.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def publish(self, record, event):
+        self._write("publish", record, event)
+
+    def retract(self, record, event):
+        self._write("retract", record, event)
+
+
+@hookimpl
+def register_outputs(config):
+    own = config["plugins"].get("recording", {})
+    log = own.get("log")
+    if not log:
+        return []
+    return [
+        Recorder("recorder", log),
+        Recorder("flaky", log, fail_flag=own.get("fail_flag")),
+        Recorder("protected-sink", log, accepts_protected=True),
+    ]

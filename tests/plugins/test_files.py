@@ -1,0 +1,198 @@
+"""The files output: safe names, atomic writes, moves on update, removal on retract."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from publisher.errors import ConfigError
+from publisher.outputs import Event, OutputRecord
+from publisher_plugins import files
+
+
+def make_output(tmp_path: Path, **options: Any) -> files.FilesOutput:
+    config = {"data_dir": str(tmp_path), "plugins": {"files": options}}
+    (output,) = files.register_outputs(config=config)
+    return output
+
+
+def record(record_id: str = "rec-1", revision: int = 1, **fields: Any) -> OutputRecord:
+    base = {"title": "Hello world", "category": "news", "type": "article", "published": True}
+    base.update(fields)
+    return OutputRecord(id=record_id, revision=revision, fields=base, body="Some *text*.")
+
+
+def event(rec: OutputRecord, kind: str = "published") -> Event:
+    return Event(
+        kind=kind,  # type: ignore[arg-type]
+        delivery_id=f"d-{rec.id}-{rec.revision}-{kind}",
+        record_id=rec.id,
+        revision=rec.revision,
+        occurred_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+
+def markdown_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.md") if ".publisher" not in p.parts)
+
+
+def front_matter(path: Path) -> dict[str, Any]:
+    text = path.read_text("utf-8")
+    assert text.startswith("---\n")
+    front, _, body = text[4:].partition("\n---\n")
+    return yaml.safe_load(front)
+
+
+def test_default_folder_and_layout(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    assert output.name == "files" and output.accepts_protected is False
+    rec = record(title="UK fines US AI firm £7.5m over mass image collection")
+    output.publish(rec, event(rec))
+    (path,) = markdown_files(tmp_path / "site")
+    assert path.parent == (tmp_path / "site" / "news").resolve()
+    assert path.name.startswith("uk-fines-us-ai-firm-7-5m-over-mass-image-collection-")
+    text = path.read_text("utf-8")
+    assert text.rstrip().endswith("Some *text*.")
+    meta = front_matter(path)
+    assert meta["title"] == "UK fines US AI firm £7.5m over mass image collection"
+    assert meta["id"] == "rec-1" and meta["category"] == "news"
+
+
+def test_seed_record_round_trips_through_front_matter(tmp_path: Path) -> None:
+    seed = Path("/work/shared/examples/seed-record.md").read_text("utf-8")
+    fields = yaml.safe_load(seed.split("---\n")[1])
+    fields["published"] = True
+    fields["publishedDateTime"] = fields["publishedDateTime"].isoformat()
+    for item in fields["related"]:
+        item["publishedDateTime"] = item["publishedDateTime"].isoformat()
+    fields.pop("secured")
+    rec = OutputRecord(id="seed", revision=1, fields=fields, body="")
+    output = make_output(tmp_path)
+    output.publish(rec, event(rec))
+    (path,) = markdown_files(tmp_path / "site")
+    meta = front_matter(path)
+    assert meta["related"] == fields["related"]
+    assert meta["date"] == fields["publishedDateTime"]
+    assert "secured" not in meta
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "../../etc/passwd",
+        "..",
+        "/absolute/path",
+        "a\x00b\x01c\x1f\x7f\nd\r\te",
+        "\x00\x01\x02",
+        "CON",
+        "😀" * 300,
+        "x" * 5000,
+        "C:\\Windows\\system32",
+    ],
+)
+def test_hostile_titles_stay_inside_the_folder(tmp_path: Path, title: str) -> None:
+    output = make_output(tmp_path, folder=str(tmp_path / "out"))
+    rec = record(title=title, category="../../../escape")
+    output.publish(rec, event(rec))
+    root = (tmp_path / "out").resolve()
+    (path,) = markdown_files(tmp_path)
+    assert path.resolve().is_relative_to(root)
+    name = path.name
+    assert len(name) < 90
+    assert all(ch.isascii() and ch.isprintable() for ch in name)
+    assert "/" not in name and "\\" not in name and not name.startswith(".")
+    assert front_matter(path)["title"] == title
+
+
+def test_two_records_with_one_title_get_two_files(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    for rid in ("a", "b"):
+        rec = record(record_id=rid, title="Same title")
+        output.publish(rec, event(rec))
+    paths = markdown_files(tmp_path / "site")
+    assert len(paths) == 2
+    assert {front_matter(p)["id"] for p in paths} == {"a", "b"}
+
+
+def test_update_is_idempotent_and_moves_on_category_or_title_change(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    first = record(revision=1)
+    output.publish(first, event(first))
+    output.publish(first, event(first))  # a duplicate delivery
+    assert len(markdown_files(tmp_path / "site")) == 1
+    moved = record(revision=2, category="tech", title="New title")
+    output.publish(moved, event(moved, "updated"))
+    (path,) = markdown_files(tmp_path / "site")
+    assert path.parent.name == "tech" and path.name.startswith("new-title-")
+
+
+def test_a_late_retry_of_an_old_revision_changes_nothing(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    old, new = record(revision=1, title="Old"), record(revision=2, title="New")
+    output.publish(new, event(new))
+    output.publish(old, event(old))
+    (path,) = markdown_files(tmp_path / "site")
+    assert front_matter(path)["title"] == "New"
+    gone = record(revision=3, title="New")
+    output.retract(gone, event(gone, "retracted"))
+    output.publish(new, event(new))  # retried after the retraction: stays retracted
+    assert markdown_files(tmp_path / "site") == []
+
+
+def test_retract_removes_the_file_and_is_idempotent(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    rec = record()
+    output.publish(rec, event(rec))
+    output.retract(rec, event(rec, "retracted"))
+    output.retract(rec, event(rec, "retracted"))
+    assert markdown_files(tmp_path / "site") == []
+    # Retracting a record never written (index lost) is fine too.
+    other = record(record_id="never")
+    output.retract(other, event(other, "retracted"))
+
+
+def test_layouts(tmp_path: Path) -> None:
+    flat = make_output(tmp_path, folder=str(tmp_path / "flat"), layout="flat")
+    by_type = make_output(
+        tmp_path, folder=str(tmp_path / "typed"), layout="type", section_prefix="_"
+    )
+    rec = record(category=None)
+    flat.publish(rec, event(rec))
+    by_type.publish(rec, event(rec))
+    (flat_path,) = markdown_files(tmp_path / "flat")
+    assert flat_path.parent == (tmp_path / "flat").resolve()
+    (typed_path,) = markdown_files(tmp_path / "typed")
+    assert typed_path.parent.name == "_article"
+    uncategorised = make_output(tmp_path, folder=str(tmp_path / "cat"))
+    uncategorised.publish(rec, event(rec))
+    assert markdown_files(tmp_path / "cat")[0].parent.name == "uncategorized"
+
+
+def test_bad_configuration_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        make_output(tmp_path, layout="by-date")
+    with pytest.raises(ConfigError):
+        make_output(tmp_path, section_prefix="../")
+
+
+def test_no_temporary_files_are_left_and_threads_do_not_collide(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+
+    def work(i: int) -> None:
+        for rev in range(1, 4):
+            rec = record(record_id=f"r{i}", revision=rev, title=f"Title {i} v{rev}")
+            output.publish(rec, event(rec))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    paths = markdown_files(tmp_path / "site")
+    assert len(paths) == 8
+    assert not [p for p in (tmp_path / "site").rglob("*") if p.name.startswith(".tmp-")]
