@@ -17,7 +17,19 @@ def create_app(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Flask:
     """Build one app: settings, store, queue, keys, plugins, blueprints."""
-    from publisher.api import deliveries, errors, health, plugins, records, requests
+    from publisher.api import (
+        deliveries,
+        errors,
+        health,
+        metrics,
+        openapi,
+        ops,
+        plugins,
+        quarantine,
+        records,
+        requests,
+        webhooks,
+    )
 
     settings = load_settings(environ, overrides)
     app = Flask("publisher")
@@ -29,7 +41,9 @@ def create_app(
     app.extensions["publisher.intake"] = Intake(services)
     errors.register(app)
     requests.register(app)
-    for blueprint in (records.bp, deliveries.bp, plugins.bp, health.bp):
+    blueprints = (records, deliveries, plugins, quarantine, webhooks, health, metrics, openapi, ops)
+    for module in blueprints:
+        blueprint = module.bp
         app.register_blueprint(blueprint)
     services.pm.hook.register_routes(app=app)
     logging.getLogger("publisher").setLevel(logging.INFO)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,6 +26,7 @@ from publisher_plugins import feeds
 FORMATS = ("atom.xml", "rss.xml", "feed.json")
 TOMBSTONE = "{http://purl.org/atompub/tombstones/1.0}deleted-entry"
 BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
 def config(tmp_path: Path, **options: Any) -> dict[str, Any]:
@@ -75,9 +78,52 @@ def event(rec: OutputRecord, kind: str = "published") -> Event:
 
 
 def parse(folder: Path, fmt: str) -> Any:
-    parsed = feedparser.parse((folder / fmt).read_bytes())
+    return parse_bytes((folder / fmt).read_bytes(), fmt)
+
+
+def parse_bytes(raw: bytes, fmt: str) -> Any:
+    if fmt == "feed.json":
+        return parse_json_feed(raw)
+    parsed = feedparser.parse(raw)
     assert not parsed.bozo, (fmt, parsed.get("bozo_exception"))
+    assert parsed.version == {"atom.xml": "atom10", "rss.xml": "rss20"}[fmt]
     return parsed
+
+
+FEED_KEYS = {
+    "version", "title", "home_page_url", "feed_url", "description", "user_comment",
+    "next_url", "icon", "favicon", "authors", "language", "expired", "hubs", "items",
+}
+ITEM_KEYS = {
+    "id", "url", "external_url", "title", "content_html", "content_text", "summary", "image",
+    "banner_image", "date_published", "date_modified", "authors", "tags", "language",
+    "attachments",
+}
+
+
+def parse_json_feed(raw: bytes) -> Any:
+    """feedparser 6.0 cannot read JSON Feed: check the JSON Feed 1.1 rules here instead."""
+    feed = json.loads(raw.decode("utf-8"))
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    assert isinstance(feed["title"], str) and feed["title"]
+    assert feed["feed_url"].startswith("https://") and feed["home_page_url"].startswith("https://")
+    assert all(key in FEED_KEYS or key.startswith("_") for key in feed)
+    ids = [item["id"] for item in feed["items"]]
+    assert len(set(ids)) == len(ids) and all(isinstance(i, str) for i in ids)
+    entries = []
+    for item in feed["items"]:
+        assert all(key in ITEM_KEYS or key.startswith("_") for key in item)
+        assert isinstance(item.get("content_text") or item.get("content_html"), str)
+        for key in ("date_published", "date_modified"):
+            assert RFC3339.match(item[key]) and datetime.fromisoformat(item[key])
+        assert all(isinstance(tag, str) for tag in item.get("tags", []))
+        entries.append(
+            SimpleNamespace(
+                id=item["id"], title=item.get("title"), summary=item.get("summary"),
+                link=item.get("url"), published=item["date_published"],
+            )
+        )
+    return SimpleNamespace(bozo=False, entries=entries, feed=SimpleNamespace(title=feed["title"]))
 
 
 def ids_in(folder: Path, fmt: str) -> list[str]:
@@ -292,7 +338,7 @@ def test_routes_serve_the_files(tmp_path: Path) -> None:
         answer = client.get(path)
         assert answer.status_code == 200, path
         assert answer.mimetype == kind
-        assert not feedparser.parse(answer.data).bozo
+        assert parse_bytes(answer.data, path.rsplit("/", 1)[1]).entries
         answer.close()
     for path in ("/feeds/nope.xml", "/feeds/topics/unknown/atom.xml", "/feeds/state.json"):
         answer = client.get(path)

@@ -1,0 +1,7 @@
+"""Placeholder: being written (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("metrics", __name__)
