@@ -137,7 +137,9 @@ class FeedsOutput:
             keys = {"": ""} | {f"topics/{s}": n for s, n in topics.items()}
             left = {f"topics/{s}": n for s, n in (index or {}).get("topics", {}).items()}
             changed = [k for k, n in (left | keys).items() if self._apply(k, n, record, entry)]
-            self._write_json(self._index_path(record.id), {"revision": event.revision, "topics": topics})
+            self._write_json(
+                self._index_path(record.id), {"revision": event.revision, "topics": topics}
+            )
         self._ping(changed)
 
     def retract(self, record: OutputRecord, event: Event) -> None:
@@ -154,9 +156,7 @@ class FeedsOutput:
         self._ping(changed)
 
     def _topics(self, record: OutputRecord) -> dict[str, str]:
-        raw = record.fields.get("topics") or []
-        names = [raw] if isinstance(raw, str) else [str(t) for t in raw if t]
-        topics = {topic_slug(name): _clean(name) for name in names}
+        topics = {topic_slug(name): name for name in _topic_names(record.fields.get("topics"))}
         return dict(list(topics.items())[: self.settings.max_topics])
 
     def _apply(
@@ -169,7 +169,9 @@ class FeedsOutput:
     ) -> bool:
         """Put ``entry`` in feed ``key`` (or take the record out); write it if it changed."""
         path = self.folder / key / "state.json"
-        state = self._read_json(path) or {"topic": topic, "entries": [], "tombstones": []}
+        state = self._read_json(path) or {"topic": topic}
+        state.setdefault("entries", [])
+        state.setdefault("tombstones", [])
         before = json.dumps(state, sort_keys=True)
         ref = entry_id(record.id)
         entries = [e for e in state["entries"] if e["record_id"] != record.id]
@@ -183,7 +185,10 @@ class FeedsOutput:
         stones.sort(key=lambda s: (s["when"], s["ref"]), reverse=True)
         state["entries"] = entries[: 2 * self.settings.max_entries]  # a buffer for retractions
         state["tombstones"] = stones[: self.settings.max_tombstones]
-        if json.dumps(state, sort_keys=True) == before and (self.folder / key / "atom.xml").exists():
+        if (
+            json.dumps(state, sort_keys=True) == before
+            and (self.folder / key / "atom.xml").exists()
+        ):
             return False
         self._render(key, state)
         self._write_json(path, state)
@@ -263,7 +268,7 @@ def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, A
         "external_url": original if original and original != link else None,
         "published": _rfc3339(published),
         "updated": _rfc3339(max(published, event.occurred_at)),
-        "topics": [_clean(t) for t in (fields.get("topics") or []) if isinstance(t, str)],
+        "topics": _topic_names(fields.get("topics")),
         "category": _clean(str(fields.get("category") or "")),
         "author": _clean(str(provider.get("name") or "")) if isinstance(provider, Mapping) else "",
         "related": related,
@@ -288,7 +293,13 @@ class FeedView:
         _sub(feed, "id", entry_id(f"feed:{self.key}"))
         _sub(feed, "title", self.title, type="text")
         _sub(feed, "updated", self.updated)
-        _sub(feed, "link", rel="self", type=FORMATS["atom.xml"].split(";")[0], href=self._url("atom.xml"))
+        _sub(
+            feed,
+            "link",
+            rel="self",
+            type=FORMATS["atom.xml"].split(";")[0],
+            href=self._url("atom.xml"),
+        )
         _sub(feed, "link", rel="alternate", type="text/html", href=self.s.site_url + "/")
         if self.s.websub_hub:
             _sub(feed, "link", rel="hub", href=self.s.websub_hub)
@@ -328,7 +339,9 @@ class FeedView:
         _sub(channel, "description", self.title)
         _sub(channel, "lastBuildDate", _rfc822(self.updated))
         _sub(channel, "generator", "publisher")
-        _sub(channel, "atom:link", rel="self", type="application/rss+xml", href=self._url("rss.xml"))
+        _sub(
+            channel, "atom:link", rel="self", type="application/rss+xml", href=self._url("rss.xml")
+        )
         if self.s.websub_hub:
             _sub(channel, "atom:link", rel="hub", href=self.s.websub_hub)
         for entry in self.entries:
@@ -414,6 +427,12 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     if text is not None:
         node.text = _clean(text)
     return node
+
+
+def _topic_names(raw: Any) -> list[str]:
+    """Topics as clean, non-empty strings, whatever shape the field has."""
+    items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else []
+    return [name for name in (_clean(str(t)).strip() for t in items if t) if name]
 
 
 def _clean(text: str) -> str:

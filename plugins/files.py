@@ -79,7 +79,9 @@ class FilesOutput:
                 return
             _atomic_write(target, render(record).encode("utf-8"))
             self._remove_previous(entry, target)
-            self._write_entry(record.id, {"path": self._relative(target), "revision": event.revision})
+            self._write_entry(
+                record.id, {"path": self._relative(target), "revision": event.revision}
+            )
 
     def retract(self, record: OutputRecord, event: Event) -> None:
         with self._locked():

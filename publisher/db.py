@@ -13,18 +13,47 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` mean psycopg 3 (the driver publisher installs).
+
+    SQLAlchemy would pick psycopg2 for a bare ``postgresql://``, which is not installed; an
+    explicit driver (``postgresql+psycopg2://``, ``postgresql+asyncpg://``) is kept as given.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def make_engine(
+    url: str, *, synchronous: str = "FULL", pool_size: int = 5, max_overflow: int = 10
+) -> Engine:
     """Create the engine; on SQLite, WAL and a durable ``synchronous`` setting.
 
     ``synchronous=FULL`` (the default) makes every commit survive a power loss, which is what
     a ``202`` promises; ``NORMAL`` is faster and survives a process crash but not a power loss.
+
+    On PostgreSQL each process keeps at most ``pool_size + max_overflow`` connections (15 by
+    default): a sync gunicorn worker uses one, a ``publisher worker`` one per thread plus the
+    sweeper. Size ``max_connections`` (or a PgBouncer in front) for every process of every
+    host; ``docs/deploy.md`` has the arithmetic. Connections are checked before use and
+    recycled after 30 minutes, so a database restart or a load balancer's idle timeout
+    costs a retry, not an error.
     """
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_pragmas(engine, synchronous)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=1800,
+        pool_timeout=30,
+    )
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -70,7 +99,7 @@ def alembic_config(url: str) -> Any:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     return config
 
 

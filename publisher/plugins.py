@@ -128,7 +128,8 @@ def describe_plugins(
             if module.startswith("publisher_local_plugins.")
             else "entry-point"
         )
-        version = versions.get(id(plugin)) or getattr(plugin, "__version__", None) or __version__
+        default = __version__ if origin == "builtin" else "unversioned"
+        version = versions.get(id(plugin)) or getattr(plugin, "__version__", None) or default
         owned = tuple(sorted(o for o, (owner, _) in outputs.items() if owner == name))
         infos.append(PluginInfo(name, str(version), origin, hooks, owned))
     return sorted(infos, key=lambda info: (info.origin != "builtin", info.name))

@@ -2,19 +2,42 @@
 
 A plain path or ``sqlite:///path`` is huey's SQLite storage (nothing to install);
 ``redis://...`` is huey on Redis, for many worker hosts; ``memory://`` is for tests.
+
+On Redis the queue's keys are ``huey.redis.<name>``, ``huey.schedule.<name>`` and
+``huey.results.<name>``, with ``<name>`` ``publisher`` unless the URL says otherwise:
+``redis://host:6379/0?name=staging`` lets several deployments (or test runs) share one
+Redis without seeing each other's tasks. Every web and worker process of one deployment
+must use the same URL.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def split_queue_name(queue_url: str, default: str = "publisher") -> tuple[str, str]:
+    """``redis://h/0?name=x&socket_timeout=5`` -> (``redis://h/0?socket_timeout=5``, ``x``).
+
+    ``name`` is publisher's; every other query parameter is redis-py's and is kept.
+    """
+    parts = urlsplit(queue_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [value for key, value in query if key == "name" and value]
+    rest = [(key, value) for key, value in query if key != "name"]
+    url = urlunsplit(parts._replace(query=urlencode(rest)))
+    return url, names[-1] if names else default
 
 
 def make_huey(queue_url: str, *, name: str = "publisher") -> Huey:
     """Build the huey instance (once per app or worker, never at import)."""
-    if queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey(name, url=queue_url, utc=True)
+    if queue_url.startswith(REDIS_SCHEMES):
+        url, name = split_queue_name(queue_url, name)
+        return RedisHuey(name, url=url, utc=True)
     if queue_url.startswith("memory://"):
         return MemoryHuey(name, utc=True)
     path = queue_url.removeprefix("sqlite:///").removeprefix("sqlite://")

@@ -129,9 +129,12 @@ def _check(tree: ast.Expression, text: str) -> None:
             raise ConfigError(f"routing rule {text!r}: {what} is not allowed")
         if isinstance(node, ast.Constant) and not _is_literal(node.value):
             raise ConfigError(f"routing rule {text!r}: literal {node.value!r} is not allowed")
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            if not (isinstance(node.operand, ast.Constant) and _is_number(node.operand.value)):
-                raise ConfigError(f"routing rule {text!r}: '-' only applies to numbers")
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, ast.USub)
+            and not _is_number(getattr(node.operand, "value", None))
+        ):
+            raise ConfigError(f"routing rule {text!r}: '-' only applies to numbers")
         if isinstance(node, ast.Attribute) and not _is_path(node):
             raise ConfigError(f"routing rule {text!r}: only field paths like a.b are allowed")
         name = getattr(node, "attr", None) or getattr(node, "id", None)

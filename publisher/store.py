@@ -354,7 +354,8 @@ def replay_output(session: Session, route: Route, now: datetime | None = None) -
             continue
         _supersede(session, record.id, route.name, now)
         planned.append(_delivery(record, route.name, kind, now, None))
-        _place(session, held, record, route.name, "pending", now)
+        known = {route.name: held[record.id]} if record.id in held else {}
+        _place(session, known, record, route.name, "pending", now)
     for delivery in planned:
         delivery.enqueued_at = now
     session.add_all(planned)

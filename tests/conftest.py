@@ -85,6 +85,17 @@ def runner(app: Flask):  # noqa: ANN201
 
 
 @pytest.fixture
+def invoke(runner) -> Callable[..., Any]:  # noqa: ANN001
+    """Run a ``publisher`` command against this test's app."""
+    from publisher.cli import cli
+
+    def run(*args: str, **kwargs: Any) -> Any:
+        return runner.invoke(cli, list(args), **kwargs)
+
+    return run
+
+
+@pytest.fixture
 def token(app: Flask) -> Callable[..., str]:
     """``token("submit", "read")`` -> a bearer token with those scopes."""
 

@@ -9,7 +9,7 @@ import pytest
 BOMB = (
     b'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
     + b"".join(
-        f"l{i}: &l{i} [{','.join(['*' + ('a' if i == 0 else f'l{i-1}')] * 9)}]\n".encode()
+        f"l{i}: &l{i} [{','.join(['*' + ('a' if i == 0 else f'l{i - 1}')] * 9)}]\n".encode()
         for i in range(9)
     )
     + b"title: boom\n"

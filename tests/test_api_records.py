@@ -9,9 +9,7 @@ from tests.conftest import DATA
 
 def post(client, auth, body, content_type="text/markdown"):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return client.post(
-        "/api/v1/records", data=data, headers={**auth, "Content-Type": content_type}
-    )
+    return client.post("/api/v1/records", data=data, headers={**auth, "Content-Type": content_type})
 
 
 def test_seed_record_as_markdown_is_accepted_and_reads_back_intact(client, auth, seed_md):
@@ -121,7 +119,7 @@ def test_unknown_fields_are_kept_with_a_warning(client, auth, seed_json):
 
 def test_strict_mode_rejects_unknown_fields(make_app, seed_json):
     app = make_app(strict=True)
-    from tests.conftest import transaction, create_token
+    from tests.conftest import create_token, transaction
 
     with transaction(app.extensions["publisher"].sessions) as session:
         bearer = create_token(session, ["submit"])[1]

@@ -51,7 +51,7 @@ RECORD = {
         ('"x" in missing', False),
         ('"x" not in missing', True),
         ("provider.missing.deeper == null", True),
-        ('title.length == 3', False),
+        ("title.length == 3", False),
         ('quality > "10"', False),
         ("topics == ['AI', 'privacy']", True),
     ],

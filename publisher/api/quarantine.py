@@ -1,7 +1,61 @@
-"""Placeholder: being written (see docs/architecture.md)."""
+"""``/api/v1/quarantine``: what could not be taken in, why, and replaying it after a fix."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, current_app, jsonify, request
 
-bp = Blueprint("quarantine", __name__)
+from publisher.api.auth import requires
+from publisher.api.webhooks import inbox_processor
+from publisher.errors import MalformedInput
+from publisher.inbox import get_quarantined, list_quarantined, quarantine_dict
+
+bp = Blueprint("quarantine", __name__, url_prefix="/api/v1")
+
+
+@bp.get("/quarantine")
+@requires("read")
+def list_items() -> Response:
+    """Newest first; filters ``source`` and ``replayed``; cursor pagination."""
+    args = request.args
+    with current_app.extensions["publisher"].sessions() as session:
+        rows, cursor = list_quarantined(
+            session,
+            source=args.get("source") or None,
+            replayed=_flag(args.get("replayed")),
+            cursor=args.get("cursor") or None,
+            limit=_limit(args.get("limit")),
+        )
+        items = [quarantine_dict(r) for r in rows]
+    return jsonify({"items": items, "next_cursor": cursor})
+
+
+@bp.get("/quarantine/<int:item_id>")
+@requires("read")
+def show(item_id: int) -> Response:
+    with current_app.extensions["publisher"].sessions() as session:
+        row = get_quarantined(session, item_id)
+    return jsonify(quarantine_dict(row, detail=True))
+
+
+@bp.post("/quarantine/<int:item_id>/replay")
+@requires("admin")
+def replay(item_id: int) -> Response:
+    """Run the payload through intake again; 422 with field errors if it still fails."""
+    outcome = inbox_processor(current_app).replay(item_id)
+    return jsonify({"id": outcome.id, "status": outcome.status, "items": outcome.items})
+
+
+def _flag(value: str | None) -> bool | None:
+    if not value:
+        return None
+    if value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    raise MalformedInput("replayed must be true or false", errors={"replayed": ["not a boolean"]})
+
+
+def _limit(value: str | None) -> int:
+    if not value:
+        return 50
+    if not value.isdigit() or not 1 <= int(value) <= 500:
+        raise MalformedInput("limit must be 1-500", errors={"limit": ["must be 1-500"]})
+    return int(value)

@@ -1,7 +1,45 @@
-"""Placeholder: being written (see docs/architecture.md)."""
+"""``POST /webhooks/<source>``: signed deliveries (Standard Webhooks) into the inbox."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import threading
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from publisher.inbox import InboxProcessor
 
 bp = Blueprint("webhooks", __name__)
+
+EXTENSION = "publisher.inbox"
+_lock = threading.Lock()
+
+
+def inbox_processor(app: Flask) -> InboxProcessor:
+    """The app's inbox processor, built on first use (building it registers the huey task).
+
+    A worker must build it before it consumes, or it will not know the ``publisher.inbox``
+    task: ``create_app`` calls this once for that reason.
+    """
+    with _lock:
+        processor = app.extensions.get(EXTENSION)
+        if processor is None:
+            processor = InboxProcessor(
+                app.extensions["publisher"], app.extensions["publisher.intake"]
+            )
+            app.extensions[EXTENSION] = processor
+        return processor
+
+
+@bp.post("/webhooks/<source>")
+def receive(source: str) -> Response:
+    """Verify over the raw bytes, commit them to the inbox, answer 202 (parsing comes later)."""
+    processor = inbox_processor(current_app)
+    body = request.get_data(cache=False)
+    signed = processor.verifier.verify(source, body, request.headers)
+    received = processor.receive(
+        source, signed.webhook_id, body, request.headers.get("Content-Type"), g.request_id
+    )
+    status = "duplicate" if received.duplicate else "accepted"
+    response = jsonify({"status": status, "id": signed.webhook_id})
+    response.status_code = 202
+    return response

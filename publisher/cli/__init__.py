@@ -44,6 +44,21 @@ def _register() -> None:
 _register()
 
 
+def _plugin_commands() -> None:
+    """Let plugins add commands (``register_commands``) before click parses the line."""
+    from publisher.config import load_settings
+    from publisher.errors import ConfigError
+    from publisher.plugins import make_plugin_manager
+
+    try:
+        pm = make_plugin_manager(load_settings())
+    except ConfigError as exc:
+        click.echo(f"publisher: {exc.message}", err=True)
+        return
+    pm.hook.register_commands(cli=cli)
+
+
 def main() -> None:
     """Entry point of the ``publisher`` script."""
+    _plugin_commands()
     cli(prog_name="publisher")

@@ -1,10 +1,12 @@
 """A plugin as a third party would write it: outputs that record what they receive.
 
 ``recorder`` appends every call to a JSON-lines file; ``flaky`` fails while a flag file
-exists; ``protected-sink`` accepts protected data. Loaded from PUBLISHER_PLUGINS_DIR.
+exists; ``protected-sink`` accepts protected data; ``slow`` (when ``slow_seconds`` is set)
+notes that it started, then takes its time. Loaded from PUBLISHER_PLUGINS_DIR.
 """
 
 import json
+import time
 from pathlib import Path
 
 from publisher.hookspecs import hookimpl
@@ -12,8 +14,9 @@ from publisher.outputs import DeliveryError
 
 
 class Recorder:
-    def __init__(self, name, log, accepts_protected=False, fail_flag=None):
+    def __init__(self, name, log, accepts_protected=False, fail_flag=None, delay=0.0):
         self.name = name
+        self.delay = delay
         self.accepts_protected = accepts_protected
         self.log = Path(log)
         self.fail_flag = Path(fail_flag) if fail_flag else None
@@ -21,6 +24,9 @@ class Recorder:
     def _write(self, action, record, event):
         if self.fail_flag and self.fail_flag.exists():
             raise DeliveryError(f"{self.name} is failing on purpose")
+        if self.delay:
+            self._append({"output": self.name, "action": "start", "delivery_id": event.delivery_id})
+            time.sleep(self.delay)
         entry = {
             "output": self.name,
             "action": action,
@@ -32,6 +38,9 @@ class Recorder:
             "fields": dict(record.fields),
             "protected": dict(record.protected) if record.protected else None,
         }
+        self._append(entry)
+
+    def _append(self, entry):
         with self.log.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
@@ -48,8 +57,11 @@ def register_outputs(config):
     log = own.get("log")
     if not log:
         return []
-    return [
+    outputs = [
         Recorder("recorder", log),
         Recorder("flaky", log, fail_flag=own.get("fail_flag")),
         Recorder("protected-sink", log, accepts_protected=True),
     ]
+    if own.get("slow_seconds"):
+        outputs.append(Recorder("slow", log, delay=float(own["slow_seconds"])))
+    return outputs

@@ -18,10 +18,10 @@ import feedparser
 import flask
 import pytest
 import yaml
+from publisher_plugins import feeds
 
 from publisher.errors import ConfigError
 from publisher.outputs import Event, OutputRecord
-from publisher_plugins import feeds
 
 FORMATS = ("atom.xml", "rss.xml", "feed.json")
 TOMBSTONE = "{http://purl.org/atompub/tombstones/1.0}deleted-entry"
@@ -91,12 +91,36 @@ def parse_bytes(raw: bytes, fmt: str) -> Any:
 
 
 FEED_KEYS = {
-    "version", "title", "home_page_url", "feed_url", "description", "user_comment",
-    "next_url", "icon", "favicon", "authors", "language", "expired", "hubs", "items",
+    "version",
+    "title",
+    "home_page_url",
+    "feed_url",
+    "description",
+    "user_comment",
+    "next_url",
+    "icon",
+    "favicon",
+    "authors",
+    "language",
+    "expired",
+    "hubs",
+    "items",
 }
 ITEM_KEYS = {
-    "id", "url", "external_url", "title", "content_html", "content_text", "summary", "image",
-    "banner_image", "date_published", "date_modified", "authors", "tags", "language",
+    "id",
+    "url",
+    "external_url",
+    "title",
+    "content_html",
+    "content_text",
+    "summary",
+    "image",
+    "banner_image",
+    "date_published",
+    "date_modified",
+    "authors",
+    "tags",
+    "language",
     "attachments",
 }
 
@@ -119,11 +143,18 @@ def parse_json_feed(raw: bytes) -> Any:
         assert all(isinstance(tag, str) for tag in item.get("tags", []))
         entries.append(
             SimpleNamespace(
-                id=item["id"], title=item.get("title"), summary=item.get("summary"),
-                link=item.get("url"), published=item["date_published"],
+                id=item["id"],
+                title=item.get("title"),
+                summary=item.get("summary"),
+                link=item.get("url"),
+                published=item["date_published"],
             )
         )
     return SimpleNamespace(bozo=False, entries=entries, feed=SimpleNamespace(title=feed["title"]))
+
+
+def atom_root(folder: Path) -> ET.Element:
+    return ET.parse(folder / "atom.xml").getroot()  # noqa: S314 - our own output
 
 
 def ids_in(folder: Path, fmt: str) -> list[str]:
@@ -169,7 +200,7 @@ def test_seed_record_entry_in_detail(tmp_path: Path) -> None:
 
 def test_hard_titles_come_back_exactly(tmp_path: Path) -> None:
     output = make_output(tmp_path)
-    title = 'Less <than> & "quoted" \'single\' \U0001f600 caf\u00e9 ]]> <![CDATA[ x'
+    title = "Less <than> & \"quoted\" 'single' \U0001f600 caf\u00e9 ]]> <![CDATA[ x"
     rec = record("hard", title=title, excerpt="a < b && c > d \U0001f680")
     output.publish(rec, event(rec))
     for fmt in FORMATS:
@@ -199,13 +230,13 @@ def test_retraction_removes_the_entry_and_leaves_a_tombstone(tmp_path: Path) -> 
     for folder in (tmp_path / "feeds", tmp_path / "feeds" / "topics" / "ai"):
         for fmt in FORMATS:
             assert ids_in(folder, fmt) == [feeds.entry_id("keep")]
-        root = ET.parse(folder / "atom.xml").getroot()
+        root = atom_root(folder)
         stones = root.findall(TOMBSTONE)
         assert [s.get("ref") for s in stones] == [feeds.entry_id("gone")]
         assert stones[0].get("when") == "2024-01-02T00:00:02Z"
     republished = record("gone", revision=3, minutes=5)
     output.publish(republished, event(republished))
-    root = ET.parse(tmp_path / "feeds" / "atom.xml").getroot()
+    root = atom_root(tmp_path / "feeds")
     assert root.findall(TOMBSTONE) == []
     assert len(ids_in(tmp_path / "feeds", "atom.xml")) == 2
 
@@ -215,7 +246,7 @@ def test_tombstones_are_bounded(tmp_path: Path) -> None:
     for number in range(6):
         rec = record(f"t{number}")
         output.retract(rec, event(rec, "retracted"))
-    root = ET.parse(tmp_path / "feeds" / "atom.xml").getroot()
+    root = atom_root(tmp_path / "feeds")
     assert len(root.findall(TOMBSTONE)) == 3
 
 
@@ -357,5 +388,18 @@ def test_bad_configuration_is_refused(tmp_path: Path, options: dict[str, Any]) -
 
 def test_topic_slugs() -> None:
     assert feeds.topic_slug("AI") == "ai"
-    assert feeds.topic_slug("../..") .startswith("t-")
+    assert feeds.topic_slug("../..").startswith("t-")
     assert feeds.topic_slug("新闻") != feeds.topic_slug("体育")
+
+
+def test_odd_shapes_and_hostile_topics(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    odd = record("odd", topics="../../etc", related="not a list", publishedDateTime=None)
+    output.publish(odd, event(odd))
+    assert sorted(p.name for p in (tmp_path / "feeds" / "topics").iterdir()) == ["etc"]
+    (entry,) = parse(tmp_path / "feeds" / "topics" / "etc", "atom.xml").entries
+    assert entry.published == "2024-01-02T00:00:01Z"  # the event's time
+    dots = record("dots", topics=["..", "/"])
+    output.publish(dots, event(dots))
+    for folder in (tmp_path / "feeds" / "topics").iterdir():
+        assert folder.resolve().parent == (tmp_path / "feeds" / "topics").resolve()

@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from publisher_plugins import webhook
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from publisher.errors import ConfigError
 from publisher.outputs import DeliveryError, Event, OutputRecord
-from publisher_plugins import webhook
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -41,7 +41,10 @@ class Receiver(BaseHTTPRequestHandler):
             "/ok": (204 if verified else 400, {}),
             "/gone": (410, {}),
             "/busy": (429, {"Retry-After": "120"}),
-            "/busy-date": (503, {"Retry-After": email.utils.formatdate(time.time() + 60, usegmt=True)}),
+            "/busy-date": (
+                503,
+                {"Retry-After": email.utils.formatdate(time.time() + 60, usegmt=True)},
+            ),
             "/busy-bare": (503, {}),
             "/broken": (500, {}),
             "/moved": (302, {"Location": "http://169.254.169.254/latest/meta-data/"}),
@@ -83,7 +86,7 @@ def one(url: str, **sub: Any) -> webhook.WebhookOutput:
 RECORD = OutputRecord(
     id="rec-1",
     revision=3,
-    fields={"title": "Caf\u00e9 <b> & \"quotes\" \U0001f600", "topics": ["AI"]},
+    fields={"title": 'Caf\u00e9 <b> & "quotes" \U0001f600', "topics": ["AI"]},
     body="Body",
     protected={"salary": 1},
 )
@@ -138,7 +141,10 @@ def test_unsubscribed_events_are_skipped(server: ThreadingHTTPServer) -> None:
     assert server.received == []  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "169.254.169.254", "[::1]", "10.1.2.3", "0.0.0.0"])
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "169.254.169.254", "[::1]", "10.1.2.3", "0.0.0.0"],  # noqa: S104
+)
 def test_private_addresses_are_refused(server: ThreadingHTTPServer, host: str) -> None:
     port = server.server_address[1]
     output = one(f"http://{host}:{port}/ok")
@@ -220,12 +226,16 @@ def test_other_answers_fail_the_attempt(server: ThreadingHTTPServer, path: str) 
     assert len(server.received) == 1  # type: ignore[attr-defined] - the redirect is not followed
 
 
-def test_timeout_and_connection_failures_are_delivery_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timeout_and_connection_failures_are_delivery_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(1)  # accepts, never answers
     try:
-        output = one(f"http://127.0.0.1:{silent.getsockname()[1]}/ok", allow_private=True, timeout=0.3)
+        output = one(
+            f"http://127.0.0.1:{silent.getsockname()[1]}/ok", allow_private=True, timeout=0.3
+        )
         started = time.monotonic()
         with pytest.raises(DeliveryError):
             output.publish(RECORD, event())
@@ -275,3 +285,10 @@ def test_refusal_rules() -> None:
     assert webhook.refusal("224.0.0.1", True) is not None
     assert webhook.refusal("100.64.0.1", False) is not None
     assert webhook.refusal("192.168.1.1", True) is None
+
+
+def test_https_is_verified(server: ThreadingHTTPServer) -> None:
+    # The local receiver speaks plain HTTP: a TLS handshake with it must fail the attempt.
+    port = server.server_address[1]
+    with pytest.raises(DeliveryError, match="failed"):
+        one(f"https://127.0.0.1:{port}/ok", allow_private=True, timeout=2).publish(RECORD, event())

@@ -1,0 +1,191 @@
+"""marshmallow schemas of what the API answers, for the OpenAPI document only.
+
+The views build their answers as plain dicts; these schemas describe them so that the
+document (and the schemathesis run against it) can hold the views to their word. Answers
+are closed (``additionalProperties: false``): a field added to a view without being added
+here fails ``tests/test_openapi.py``, which is the point.
+"""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+RECORD_STATES = ("draft", "embargoed", "published", "expired", "retracted")
+DELIVERY_STATUSES = ("pending", "done", "dead", "superseded")
+EVENTS = ("published", "updated", "retracted")
+PLACEMENT_STATES = ("pending", "live", "retracted", "failed")
+
+
+class Closed(Schema):
+    """An answer object: every field it may hold is declared."""
+
+    class Meta:
+        unknown = RAISE
+
+
+def _messages() -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "messages by field path, such as `related.0.webUrl`"},
+    )
+
+
+class ErrorSchema(Closed):
+    """The one error shape of every 4xx/5xx answer."""
+
+    code = fields.String(required=True, metadata={"example": "invalid"})
+    status = fields.Integer(required=True, metadata={"example": 422})
+    message = fields.String(required=True)
+    errors = _messages()
+
+
+class SubmitOneSchema(Closed):
+    """``202`` for one record (a quarantined record has no revision)."""
+
+    id = fields.String(required=True)
+    revision = fields.Integer()
+    status = fields.String(
+        required=True, validate=validate.OneOf(["created", "revised", "unchanged", "quarantined"])
+    )
+    warnings = fields.List(fields.String())
+
+
+class SubmitItemSchema(Closed):
+    """One item of a batch answer: an id and revision, or errors."""
+
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["created", "revised", "unchanged", "quarantined", "invalid"]),
+    )
+    id = fields.String()
+    revision = fields.Integer()
+    errors = _messages()
+    warnings = fields.List(fields.String())
+
+
+class SubmitBatchSchema(Closed):
+    items = fields.List(fields.Nested(SubmitItemSchema), required=True)
+
+
+class RetractSchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["retracted", "unchanged"]))
+
+
+class SecuredStatusSchema(Closed):
+    status = fields.String(required=True, metadata={"example": "decrypted"})
+    protected = fields.Dict(
+        allow_none=True,
+        metadata={"description": "decrypted protected fields, for read-protected tokens"},
+    )
+
+
+class RecordSummarySchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(RECORD_STATES))
+    title = fields.String(required=True, allow_none=True)
+    published = fields.Boolean(required=True)
+    secured = fields.Nested(SecuredStatusSchema, required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class RecordListSchema(Closed):
+    items = fields.List(fields.Nested(RecordSummarySchema), required=True)
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "pass as `cursor`; null at the end"},
+    )
+
+
+class RecordDetailSchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(RECORD_STATES))
+    record = fields.Dict(required=True, metadata={"description": "the record's fields"})
+    secured = fields.Nested(SecuredStatusSchema, required=True)
+    warnings = fields.List(fields.String(), required=True)
+    source = fields.String(required=True)
+    outputs = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(PLACEMENT_STATES)),
+        required=True,
+        metadata={"description": "output name -> placement state"},
+    )
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+
+
+class DeliverySchema(Closed):
+    id = fields.String(required=True)
+    record_id = fields.String(required=True)
+    output = fields.String(required=True)
+    event = fields.String(required=True, validate=validate.OneOf(EVENTS))
+    status = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATUSES))
+    attempts = fields.Integer(required=True)
+    error = fields.String(required=True, allow_none=True)
+    revision = fields.Integer(required=True)
+    next_attempt_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "set while pending"}
+    )
+    updated_at = fields.DateTime(required=True)
+
+
+class DeliveryListSchema(Closed):
+    items = fields.List(fields.Nested(DeliverySchema), required=True)
+
+
+class PluginSchema(Closed):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    origin = fields.String(
+        required=True, validate=validate.OneOf(["builtin", "entry-point", "folder"])
+    )
+    hooks = fields.List(fields.String(), required=True)
+    outputs = fields.List(fields.String(), required=True)
+
+
+class PluginListSchema(Closed):
+    items = fields.List(fields.Nested(PluginSchema), required=True)
+
+
+class HealthSchema(Closed):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadinessSchema(Closed):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(["ok", "unreachable"])),
+        required=True,
+        metadata={"description": "`database` and `queue`: ok or unreachable"},
+    )
+
+
+class QuarantineItemSchema(Schema):
+    """A quarantined payload (open: the quarantine view may add detail fields)."""
+
+    id = fields.Integer(required=True)
+    source = fields.String(required=True)
+    content_type = fields.String()
+    reason = fields.String(required=True)
+    errors = _messages()
+    record_id = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    replayed_at = fields.DateTime(allow_none=True)
+
+
+class QuarantineListSchema(Schema):
+    items = fields.List(fields.Nested(QuarantineItemSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class WebhookAnswerSchema(Schema):
+    """A webhook delivery was verified and kept (or recognised as a repeat)."""
+
+    status = fields.String(required=True, metadata={"example": "accepted"})
+    id = fields.String(metadata={"description": "the webhook-id"})

@@ -1,0 +1,378 @@
+"""The webhook inbox and the quarantine.
+
+A verified webhook is committed raw to ``inbox`` (one commit) before the sender gets its
+``202``: senders want a fast 2xx and retry otherwise, so parsing, validating and opening
+happen afterwards, in the huey task ``publisher.inbox``, through the same :class:`Intake`
+as the API. The unique ``(source, webhook_id)`` makes a repeated delivery a no-op; inbox
+rows are kept ``webhooks.remember_ids_days`` (at least four, longer than the Standard
+Webhooks retry schedule) so that a late retry is still recognised.
+
+An inbox row moves ``pending -> processing -> done | quarantined``. The claim is an atomic
+``UPDATE ... WHERE status = 'pending'``, so a task enqueued twice runs once. :meth:`sweep`
+re-enqueues rows left ``pending`` (a crash between commit and enqueue) and frees rows left
+``processing`` by a killed worker.
+
+What cannot be taken in goes to ``quarantine`` with the reason and the field errors, never
+a secret or decrypted plaintext. An operator fixes the configuration or schema and replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from publisher.db import transaction
+from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError
+from publisher.intake import Intake, ItemResult
+from publisher.models import InboxItem, QuarantineItem, utcnow
+from publisher.services import Services
+from publisher.store import decode_cursor, encode_cursor
+from publisher.webhooks import Verifier
+
+log = logging.getLogger("publisher.inbox")
+
+TASK_NAME = "publisher.inbox"
+SWEEP_GRACE = 5.0  # seconds a pending row may wait for its first task before the sweeper acts
+MIN_REMEMBER_DAYS = 4  # Standard Webhooks senders retry for about three days
+DEFAULT_QUARANTINE_DAYS = 30
+PRUNE_EVERY = 3600.0  # seconds between prunes run by the sweeper
+DEFAULT_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the inbox did with a verified delivery."""
+
+    id: int | None
+    duplicate: bool
+
+
+@dataclass
+class Replayed:
+    """The outcome of replaying a quarantined item."""
+
+    id: int
+    status: str  # replayed, quarantined
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InboxProcessor:
+    """Receives verified webhooks, runs the ``publisher.inbox`` task, replays the quarantine.
+
+    Built once per app (and per worker); constructing it registers the huey task.
+    """
+
+    def __init__(self, services: Services, intake: Intake) -> None:
+        self.services = services
+        self.intake = intake
+        self.sessions = services.sessions
+        self.settings = services.settings
+        self.verifier = Verifier(services.sessions, services.settings)
+        self._task = services.huey.task(name=TASK_NAME, retries=0)(self.process)
+        self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
+        self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
+        self._pruned_at = 0.0
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def receive(
+        self,
+        source: str,
+        webhook_id: str,
+        payload: bytes,
+        content_type: str | None,
+        request_id: str | None = None,
+    ) -> Received:
+        """Commit the raw payload, then enqueue it; a repeated webhook-id is a duplicate."""
+        row = InboxItem(
+            source=source,
+            webhook_id=webhook_id,
+            content_type=(content_type or DEFAULT_CONTENT_TYPE)[:200],
+            payload=payload,
+            status="pending",
+            request_id=request_id,
+            received_at=utcnow(),
+        )
+        try:
+            with transaction(self.sessions) as session:
+                session.add(row)
+                session.flush()
+                item_id = row.id
+        except IntegrityError:
+            log.info("webhook %r from %r is a repeat; ignored", webhook_id, source)
+            return Received(None, duplicate=True)
+        self._enqueue(item_id)
+        return Received(item_id, duplicate=False)
+
+    def _enqueue(self, item_id: int) -> None:
+        try:
+            self._task(item_id)
+        except Exception:  # noqa: BLE001 - committed already: the sweeper will enqueue it
+            log.warning("could not enqueue inbox item %s; the sweeper will", item_id)
+
+    # -- processing (the huey task) -------------------------------------------------------
+
+    def process(self, item_id: int) -> str | None:
+        """Take one inbox row in through Intake; returns its final status (None if taken)."""
+        item = self._claim(item_id)
+        if item is None:
+            return None
+        try:
+            status, quarantined = self._take(item)
+        except SQLAlchemyError:
+            self._release(item_id)  # the database failed, not the payload: try again later
+            raise
+        with transaction(self.sessions) as session:
+            if quarantined is not None:
+                session.add(quarantined)
+            session.execute(update(InboxItem).where(InboxItem.id == item_id).values(status=status))
+        if status == "quarantined":
+            log.warning("inbox item %s from %r quarantined", item_id, item.source)
+        return status
+
+    def _claim(self, item_id: int) -> InboxItem | None:
+        with transaction(self.sessions) as session:
+            claimed = session.execute(
+                update(InboxItem)
+                .where(InboxItem.id == item_id)
+                .values(status="processing")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            return session.get(InboxItem, item_id) if claimed == 1 else None
+
+    def _release(self, item_id: int) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(InboxItem)
+                .where(InboxItem.id == item_id, InboxItem.status == "processing")
+                .values(status="pending")
+            )
+
+    def _take(self, item: InboxItem) -> tuple[str, QuarantineItem | None]:
+        """Run Intake; the status for the inbox row, and a quarantine row if one is due."""
+        try:
+            results, batch = self.intake.submit(
+                item.payload, item.content_type, source=item.source, request_id=item.request_id
+            )
+        except SQLAlchemyError:
+            raise
+        except PublisherError as exc:  # malformed, unsupported type, batch too large
+            errors = exc.errors or {"_payload": [exc.message]}
+            return "quarantined", _quarantine_row(item, exc.code, errors)
+        except Exception as exc:  # noqa: BLE001 - a bug must not loop forever on one payload
+            log.error("inbox item %s failed: %s", item.id, type(exc).__name__)
+            return "quarantined", _quarantine_row(item, "internal_error", {})
+        failed = [(i, r) for i, r in enumerate(results) if r.status == "invalid"]
+        if failed:
+            return "quarantined", _quarantine_row(
+                item, _reason(failed[0][1]), _item_errors(failed, batch), _single_id(results)
+            )
+        # Intake itself quarantines what the secured policy says to
+        held = any(r.status == "quarantined" for r in results)
+        return ("quarantined" if held else "done"), None
+
+    # -- the sweeper and retention ---------------------------------------------------------
+
+    def sweep(self, now: datetime | None = None, grace: float = SWEEP_GRACE) -> int:
+        """Re-enqueue pending rows older than ``grace`` s, free stuck ones; returns the count.
+
+        A row this sweeper enqueued is not enqueued again within the lease, so a long queue
+        is not flooded with copies (copies are harmless: the claim runs a row once).
+        """
+        now = now or utcnow()
+        clock = time.monotonic()
+        lease = float(self.settings["delivery"]["lease_seconds"])
+        pending, processing = self._open_rows(now - timedelta(seconds=grace))
+        self._sent = {i: t for i, t in self._sent.items() if i in pending}
+        self._held = {i: self._held.get(i, clock) for i in processing}
+        stuck = [i for i, seen in self._held.items() if clock - seen >= lease]
+        if stuck:
+            with transaction(self.sessions) as session:
+                session.execute(
+                    update(InboxItem)
+                    .where(InboxItem.id.in_(stuck), InboxItem.status == "processing")
+                    .values(status="pending")
+                )
+        due = [i for i in pending if clock - self._sent.get(i, -lease) >= lease] + stuck
+        for item_id in due:
+            self._sent[item_id] = clock
+            self._held.pop(item_id, None)
+            self._enqueue(item_id)
+        if clock - self._pruned_at >= PRUNE_EVERY or not self._pruned_at:
+            self._pruned_at = clock
+            self.prune(now)
+        return len(due)
+
+    def _open_rows(self, before: datetime) -> tuple[set[int], set[int]]:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(InboxItem.id, InboxItem.status)
+                .where(InboxItem.status.in_(("pending", "processing")))
+                .where(InboxItem.received_at <= before)
+                .order_by(InboxItem.id)
+                .limit(1000)
+            ).all()
+        pending = {i for i, status in rows if status == "pending"}
+        return pending, {i for i, status in rows if status == "processing"}
+
+    def remember_days(self) -> float:
+        days = float((self.settings.get("webhooks") or {}).get("remember_ids_days", 7))
+        return max(days, MIN_REMEMBER_DAYS)
+
+    def quarantine_days(self) -> float:
+        return float(self.settings.get("quarantine_days", DEFAULT_QUARANTINE_DAYS))
+
+    def prune(self, now: datetime | None = None, quarantine_days: float | None = None) -> int:
+        """Forget finished inbox rows and old quarantine items; returns how many went."""
+        now = now or utcnow()
+        days = self.quarantine_days() if quarantine_days is None else quarantine_days
+        inbox_before = now - timedelta(days=self.remember_days())
+        with transaction(self.sessions) as session:
+            inbox = session.execute(
+                delete(InboxItem).where(
+                    InboxItem.status.in_(("done", "quarantined")),
+                    InboxItem.received_at < inbox_before,
+                )
+            ).rowcount
+            held = prune_quarantine(session, now - timedelta(days=days))
+        return int(inbox or 0) + held
+
+    # -- the quarantine -------------------------------------------------------------------
+
+    def replay(self, item_id: int) -> Replayed:
+        """Run a quarantined payload through Intake again (after a configuration fix).
+
+        Accepted: the item is marked replayed. Still invalid: it stays, with the new errors,
+        and :class:`InvalidRecord` says why. Held again by the secured policy: Intake keeps a
+        new quarantine item and this one is marked replayed.
+        """
+        with self.sessions() as session:
+            row = get_quarantined(session, item_id)
+        if row.replayed_at is not None:
+            raise Conflict(f"quarantine item {item_id} was already replayed")
+        try:
+            results, batch = self.intake.submit(row.payload, row.content_type, source=row.source)
+        except PublisherError as exc:
+            self._still_failing(item_id, exc.code, exc.errors or {"_payload": [exc.message]})
+            raise
+        failed = [(i, r) for i, r in enumerate(results) if r.status == "invalid"]
+        if failed:
+            errors = _item_errors(failed, batch)
+            self._still_failing(item_id, _reason(failed[0][1]), errors)
+            raise InvalidRecord("the quarantined payload is still not acceptable", errors=errors)
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(QuarantineItem)
+                .where(QuarantineItem.id == item_id)
+                .values(replayed_at=utcnow())
+            )
+        held = any(r.status == "quarantined" for r in results)
+        log.info("quarantine item %s replayed", item_id)
+        return Replayed(
+            item_id, "quarantined" if held else "replayed", [r.to_dict() for r in results]
+        )
+
+    def _still_failing(self, item_id: int, reason: str, errors: Mapping[str, list[str]]) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(QuarantineItem)
+                .where(QuarantineItem.id == item_id)
+                .values(reason=reason[:40], errors=dict(errors))
+            )
+
+
+def list_quarantined(
+    session: Session,
+    *,
+    source: str | None = None,
+    replayed: bool | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[QuarantineItem], str | None]:
+    """Newest first; a page and the cursor of the next one (or None)."""
+    query = select(QuarantineItem).order_by(QuarantineItem.id.desc()).limit(limit + 1)
+    if source:
+        query = query.where(QuarantineItem.source == source)
+    if replayed is not None:
+        column = QuarantineItem.replayed_at
+        query = query.where(column.is_not(None) if replayed else column.is_(None))
+    if cursor:
+        query = query.where(QuarantineItem.id < decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].id) if more and rows else None
+
+
+def get_quarantined(session: Session, item_id: int) -> QuarantineItem:
+    row = session.get(QuarantineItem, item_id)
+    if row is None:
+        raise NotFound(f"no quarantine item {item_id}")
+    return row
+
+
+def prune_quarantine(session: Session, before: datetime) -> int:
+    """Delete quarantine items created before ``before`` (bounded retention)."""
+    result = session.execute(delete(QuarantineItem).where(QuarantineItem.created_at < before))
+    return int(result.rowcount or 0)
+
+
+def quarantine_dict(row: QuarantineItem, *, detail: bool = False) -> dict[str, Any]:
+    """The API and CLI view; ``detail`` adds the payload as text (ciphertext stays sealed)."""
+    answer: dict[str, Any] = {
+        "id": row.id,
+        "source": row.source,
+        "content_type": row.content_type,
+        "reason": row.reason,
+        "errors": row.errors or {},
+        "record_id": row.record_id,
+        "created_at": _iso(row.created_at),
+        "replayed_at": _iso(row.replayed_at),
+    }
+    if detail:
+        answer["payload"] = row.payload.decode("utf-8", errors="replace")
+    return answer
+
+
+def _quarantine_row(
+    item: InboxItem, reason: str, errors: Mapping[str, list[str]], record_id: str | None = None
+) -> QuarantineItem:
+    """The raw payload as received, so a replay parses exactly what the sender sent."""
+    return QuarantineItem(
+        source=item.source,
+        content_type=item.content_type,
+        payload=item.payload,
+        reason=reason[:40],
+        errors=dict(errors),
+        record_id=record_id,
+        created_at=utcnow(),
+    )
+
+
+def _reason(result: ItemResult) -> str:
+    return result.error.code if result.error is not None else "invalid"
+
+
+def _item_errors(failed: list[tuple[int, ItemResult]], batch: bool) -> dict[str, list[str]]:
+    """Field paths as the API gives them; in a batch, prefixed with the item's index."""
+    errors: dict[str, list[str]] = {}
+    for index, result in failed:
+        for path, messages in (result.errors or {"_record": ["invalid"]}).items():
+            errors[f"{index}.{path}" if batch else path] = list(messages)
+    return errors
+
+
+def _single_id(results: list[ItemResult]) -> str | None:
+    return results[0].id if len(results) == 1 else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

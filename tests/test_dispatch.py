@@ -1,0 +1,272 @@
+"""Every stored record reaches every output, at least once, through its life."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from publisher.models import Delivery
+from tests.conftest import drain
+
+
+def submit(client, auth, record):
+    answer = client.post(
+        "/api/v1/records",
+        data=json.dumps(record),
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 202, answer.json
+    return answer.json
+
+
+def events_at(recorded, output="recorder"):
+    return [(e["event"], e["revision"]) for e in recorded() if e["output"] == output]
+
+
+def deliveries(client, auth, record_id):
+    return client.get(f"/api/v1/records/{record_id}/deliveries", headers=auth).json["items"]
+
+
+def test_published_record_reaches_every_output(app, client, auth, seed_json, recorded):
+    seed_json["published"] = True
+    answer = submit(client, auth, seed_json)
+    drain(app)
+    outputs = client.get(f"/api/v1/records/{answer['id']}", headers=auth).json["outputs"]
+    assert outputs == {name: "live" for name in app.extensions["publisher"].dispatcher.outputs}
+    assert events_at(recorded) == [("published", 1)]
+    items = deliveries(client, auth, answer["id"])
+    assert {d["status"] for d in items} == {"done"}
+    assert all(d["id"].startswith("dlv_") for d in items)
+
+
+def test_draft_is_stored_but_sent_nowhere(app, client, auth, seed_json, recorded):
+    answer = submit(client, auth, seed_json)  # the seed record is a draft
+    drain(app)
+    assert recorded() == []
+    assert deliveries(client, auth, answer["id"]) == []
+
+
+def test_lifecycle_unchanged_updated_volatile_retracted(app, client, auth, seed_json, recorded):
+    seed_json["published"] = True
+    record_id = submit(client, auth, seed_json)["id"]
+    drain(app)
+    assert submit(client, auth, seed_json)["status"] == "unchanged"
+    seed_json["heat"] = 99  # volatile: a revision, no event
+    assert submit(client, auth, seed_json)["revision"] == 2
+    drain(app)
+    assert events_at(recorded) == [("published", 1)]
+    seed_json["title"] = "A corrected title"
+    submit(client, auth, seed_json)
+    drain(app)
+    assert events_at(recorded)[-1] == ("updated", 3)
+    assert recorded()[-1]["title"] == "A corrected title"
+    seed_json["published"] = False
+    submit(client, auth, seed_json)
+    drain(app)
+    assert events_at(recorded)[-1] == ("retracted", 4)
+    outputs = client.get(f"/api/v1/records/{record_id}", headers=auth).json["outputs"]
+    assert set(outputs.values()) == {"retracted"}
+
+
+def test_delete_retracts_everywhere_it_was(app, client, auth, seed_json, recorded):
+    seed_json["published"] = True
+    record_id = submit(client, auth, seed_json)["id"]
+    drain(app)
+    answer = client.delete(f"/api/v1/records/{record_id}", headers=auth)
+    assert answer.status_code == 202
+    drain(app)
+    retracted = {e["output"] for e in recorded() if e["event"] == "retracted"}
+    assert retracted == {"recorder", "flaky", "protected-sink"}
+    site = Path(app.config["PUBLISHER"]["data_dir"]) / "site"
+    assert not [p for p in site.rglob("*.md")]
+
+
+def test_failing_output_is_retried_then_dead_then_redelivered(
+    make_app, base_settings, tmp_path, seed_json, recorded
+):
+    flag = tmp_path / "fail"
+    flag.touch()
+    app = make_app(
+        delivery={"retry_schedule": [0, 0, 0]},
+        plugins={
+            "recording": {
+                "log": base_settings["plugins"]["recording"]["log"],
+                "fail_flag": str(flag),
+            }
+        },
+    )
+    client = app.test_client()
+    from tests.conftest import create_token, transaction
+
+    with transaction(app.extensions["publisher"].sessions) as session:
+        auth = {"Authorization": f"Bearer {create_token(session, ['admin'])[1]}"}
+    seed_json["published"] = True
+    record_id = submit(client, auth, seed_json)["id"]
+    drain(app)
+    flaky = next(d for d in deliveries(client, auth, record_id) if d["output"] == "flaky")
+    assert flaky["status"] == "dead"
+    assert flaky["attempts"] == 3
+    assert "failing on purpose" in flaky["error"]
+    assert events_at(recorded) == [("published", 1)]  # the others were not held back
+    dead = client.get("/api/v1/deliveries?status=dead", headers=auth).json["items"]
+    assert [d["id"] for d in dead] == [flaky["id"]]
+    outputs = client.get(f"/api/v1/records/{record_id}", headers=auth).json["outputs"]
+    assert outputs["flaky"] == "failed"
+
+    flag.unlink()
+    answer = client.post(f"/api/v1/deliveries/{flaky['id']}/redeliver", headers=auth)
+    assert answer.status_code == 202
+    drain(app)
+    again = next(d for d in deliveries(client, auth, record_id) if d["output"] == "flaky")
+    assert again["status"] == "done" and again["id"] == flaky["id"]
+    assert events_at(recorded, "flaky") == [("published", 1)]
+    assert recorded()[-1]["delivery_id"] == flaky["id"]
+
+
+def test_retry_schedule_spaces_attempts(make_app, base_settings, tmp_path, seed_json):
+    flag = tmp_path / "fail"
+    flag.touch()
+    app = make_app(
+        delivery={"retry_schedule": [0, 300, 1800]},
+        plugins={
+            "recording": {
+                "log": base_settings["plugins"]["recording"]["log"],
+                "fail_flag": str(flag),
+            }
+        },
+    )
+    services = app.extensions["publisher"]
+    seed_json["published"] = True
+    intake = app.extensions["publisher.intake"]
+    intake.take([seed_json])
+    before = datetime.now(UTC)
+    drain(app)
+    with services.sessions() as session:
+        flaky = session.scalars(select(Delivery).where(Delivery.output == "flaky")).one()
+    assert flaky.status == "pending" and flaky.attempts == 1
+    wait = (flaky.next_attempt_at - before).total_seconds()
+    assert 290 < wait < 310
+
+
+def test_embargoed_record_waits_for_its_time(app, client, auth, seed_json, recorded):
+    seed_json["published"] = True
+    seed_json["publishedDateTime"] = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    record_id = submit(client, auth, seed_json)["id"]
+    drain(app)
+    assert recorded() == []
+    assert client.get(f"/api/v1/records/{record_id}", headers=auth).json["state"] == "embargoed"
+    services = app.extensions["publisher"]
+    assert services.dispatcher.sweep() == 0  # not yet due
+    with services.sessions.begin() as session:  # time passes: the schedule is in the database
+        session.execute(
+            update(Delivery).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert services.dispatcher.sweep() == 5
+    drain(app)
+    assert events_at(recorded) == [("published", 1)]
+
+
+def test_expiry_retracts_at_its_time(app, client, auth, seed_json, recorded):
+    seed_json["published"] = True
+    seed_json["expiresAt"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    submit(client, auth, seed_json)
+    drain(app)
+    assert events_at(recorded) == [("published", 1)]
+    services = app.extensions["publisher"]
+    with services.sessions.begin() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.status == "pending")
+            .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    services.dispatcher.sweep()
+    drain(app)
+    assert events_at(recorded)[-1] == ("retracted", 1)
+
+
+def test_a_lost_enqueue_is_repaired_by_the_sweeper(app, seed_json, recorded):
+    services = app.extensions["publisher"]
+    services.huey.flush()  # as if the process died between commit and enqueue
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    services.huey.flush()
+    assert drain(app) == 0
+    assert services.dispatcher.sweep(grace=0) == 5
+    drain(app)
+    assert events_at(recorded) == [("published", 1)]
+
+
+def test_poison_delivery_ends_dead(app, seed_json):
+    services = app.extensions["publisher"]
+    services.dispatcher.max_receives = 2
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    services.huey.flush()
+    with services.sessions.begin() as session:  # three receives that never finished
+        session.execute(update(Delivery).values(receives=3, attempts=0))
+    services.dispatcher.sweep(grace=0)
+    drain(app)
+    with services.sessions() as session:
+        rows = list(session.scalars(select(Delivery)))
+    assert {d.status for d in rows} == {"dead"}
+    assert all("worker died" in d.error for d in rows)
+
+
+def test_only_outputs_that_accept_protected_data_see_it(
+    make_app, base_settings, seed_json, recorded
+):
+    from publisher.envelopes import seal
+    from publisher.keyring import Keyring, generate_key, write_key
+
+    keys = Path(base_settings["keys_dir"])
+    write_key(keys, generate_key("dir", kid="k1"))
+    app = make_app()
+    seed_json["published"] = True
+    seed_json["secured"] = seal({"editorPhone": "+44 1234"}, Keyring.load(keys), "jwe")
+    app.extensions["publisher.intake"].take([seed_json])
+    drain(app)
+    seen = {e["output"]: e for e in recorded()}
+    assert seen["protected-sink"]["protected"] == {"editorPhone": "+44 1234"}
+    assert seen["recorder"]["protected"] is None
+    assert "secured" not in seen["recorder"]["fields"]
+    site = Path(app.config["PUBLISHER"]["data_dir"])
+    for path in site.rglob("*"):
+        if path.is_file() and path.suffix in {".md", ".xml", ".json"}:
+            text = path.read_text(errors="replace")
+            assert "+44 1234" not in text and seed_json["secured"][:40] not in text, path
+
+
+def test_routing_rules_choose_outputs(make_app, seed_json, recorded):
+    app = make_app(outputs={"recorder": {"when": "quality >= 20"}})
+    seed_json["published"] = True
+    intake = app.extensions["publisher.intake"]
+    intake.take([seed_json])  # quality 17
+    drain(app)
+    assert events_at(recorded) == []
+    assert events_at(recorded, "flaky") == [("published", 1)]
+    seed_json["quality"] = 25
+    intake.take([seed_json])
+    drain(app)
+    assert events_at(recorded) == [("published", 2)]
+    seed_json["quality"] = 5  # stops matching: leaves the output
+    intake.take([seed_json])
+    drain(app)
+    assert events_at(recorded)[-1] == ("retracted", 3)
+
+
+def test_reconcile_replays_a_wiped_output(app, invoke, seed_json):
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    drain(app)
+    site = Path(app.config["PUBLISHER"]["data_dir"]) / "site"
+    files = [p for p in site.rglob("*.md")]
+    assert len(files) == 1
+    files[0].unlink()
+    result = invoke("reconcile", "files")
+    assert result.exit_code == 0, result.output
+    assert "1 deliveries planned" in result.output
+    drain(app)
+    assert [p.name for p in site.rglob("*.md")] == [files[0].name]

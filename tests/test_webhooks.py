@@ -1,0 +1,196 @@
+"""``POST /webhooks/<source>``: Standard Webhooks verification, as a sender meets it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from base64 import b64encode
+from datetime import UTC, datetime
+
+import pytest
+from standardwebhooks import Webhook
+
+from publisher.api.webhooks import inbox_processor
+from publisher.cli.admin import sources_add
+from publisher.webhooks import Refused, Signed, secret_key, sign, verify_signature
+from tests.conftest import drain
+
+SECRET = "whsec_" + b64encode(b"a test secret of thirty-two b.").decode()
+OTHER = "whsec_" + b64encode(b"another secret, also for tests!").decode()
+
+# the signing example of the Standard Webhooks specification
+SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+SPEC_TIMESTAMP = 1614265330
+SPEC_BODY = b'{"test": 2432232314}'
+SPEC_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def signed_headers(
+    body: bytes,
+    secret: str = SECRET,
+    *,
+    msg_id: str | None = None,
+    timestamp: int | None = None,
+    content_type: str = "application/json",
+) -> dict[str, str]:
+    """Headers as a sender using the standardwebhooks library makes them."""
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": Webhook(secret).sign(msg_id, when, body.decode()),
+        "Content-Type": content_type,
+    }
+
+
+def send(client, body: bytes, source: str = "cms", **kwargs):  # noqa: ANN001, ANN201
+    return client.post(f"/webhooks/{source}", data=body, headers=signed_headers(body, **kwargs))
+
+
+@pytest.fixture
+def app(make_app):  # noqa: ANN001, ANN201
+    return make_app(sources={"cms": {"secrets": [SECRET]}})
+
+
+def test_the_specification_signing_vector_verifies_with_the_clock_pinned():
+    headers = {
+        "webhook-id": SPEC_ID,
+        "webhook-timestamp": str(SPEC_TIMESTAMP),
+        "webhook-signature": SPEC_SIGNATURE,
+    }
+    keys = [secret_key(SPEC_SECRET)]
+    signed = verify_signature(SPEC_BODY, headers, keys, tolerance=300, now=SPEC_TIMESTAMP)
+    assert signed == Signed(SPEC_ID, SPEC_TIMESTAMP)
+    with pytest.raises(Refused):  # the same vector today is far too old
+        verify_signature(SPEC_BODY, headers, keys, tolerance=300, now=time.time())
+    with pytest.raises(Refused):  # one byte more, and it no longer matches
+        verify_signature(SPEC_BODY + b" ", headers, keys, tolerance=300, now=SPEC_TIMESTAMP)
+
+
+def test_the_vector_through_the_app_verifier_with_its_clock_pinned(make_app):
+    app = make_app(sources={"spec": {"secrets": [SPEC_SECRET]}})
+    verifier = inbox_processor(app).verifier
+    headers = {
+        "Webhook-Id": SPEC_ID,
+        "Webhook-Timestamp": str(SPEC_TIMESTAMP),
+        "Webhook-Signature": SPEC_SIGNATURE,
+    }
+    verifier.clock = lambda: SPEC_TIMESTAMP + 299
+    assert verifier.verify("spec", SPEC_BODY, headers).webhook_id == SPEC_ID
+    verifier.clock = lambda: SPEC_TIMESTAMP - 299
+    assert verifier.verify("spec", SPEC_BODY, headers).webhook_id == SPEC_ID
+
+
+def test_our_signature_is_the_librarys_byte_for_byte():
+    for _ in range(20):
+        secret = "whsec_" + b64encode(secrets.token_bytes(32)).decode()
+        body = json.dumps({"title": secrets.token_hex(8), "heat": -1, "t": "£€"}).encode()
+        when = datetime.fromtimestamp(1_700_000_000, tz=UTC)
+        theirs = Webhook(secret).sign("msg_1", when, body.decode()).split(",", 1)[1]
+        ours = b64encode(sign(secret_key(secret), "msg_1", 1_700_000_000, body)).decode()
+        assert ours == theirs
+
+
+def test_seed_record_as_markdown_is_accepted_then_stored(app, client, auth, seed_md):
+    answer = send(client, seed_md, content_type="text/markdown")
+    assert answer.status_code == 202, answer.json
+    assert answer.json["status"] == "accepted"
+    assert client.get("/api/v1/records", headers=auth).json["items"] == []  # not parsed yet
+    drain(app)
+    items = client.get("/api/v1/records", headers=auth).json["items"]
+    assert len(items) == 1
+    record = client.get(f"/api/v1/records/{items[0]['id']}", headers=auth).json
+    assert record["record"]["title"] == "UK fines US AI firm £7.5m over mass image collection"
+    assert record["source"] == "cms"
+    assert record["record"]["heat"] == -1
+
+
+def test_seed_record_as_json_is_accepted_then_stored(app, client, auth, seed_json):
+    answer = send(client, json.dumps(seed_json).encode())
+    assert answer.status_code == 202
+    drain(app)
+    items = client.get("/api/v1/records", headers=auth).json["items"]
+    assert [i["title"] for i in items] == [seed_json["title"]]
+
+
+def _assert_refused(answer) -> None:  # noqa: ANN001
+    assert answer.status_code == 401
+    assert answer.json == {
+        "code": "unauthenticated",
+        "status": 401,
+        "message": "Unauthenticated",
+        "errors": {},
+    }
+
+
+def test_an_altered_body_is_refused(client, seed_md):
+    headers = signed_headers(seed_md)
+    _assert_refused(client.post("/webhooks/cms", data=seed_md + b"\n", headers=headers))
+
+
+def test_a_wrong_secret_is_refused(client, seed_md):
+    _assert_refused(send(client, seed_md, secret=OTHER))
+
+
+@pytest.mark.parametrize("offset", [-600, 600])
+def test_a_timestamp_ten_minutes_off_is_refused(client, seed_md, offset):
+    _assert_refused(send(client, seed_md, timestamp=int(time.time()) + offset))
+
+
+def test_the_tolerance_is_configurable(make_app, seed_md):
+    app = make_app(sources={"cms": {"secrets": [SECRET]}}, webhooks={"tolerance_seconds": 900})
+    answer = send(app.test_client(), seed_md, timestamp=int(time.time()) - 600)
+    assert answer.status_code == 202
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_a_missing_header_is_refused(client, seed_md, missing):
+    headers = signed_headers(seed_md)
+    del headers[missing]
+    _assert_refused(client.post("/webhooks/cms", data=seed_md, headers=headers))
+
+
+@pytest.mark.parametrize("value", ["garbage", "v1,", "v1,***", "v2,abc=", "v1 v1"])
+def test_a_malformed_signature_header_is_refused_not_a_crash(client, seed_md, value):
+    headers = {**signed_headers(seed_md), "webhook-signature": value}
+    _assert_refused(client.post("/webhooks/cms", data=seed_md, headers=headers))
+
+
+def test_an_unknown_source_looks_like_a_bad_signature(client, seed_md):
+    _assert_refused(send(client, seed_md, source="nobody"))
+
+
+def test_a_second_signature_in_the_header_is_tried(client, seed_md):
+    headers = signed_headers(seed_md)
+    decoy = "v1," + b64encode(b"x" * 32).decode()
+    headers["webhook-signature"] = f"{decoy} {headers['webhook-signature']}"
+    assert client.post("/webhooks/cms", data=seed_md, headers=headers).status_code == 202
+
+
+def test_during_rotation_both_secrets_work(app, client, seed_md):
+    result = app.test_cli_runner().invoke(sources_add, ["cms"])
+    assert result.exit_code == 0, result.output
+    stored = result.stdout.strip().splitlines()[-1]
+    assert stored.startswith("whsec_")
+    assert send(client, seed_md, secret=SECRET).status_code == 202  # from configuration
+    assert send(client, seed_md, secret=stored).status_code == 202  # from the sources table
+    _assert_refused(send(client, seed_md, secret=OTHER))
+
+
+def test_no_secret_reaches_the_logs(app, client, seed_md, caplog):
+    caplog.set_level(logging.DEBUG)
+    send(client, seed_md, content_type="text/markdown")
+    send(client, seed_md, secret=OTHER)
+    send(client, seed_md, source="nobody")
+    drain(app)
+    envelope = next(line for line in seed_md.decode().splitlines() if line.startswith("secured"))
+    text = caplog.text
+    assert "refused" in text  # the refusals were logged, with their reason
+    for secret in (SECRET, OTHER, SECRET.removeprefix("whsec_"), envelope.split('"')[1][:40]):
+        assert secret not in text
