@@ -36,7 +36,8 @@ DEFAULTS: Settings = {
         "max_string": 1_000_000,
         "max_yaml_aliases": 100,
     },
-    "secured": {"required": False, "on_failure": "sealed"},  # default policy per source
+    # the default policy per source (docs/secured.md); a source's own `secured:` overrides it
+    "secured": {"required": False, "on_failure": "sealed", "on_sealed": "accept"},
     "sources": {},  # name -> {secrets: [whsec_...], secured: {...}}
     "plugins": {"disabled": []},  # per-plugin sections by plugin name
     "outputs": {},  # per-output options: when, retry_schedule, timeout, enabled

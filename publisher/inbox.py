@@ -142,7 +142,7 @@ class InboxProcessor:
         with transaction(self.sessions) as session:
             claimed = session.execute(
                 update(InboxItem)
-                .where(InboxItem.id == item_id)
+                .where(InboxItem.id == item_id, InboxItem.status == "pending")
                 .values(status="processing")
                 .execution_options(synchronize_session=False)
             ).rowcount

@@ -121,9 +121,10 @@ class Intake:
         data = validated.data
         data["id"] = record_id(data)
         self._notify("record_validated", record=data, warnings=validated.warnings)
-        outcome = secure_record(data, self.services.keyring, source_policy(self.settings, source))
-        if outcome.action == "reject":
-            raise EnvelopeError()
+        # a JWS signs the fields as the sender sent them, so check it over the raw mapping
+        signed = raw if isinstance(raw, dict) else data
+        outcome = secure_record(signed, self.services.keyring, source_policy(self.settings, source))
+        outcome.raise_for_reject()
         body = str(data.pop("body", "") or "")
         incoming = Incoming(
             id=data["id"],

@@ -80,7 +80,12 @@ def test_management_routes_declare_auth_and_errors(client):
     submit = doc["paths"]["/api/v1/records"]["post"]
     assert {"400", "413", "415", "422"} <= set(submit["responses"])
     types = set(submit["requestBody"]["content"])
-    assert {"application/json", "application/x-ndjson", "application/yaml", "text/markdown"} <= types
+    assert {
+        "application/json",
+        "application/x-ndjson",
+        "application/yaml",
+        "text/markdown",
+    } <= types
     listing = {p["name"]: p for p in doc["paths"]["/api/v1/records"]["get"]["parameters"]}
     assert set(listing) == {"cursor", "limit", "published", "topic", "since", "state"}
     assert (listing["limit"]["schema"]["minimum"], listing["limit"]["schema"]["maximum"]) == (

@@ -36,7 +36,7 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--window-size=1280,1100",
 )
-HOSTILE_TITLE = '<b>&"quotes"</b> & \'more\' <script>window.pwned=1</script>'
+HOSTILE_TITLE = "<b>&\"quotes\"</b> & 'more' <script>window.pwned=1</script>"
 WAIT = 15.0
 
 pytestmark = pytest.mark.slow
@@ -102,6 +102,7 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.unhandled_prompt_behavior = "ignore"  # the test answers confirm() itself
     service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(WAIT)
@@ -137,7 +138,7 @@ for (const row of card.querySelectorAll("tr.output")) {
       event: item.querySelector(".event").textContent,
       status: item.querySelector(".delivery-status").textContent,
       attempts: item.querySelector(".attempts").textContent,
-      error: item.querySelector(".error-text") ? item.querySelector(".error-text").textContent : null,
+      error: item.querySelector(".error-text")?.textContent ?? null,
       redeliver: Boolean(item.querySelector("button.redeliver")),
     })),
   };
@@ -173,10 +174,11 @@ class Page:
             NoAlertPresentException,
             NoSuchElementException,
             StaleElementReferenceException,
+            TimeoutException,
         )
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(
+        waiting = WebDriverWait(
             self.driver,
             WAIT,
             poll_frequency=0.1,
@@ -185,7 +187,12 @@ class Page:
                 NoSuchElementException,
                 StaleElementReferenceException,
             ),
-        ).until(lambda _: condition(), f"waiting for {what}; message: {self.message()!r}")
+        )
+        try:
+            return waiting.until(lambda _: condition())
+        except TimeoutException:
+            # read the page only now: a script call while a confirm() is open would close it
+            pytest.fail(f"timed out waiting for {what}; the page says {self.message()!r}")
 
     def idle(self) -> None:
         self.wait(
@@ -200,9 +207,13 @@ class Page:
         return self.driver.find_elements(self.by.CSS_SELECTOR, css)
 
     def message(self) -> str:
+        from selenium.common.exceptions import WebDriverException
+
         try:
-            return self.driver.execute_script("return document.getElementById('message').textContent")
-        except Exception:  # noqa: BLE001 - only for the wait's failure text
+            return self.driver.execute_script(
+                "return document.getElementById('message').textContent"
+            )
+        except WebDriverException:  # only for a failure's text
             return "<unreadable>"
 
     def wait_message(self, fragment: str) -> str:
@@ -356,7 +367,9 @@ def test_operator_page_in_a_real_browser(
     flaky_delivery = card["outputs"]["flaky"]["deliveries"][0]
     assert (flaky_delivery["status"], flaky_delivery["redeliver"]) == ("done", False)
     assert flaky_delivery["error"] is None
-    assert ("flaky", "publish", record_id) in {(e["output"], e["action"], e["id"]) for e in recorded()}
+    assert ("flaky", "publish", record_id) in {
+        (e["output"], e["action"], e["id"]) for e in recorded()
+    }
 
     # retract, confirmed: retracted at every output
     page.find(f'article[data-record-id="{record_id}"] button.retract').click()
@@ -375,7 +388,9 @@ def test_operator_page_in_a_real_browser(
     assert card["state"] == "retracted"
     assert card["retract"] is False
     assert {"recorder", "flaky", "protected-sink"} <= set(card["outputs"])
-    retracted = {e["output"] for e in recorded() if e["action"] == "retract" and e["id"] == record_id}
+    retracted = {
+        e["output"] for e in recorded() if e["action"] == "retract" and e["id"] == record_id
+    }
     assert retracted == {"recorder", "flaky", "protected-sink"}
     if keep:
         browser.save_screenshot(str(Path(keep) / "ops-page-retracted.png"))
@@ -402,7 +417,8 @@ def test_operator_page_in_a_real_browser(
     complaints = [
         entry["message"]
         for entry in browser.get_log("browser")
-        if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]
+        if entry["level"] == "SEVERE"
+        and "status of 401" not in entry["message"]
         and "status of 403" not in entry["message"]
     ]
     assert complaints == []

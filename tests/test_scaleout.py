@@ -246,6 +246,26 @@ def _submitter(
     results.put((index, answers))
 
 
+def _collect(results: Any, children: list[Any], timeout: float) -> dict[int, Any]:
+    """Each child's answers; fails at once (not after the timeout) if a child died."""
+    import queue
+
+    collected: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(collected) < len(children) and time.monotonic() < deadline:
+        try:
+            index, answers = results.get(timeout=0.5)
+            collected[index] = answers
+        except queue.Empty:
+            dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+            assert not dead, f"a submitting process died (exit codes {dead})"
+    assert len(collected) == len(children), "the submitting processes did not finish in time"
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    return collected
+
+
 @pytest.mark.scaleout
 def test_concurrent_web_processes_store_each_record_once_and_lose_no_update(
     scaleout_backend, make_app, base_settings
@@ -265,10 +285,7 @@ def test_concurrent_web_processes_store_each_record_once_and_lose_no_update(
     ]
     for child in children:
         child.start()
-    collected = dict(results.get(timeout=90) for _ in children)
-    for child in children:
-        child.join(timeout=30)
-        assert child.exitcode == 0
+    collected = _collect(results, children, timeout=120)
 
     answers = [a for i in sorted(collected) for a in collected[i]]
     failures = [a for a in answers if a[1] != 202]

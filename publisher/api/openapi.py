@@ -27,6 +27,7 @@ bp = Blueprint("openapi", __name__)
 EXTENSION = "publisher.openapi"
 SKIPPED_ENDPOINTS = {"static"}
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
+CONVERTER_TYPES = {"int": {"type": "integer", "minimum": 0}, "float": {"type": "number"}}
 FEED_FORMATS = ("atom.xml", "rss.xml", "feed.json")
 FEED_TYPES = ("application/atom+xml", "application/rss+xml", "application/feed+json")
 
@@ -107,7 +108,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         errors=(400, 422),
         description="400 for a bad `cursor`, `limit` or `published`; 422 for a bad `since`.",
     ),
-    ("/api/v1/records/<record_id>", "GET"): Op(
+    ("/api/v1/records/{record_id}", "GET"): Op(
         "Read a record",
         "records",
         scope="read",
@@ -116,14 +117,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="With a `read-protected` (or `admin`) token, `secured.protected` holds "
         "the decrypted protected fields.",
     ),
-    ("/api/v1/records/<record_id>", "DELETE"): Op(
+    ("/api/v1/records/{record_id}", "DELETE"): Op(
         "Retract a record from every output",
         "records",
         scope="submit",
         responses={202: _json("Retract", "Retraction accepted")},
         errors=(404,),
     ),
-    ("/api/v1/records/<record_id>/deliveries", "GET"): Op(
+    ("/api/v1/records/{record_id}/deliveries", "GET"): Op(
         "List a record's deliveries",
         "deliveries",
         scope="read",
@@ -138,7 +139,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         responses={200: _json("DeliveryList", "Deliveries")},
         errors=(400,),
     ),
-    ("/api/v1/deliveries/<delivery_id>/redeliver", "POST"): Op(
+    ("/api/v1/deliveries/{delivery_id}/redeliver", "POST"): Op(
         "Make a delivery pending again (same id, fresh schedule)",
         "deliveries",
         scope="admin",
@@ -152,36 +153,41 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         responses={200: _json("PluginList", "Plugins, built-ins first")},
     ),
     ("/api/v1/quarantine", "GET"): Op(
-        "List quarantined payloads",
+        "List quarantined payloads, newest first",
         "quarantine",
-        scope="admin",
-        params=("cursor", "limit"),
+        scope="read",
+        params=("source", "replayed", "cursor", "limit"),
         responses={200: _json("QuarantineList", "Quarantined payloads")},
         errors=(400,),
     ),
-    ("/api/v1/quarantine/<item_id>", "GET"): Op(
+    ("/api/v1/quarantine/{item_id}", "GET"): Op(
         "Read a quarantined payload",
         "quarantine",
-        scope="admin",
-        responses={200: _json("QuarantineItem", "The item")},
+        scope="read",
+        responses={200: _json("QuarantineItem", "The item, with its payload as text")},
         errors=(404,),
     ),
-    ("/api/v1/quarantine/<item_id>/replay", "POST"): Op(
+    ("/api/v1/quarantine/{item_id}/replay", "POST"): Op(
         "Take a quarantined payload in again",
         "quarantine",
         scope="admin",
-        responses={202: _json(_one_of("SubmitOne", "SubmitBatch"), "Taken in again")},
-        errors=(404, 409, 422),
+        responses={200: _json("Replayed", "Taken in again (or held again by the policy)")},
+        errors=(400, 404, 409, 413, 415, 422),
+        description="409 if already replayed; a payload still refused keeps its item, with "
+        "the new errors.",
     ),
-    ("/webhooks/<source>", "POST"): Op(
+    ("/webhooks/{source}", "POST"): Op(
         "Receive a Standard Webhooks delivery from a source",
         "webhooks",
         body="webhook",
         responses={
-            200: _json("WebhookAnswer", "A repeated webhook-id: already taken in"),
-            202: _json("WebhookAnswer", "Verified and kept; parsed and stored next"),
+            202: _json(
+                "WebhookAnswer",
+                "Verified and kept, parsed and stored next (`duplicate`: a repeated "
+                "webhook-id, taken in once)",
+            ),
         },
-        errors=(400, 401, 404, 413, 415, 429),
+        errors=(401, 413, 429),
         description="Signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, "
         "`webhook-signature`) with the source's secret, over the raw body.",
     ),
@@ -223,7 +229,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "operations",
         responses={200: {"description": "The page", "content": {"text/html": {}}}},
     ),
-    ("/ops/static/<path:filename>", "GET"): Op(
+    ("/ops/static/{filename}", "GET"): Op(
         "The operator page's script and style sheet",
         "operations",
         responses={200: {"description": "A static file"}, 304: {"description": "Not modified"}},
@@ -234,14 +240,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "operations",
         responses={302: {"description": "Redirect to `/ops/`"}},
     ),
-    ("/feeds/<fmt>", "GET"): Op(
+    ("/feeds/{fmt}", "GET"): Op(
         "The site-wide feed",
         "feeds",
         params=("fmt",),
         responses=FEED_RESPONSES,
         errors=(404,),
     ),
-    ("/feeds/topics/<topic>/<fmt>", "GET"): Op(
+    ("/feeds/topics/{topic}/{fmt}", "GET"): Op(
         "A topic's feed",
         "feeds",
         params=("fmt",),
@@ -273,6 +279,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "status", {"type": "string", "enum": list(out.DELIVERY_STATUSES)}, "delivery status"
     ),
     "output": _query("output", {"type": "string"}, "only deliveries to this output"),
+    "source": _query("source", {"type": "string"}, "only items from this source"),
+    "replayed": _query("replayed", {"type": "boolean"}, "only (not) replayed items"),
     "fmt": {
         "name": "fmt",
         "in": "path",
@@ -310,13 +318,9 @@ def build_document(app: Flask) -> dict[str, Any]:
             continue
         path = openapi_path(rule.rule)
         for method in sorted((rule.methods or set()) - SKIPPED_METHODS):
-            op = OPERATIONS.get((rule.rule, method))
-            operation = (
-                _operation(op, rule.endpoint, method) if op else _undocumented(rule.endpoint)
-            )
-            operation["parameters"] = _path_params(rule.arguments, op) + operation.get(
-                "parameters", []
-            )
+            op = OPERATIONS.get((path, method))
+            operation = _operation(op, rule.endpoint) if op else _undocumented(rule.endpoint)
+            operation["parameters"] = _path_params(rule.rule, op) + operation.get("parameters", [])
             paths.setdefault(path, {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
@@ -366,11 +370,12 @@ def _schemas() -> dict[str, Any]:
         "Readiness": out.ReadinessSchema,
         "QuarantineItem": out.QuarantineItemSchema,
         "QuarantineList": out.QuarantineListSchema,
+        "Replayed": out.ReplayedSchema,
         "WebhookAnswer": out.WebhookAnswerSchema,
     }
 
 
-def _operation(op: Op, endpoint: str, method: str) -> dict[str, Any]:
+def _operation(op: Op, endpoint: str) -> dict[str, Any]:
     responses: dict[str, Any] = {str(s): r for s, r in op.responses.items()}
     statuses = set(op.errors) | ({401, 403, 429} if op.scope else set())
     for status in sorted(statuses):
@@ -404,15 +409,15 @@ def _undocumented(endpoint: str) -> dict[str, Any]:
     }
 
 
-def _path_params(arguments: Any, op: Op | None) -> list[dict[str, Any]]:
-    overrides = {
-        p: PARAMETERS[p] for p in (op.params if op else ()) if PARAMETERS[p]["in"] == "path"
-    }
-    return [
-        overrides.get(name)
-        or {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in sorted(arguments)
-    ]
+def _path_params(rule: str, op: Op | None) -> list[dict[str, Any]]:
+    """Path parameters, typed by their converter (``<int:item_id>`` is an integer)."""
+    given = {p: PARAMETERS[p] for p in (op.params if op else ()) if PARAMETERS[p]["in"] == "path"}
+    params = []
+    for converter, name in re.findall(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>", rule):
+        schema = CONVERTER_TYPES.get(converter, {"type": "string"})
+        params.append(given.get(name) or {"name": name, "in": "path", "required": True,
+                                          "schema": dict(schema)})  # fmt: skip
+    return params
 
 
 def _record_body_types() -> dict[str, Any]:

@@ -166,26 +166,33 @@ class ReadinessSchema(Closed):
     )
 
 
-class QuarantineItemSchema(Schema):
-    """A quarantined payload (open: the quarantine view may add detail fields)."""
+class QuarantineItemSchema(Closed):
+    """A payload that could not be taken in, with the reason."""
 
     id = fields.Integer(required=True)
     source = fields.String(required=True)
-    content_type = fields.String()
-    reason = fields.String(required=True)
+    content_type = fields.String(required=True)
+    reason = fields.String(required=True, metadata={"example": "secured"})
     errors = _messages()
-    record_id = fields.String(allow_none=True)
-    created_at = fields.DateTime()
-    replayed_at = fields.DateTime(allow_none=True)
+    record_id = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    replayed_at = fields.DateTime(required=True, allow_none=True)
+    payload = fields.String(metadata={"description": "the payload as text (detail only)"})
 
 
-class QuarantineListSchema(Schema):
+class QuarantineListSchema(Closed):
     items = fields.List(fields.Nested(QuarantineItemSchema), required=True)
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(required=True, allow_none=True)
 
 
-class WebhookAnswerSchema(Schema):
+class ReplayedSchema(Closed):
+    id = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["replayed", "quarantined"]))
+    items = fields.List(fields.Nested(SubmitItemSchema), required=True)
+
+
+class WebhookAnswerSchema(Closed):
     """A webhook delivery was verified and kept (or recognised as a repeat)."""
 
-    status = fields.String(required=True, metadata={"example": "accepted"})
-    id = fields.String(metadata={"description": "the webhook-id"})
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
+    id = fields.String(required=True, metadata={"description": "the webhook-id"})

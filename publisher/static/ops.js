@@ -271,7 +271,7 @@
     }
     if (!names.length) {
       const row = el("tr");
-      const cell = el("td", "not routed to any output", "muted");
+      const cell = el("td", "no deliveries: not published to any output yet", "muted");
       cell.colSpan = 3;
       row.append(cell);
       rows.append(row);
