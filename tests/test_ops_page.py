@@ -245,6 +245,26 @@ class Page:
         return [e.get_attribute("data-record-id") for e in self.find_all("article.record")]
 
 
+def test_page_and_its_files_are_served_with_a_strict_policy(app: Flask) -> None:
+    """No browser needed: headers, the redirect from ``/`` and the static files."""
+    client = app.test_client()
+    page = client.get("/ops/")
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "'unsafe-inline'" not in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    html = page.get_data(as_text=True)
+    assert '<script src="/ops/static/ops.js" defer></script>' in html
+    assert "<script>" not in html and "style=" not in html
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"].endswith("/ops/")
+    script = client.get("/ops/static/ops.js")
+    assert script.status_code == 200 and "textContent" in script.get_data(as_text=True)
+    assert "innerHTML" not in script.get_data(as_text=True)
+    assert client.get("/ops/static/ops.css").status_code == 200
+
+
 # -- the scenario ---------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 // The operator's page: lists records, their secured status and deliveries per output,
 // with redeliver and retract. Plain JS, no framework. Data goes into the page through
-// textContent only (never innerHTML): titles and errors come from outside.
+// textContent only, never parsed as HTML: titles and errors come from outside.
 "use strict";
 
 (() => {
