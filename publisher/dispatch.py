@@ -182,6 +182,7 @@ class Dispatcher:
                 )
             )
             self._place(session, delivery, state, now)
+            _advance_state(session, delivery.record_id, now)
         self._hook(
             "delivery_succeeded", output=delivery.output, record_id=delivery.record_id, event=event
         )
@@ -320,6 +321,24 @@ class SweeperThread(threading.Thread):
                 self.dispatcher.sweep()
             except Exception:  # noqa: BLE001 - keep sweeping through a database blip
                 log.exception("sweep failed")
+
+
+def _advance_state(session: Session, record_id: str, now: datetime) -> None:
+    """An embargo that ended makes the record published; an expiry that came, expired."""
+    session.execute(
+        update(Record)
+        .where(Record.id == record_id, Record.state == "embargoed", Record.published_at <= now)
+        .values(state="published")
+    )
+    session.execute(
+        update(Record)
+        .where(
+            Record.id == record_id,
+            Record.state.in_(("published", "embargoed")),
+            Record.expires_at <= now,
+        )
+        .values(state="expired")
+    )
 
 
 def disable_output(session: Session, name: str, reason: str) -> None:

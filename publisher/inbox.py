@@ -45,6 +45,7 @@ MIN_REMEMBER_DAYS = 4  # Standard Webhooks senders retry for about three days
 DEFAULT_QUARANTINE_DAYS = 30
 PRUNE_EVERY = 3600.0  # seconds between prunes run by the sweeper
 DEFAULT_CONTENT_TYPE = "application/json"
+MAX_ID = 2**63 - 1  # larger ids cannot exist (and SQLite cannot even compare them)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ def list_quarantined(
         column = QuarantineItem.replayed_at
         query = query.where(column.is_not(None) if replayed else column.is_(None))
     if cursor:
-        query = query.where(QuarantineItem.id < decode_cursor(cursor))
+        query = query.where(QuarantineItem.id < min(decode_cursor(cursor), MAX_ID))
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -313,7 +314,7 @@ def list_quarantined(
 
 
 def get_quarantined(session: Session, item_id: int) -> QuarantineItem:
-    row = session.get(QuarantineItem, item_id)
+    row = session.get(QuarantineItem, item_id) if 0 < item_id <= MAX_ID else None
     if row is None:
         raise NotFound(f"no quarantine item {item_id}")
     return row

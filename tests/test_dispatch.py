@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from publisher.models import Delivery
+from publisher.models import Delivery, Record
 from tests.conftest import drain
 
 
@@ -161,18 +161,19 @@ def test_embargoed_record_waits_for_its_time(app, client, auth, seed_json, recor
     services = app.extensions["publisher"]
     assert services.dispatcher.sweep() == 0  # not yet due
     with services.sessions.begin() as session:  # time passes: the schedule is in the database
-        session.execute(
-            update(Delivery).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        session.execute(update(Delivery).values(next_attempt_at=past))
+        session.execute(update(Record).values(published_at=past))
     assert services.dispatcher.sweep() == 5
     drain(app)
     assert events_at(recorded) == [("published", 1)]
+    assert client.get(f"/api/v1/records/{record_id}", headers=auth).json["state"] == "published"
 
 
 def test_expiry_retracts_at_its_time(app, client, auth, seed_json, recorded):
     seed_json["published"] = True
     seed_json["expiresAt"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    submit(client, auth, seed_json)
+    record_id = submit(client, auth, seed_json)["id"]
     drain(app)
     assert events_at(recorded) == [("published", 1)]
     services = app.extensions["publisher"]
@@ -182,9 +183,14 @@ def test_expiry_retracts_at_its_time(app, client, auth, seed_json, recorded):
             .where(Delivery.status == "pending")
             .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
         )
+    with services.sessions.begin() as session:  # the expiry time has come
+        session.execute(
+            update(Record).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
     services.dispatcher.sweep()
     drain(app)
     assert events_at(recorded)[-1] == ("retracted", 1)
+    assert client.get(f"/api/v1/records/{record_id}", headers=auth).json["state"] == "expired"
 
 
 def test_a_lost_enqueue_is_repaired_by_the_sweeper(app, seed_json, recorded):

@@ -1,0 +1,645 @@
+"""The benchmark: ``make bench`` (or ``.venv/bin/python bench/run.py``).
+
+Starts what it needs (gunicorn, a load generator, consumers), measures, prints a table,
+on the embedded defaults and, when PostgreSQL and Redis answer, on PostgreSQL + Redis:
+
+1. intake of a ~5 KB record under gunicorn (sync, 2 workers): the API, a signed webhook, and
+   a bare Flask endpoint that reads the body and answers 202 (same settings, same run);
+2. delivery: deliveries/s through the built-in outputs vs a huey no-op task, same storage;
+3. batch: ``publisher ingest`` of 10,000 records;
+4. memory: RSS of a web worker after 1,000 and after 50,000 requests;
+5. per-stage cost of one request (parse, validate, secure, store, enqueue) from cProfile.
+
+Load comes from wrk when installed (``apt-get install wrk``), else from ``bench/loadgen.py``.
+Options: ``--backends embedded,postgres+redis``, ``--duration 8``, ``--memory-requests 50000``,
+``--memory-seconds 150`` (a cap: the row says how many requests were reached), ``--quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import cProfile
+import hashlib
+import hmac
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+SEED = ROOT / "tests" / "data" / "seed-record.json"
+PG_ADMIN = os.environ.get("BENCH_POSTGRES", "host=127.0.0.1 user=postgres dbname=test")
+PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "whsec_" + base64.b64encode(b"publisher-bench-secret-32-bytes!").decode()
+ENV = {**os.environ, "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the machine and the backends -------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError, ValueError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kb / 1024 / 1024:.1f} GiB"
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load generator": "wrk " + _wrk_version() if shutil.which("wrk") else "bench/loadgen.py",
+    }
+
+
+def _wrk_version() -> str:
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    match = re.search(r"wrk (\S+)", out)
+    return match.group(1) if match else ""
+
+
+def record_body(n: int | str = "__ID__") -> dict[str, Any]:
+    """The seed record (~5 KB as JSON), published, with an id of its own."""
+    fields = json.loads(SEED.read_text())
+    fields.update(id=f"bench-{n}", published=True)
+    return fields
+
+
+@contextlib.contextmanager
+def backend(name: str, work: Path) -> Iterator[dict[str, Any] | None]:
+    """Settings for one backend in ``work``; None (and a note) when it is not reachable."""
+    data = work / "data"
+    settings: dict[str, Any] = {
+        "data_dir": str(data),
+        "keys_dir": str(work / "keys"),
+        "sources": {"bench": {"secrets": [SECRET]}},
+        "dev_key": True,
+    }
+    if name == "embedded":
+        yield settings
+        return
+    try:
+        import psycopg
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        database = f"pub_bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    except Exception as exc:  # noqa: BLE001
+        say(f"postgres+redis skipped: {type(exc).__name__}: {exc}")
+        yield None
+        return
+    queue = f"pubbench_{uuid.uuid4().hex[:12]}"
+    settings["database_url"] = f"{PG_URL}/{database}"
+    settings["queue_url"] = f"{REDIS_URL}?name={queue}"
+    try:
+        yield settings
+    finally:
+        from publisher.queue import make_huey
+
+        make_huey(settings["queue_url"]).storage.flush_all()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def write_config(settings: dict[str, Any], work: Path) -> Path:
+    path = work / "publisher.yaml"
+    path.write_text(json.dumps(settings))  # JSON is YAML
+    return path
+
+
+def make_token(settings: dict[str, Any]) -> str:
+    from publisher.app import create_app
+    from publisher.db import transaction
+    from publisher.tokens import create_token
+
+    app = create_app(overrides=settings, environ={})
+    with transaction(app.extensions["publisher"].sessions) as session:
+        token = create_token(session, ["admin"])[1]
+    app.extensions["publisher"].close()
+    return token
+
+
+# -- gunicorn and load ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(app: str, config: Path | None, workers: int = 2) -> Iterator[tuple[int, Any]]:
+    port = free_port()
+    env = dict(ENV)
+    if config:
+        env["PUBLISHER_CONFIG"] = str(config)
+    command = [
+        str(BIN / "gunicorn"),
+        "-c", str(ROOT / "gunicorn.conf.py"),
+        "--workers", str(workers),
+        "--worker-class", "sync",
+        "--bind", f"127.0.0.1:{port}",
+        "--pythonpath", f"{ROOT},{BENCH}",
+        "--log-level", "warning",
+        app,
+    ]  # fmt: skip
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {Path(log.name).read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (the bare app has no /healthz)
+            except OSError:
+                time.sleep(0.2)
+        # make sure both workers have built their app before we measure
+        for _ in range(workers * 4):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        yield port, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def worker_pids(master: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+LUA = r"""
+local mode, path, token, file = "%(mode)s", "%(path)s", "%(token)s", "%(file)s"
+local lines, template, idx, prefix = {}, nil, 0, "p"
+local count = 0
+function setup(thread) thread:set("tnum", count); count = count + 1 end
+function init(args)
+  prefix = tostring(tnum) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1, 1e9))
+  if mode == "signed" then
+    for line in io.lines(file .. "." .. tostring(tnum)) do lines[#lines + 1] = line end
+  else
+    local f = io.open(file, "rb"); template = f:read("*a"); f:close()
+  end
+end
+request = function()
+  idx = idx + 1
+  if mode == "signed" then
+    local line = lines[(idx - 1) %% #lines + 1]
+    local id, ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+    return wrk.format("POST", path, {["Content-Type"] = "application/json",
+      ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig}, body)
+  end
+  local body = (template:gsub("__ID__", prefix .. "-" .. idx))
+  return wrk.format("POST", path, {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. token}, body)
+end
+"""
+
+
+def sign(webhook_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signed_files(work: Path, per_thread: int, threads: int) -> Path:
+    """Pre-signed webhook requests, one file per wrk thread (a webhook-id is used once)."""
+    base = work / f"signed-{uuid.uuid4().hex[:6]}.txt"
+    now = int(time.time())
+    template = json.dumps(record_body("__ID__"), separators=(",", ":"))
+    for thread in range(threads):
+        with open(f"{base}.{thread}", "w") as out:
+            for n in range(per_thread):
+                wid = f"msg_{thread}_{n}_{uuid.uuid4().hex[:8]}"
+                body = template.replace("__ID__", f"wh-{wid}").encode()
+                out.write(f"{wid}\t{now}\t{sign(wid, now, body)}\t{body.decode()}\n")
+    return base
+
+
+def load(
+    port: int,
+    mode: str,
+    path: str,
+    *,
+    token: str = "",
+    work: Path,
+    duration: float,
+    connections: int = 8,
+    threads: int = 2,
+    signed: Path | None = None,
+) -> dict[str, float]:
+    """Drive ``path`` for ``duration`` seconds: req/s, p50, p99 (ms), non-2xx count."""
+    template = work / "template.json"
+    template.write_text(json.dumps(record_body("__ID__"), separators=(",", ":")))
+    if shutil.which("wrk"):
+        script = work / f"{mode}.lua"
+        file = str(signed) if mode == "signed" else str(template)
+        script.write_text(LUA % {"mode": mode, "path": path, "token": token, "file": file})
+        command = [
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+            "-s", str(script), f"http://127.0.0.1:{port}",
+        ]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        return parse_wrk(out)
+    from bench import loadgen
+
+    lines: list[list[str]] = []
+    if mode == "signed" and signed:
+        lines = [Path(f"{signed}.{t}").read_text().splitlines() for t in range(threads)]
+    text = template.read_text()
+
+    def make(thread: int, n: int) -> tuple[str, dict[str, str], bytes]:
+        if mode == "signed":
+            own = lines[thread % threads]
+            wid, ts, sig, body = own[n % len(own)].split("\t", 3)
+            headers = {"webhook-id": wid, "webhook-timestamp": ts, "webhook-signature": sig}
+            return path, {"Content-Type": "application/json", **headers}, body.encode()
+        body = text.replace("__ID__", f"{thread}-{n}-{uuid.uuid4().hex[:6]}").encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        return path, headers, body
+
+    return loadgen.run("127.0.0.1", port, make, connections=connections, duration=duration)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = int(bad.group(1)) if bad else 0
+    if errors:
+        failed += sum(int(g) for g in errors.groups())
+    return {"requests": total, "rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": failed}
+
+
+# -- the sections -----------------------------------------------------------------------------
+
+
+def section_intake(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    config = write_config(settings, work)
+    token = make_token(settings)
+    rows: dict[str, Any] = {}
+    with gunicorn("bare_app:app", None) as (port, _):
+        rows["bare"] = load(port, "vary", "/ingest", token=token, work=work, duration=args.duration)
+    with gunicorn("wsgi:app", config) as (port, _):
+        rows["api"] = load(
+            port, "vary", "/api/v1/records", token=token, work=work, duration=args.duration
+        )
+        probe = urllib.request.Request(
+            f"http://127.0.0.1:{port}/webhooks/bench", data=b"{}", method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            urllib.request.urlopen(probe, timeout=10)
+            status = 202
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        if status in (404, 405):
+            rows["webhook"] = {"note": "POST /webhooks/<source> is not there yet: row skipped"}
+        else:
+            per_thread = int(max(rows["api"]["rps"], 100) * args.duration * 3 / 2) + 500
+            signed = signed_files(work, per_thread, 2)
+            rows["webhook"] = load(
+                port, "signed", "/webhooks/bench", work=work, duration=args.duration, signed=signed
+            )
+            for thread in range(2):
+                Path(f"{signed}.{thread}").unlink()
+    return rows
+
+
+def section_memory(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    config = write_config(settings, work)
+    token = make_token(settings)
+    from bench import loadgen
+
+    text = json.dumps(record_body("__ID__"), separators=(",", ":"))
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
+    def make(thread: int, n: int) -> tuple[str, dict[str, str], bytes]:
+        body = text.replace("__ID__", f"mem-{thread}-{n}-{uuid.uuid4().hex[:6]}")
+        return "/api/v1/records", headers, body.encode()
+
+    with gunicorn("wsgi:app", config) as (port, proc):
+        loadgen.run("127.0.0.1", port, make, connections=4, duration=300, total=1000)
+        pids = worker_pids(proc.pid)
+        first = {pid: rss_mib(pid) for pid in pids}
+        sent = 1000
+        began = time.monotonic()
+        while sent < args.memory_requests and time.monotonic() - began < args.memory_seconds:
+            result = load(port, "vary", "/api/v1/records", token=token, work=work, duration=10)
+            sent += int(result["requests"])
+        later = {pid: rss_mib(pid) for pid in worker_pids(proc.pid)}
+    same = [pid for pid in first if pid in later]
+    growth = max((later[p] - first[p]) / first[p] for p in same) if same else float("nan")
+    return {
+        "after_1k_mib": max(first.values()),
+        "after_n_mib": max(later.values()),
+        "requests": sent,
+        "growth": growth,
+        "restarted": len(same) != len(first),
+    }
+
+
+def section_delivery(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    results = {}
+    record = work / "record.json"
+    record.write_text(json.dumps(record_body(0)))
+    for mode in ("deliver", "noop"):
+        own = dict(settings, data_dir=str(work / f"data-{mode}"))
+        config = write_config(own, work)
+        command = [
+            sys.executable, str(BENCH / "delivery.py"), "--config", str(config), "--mode", mode,
+            "--records", str(args.delivery_records), "--record", str(record), "--limit", "60",
+        ]  # fmt: skip
+        out = subprocess.run(command, env=ENV, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-3000:])
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
+def section_ingest(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    own = dict(settings, data_dir=str(work / "data-ingest"))
+    config = write_config(own, work)
+    folder = work / "ingest"
+    folder.mkdir(exist_ok=True)
+    template = json.dumps(record_body("__ID__"), separators=(",", ":"))
+    per_file = 500
+    for start in range(0, args.ingest_records, per_file):
+        lines = (
+            template.replace("__ID__", f"ingest-{n}")
+            for n in range(start, min(args.ingest_records, start + per_file))
+        )
+        (folder / f"batch-{start:06d}.ndjson").write_text("\n".join(lines) + "\n")
+    env = {**ENV, "PUBLISHER_CONFIG": str(config)}
+    command = [sys.executable, "-c", "from publisher.cli import main; main()", "ingest", str(folder)]
+    began = time.perf_counter()
+    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - began
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return {
+        "records": args.ingest_records,
+        "seconds": elapsed,
+        "per_second": args.ingest_records / elapsed,
+        "summary": out.stdout.strip().splitlines()[-1],
+    }
+
+
+STAGES = {
+    "parse": ("publisher/parsing.py", "parse_body"),
+    "validate": ("publisher/schemas.py", "validate_record"),
+    "secure": ("publisher/secure.py", "secure_record"),
+    "store": ("publisher/intake.py", "_store"),
+    "enqueue": ("publisher/dispatch.py", "enqueue"),
+}
+
+
+def section_profile(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    """cProfile over N API requests through the WSGI stack (Flask's test client)."""
+    from publisher.app import create_app
+    from publisher.db import transaction
+    from publisher.tokens import create_token
+
+    own = dict(settings, data_dir=str(work / "data-profile"))
+    app = create_app(overrides=own, environ={})
+    with transaction(app.extensions["publisher"].sessions) as session:
+        token = create_token(session, ["admin"])[1]
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    text = json.dumps(record_body("__ID__"))
+
+    def once(n: int) -> None:
+        answer = client.post("/api/v1/records", data=text.replace("__ID__", f"prof-{n}"), headers=headers)
+        assert answer.status_code == 202, answer.json
+
+    for n in range(50):
+        once(n)
+    count = args.profile_requests
+    began = time.perf_counter()
+    for n in range(50, 50 + count):
+        once(n)
+    plain = (time.perf_counter() - began) / count * 1000
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for n in range(50 + count, 50 + 2 * count):
+        once(n)
+    profiler.disable()
+    app.extensions["publisher"].close()
+    stats = pstats.Stats(profiler)
+    stages: dict[str, float] = {}
+    total = 0.0
+    for (filename, _line, func), (_cc, _nc, _tt, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        for stage, (suffix, name) in STAGES.items():
+            if func == name and filename.endswith(suffix):
+                stages[stage] = stages.get(stage, 0.0) + cumtime
+        if func == "wsgi_app" and "flask" in filename:
+            total = cumtime
+    per_request = {k: v / count * 1000 for k, v in stages.items()}
+    per_request["store"] = per_request.get("store", 0) - per_request.get("enqueue", 0)
+    profiled_total = total / count * 1000
+    per_request["http+auth+other"] = profiled_total - sum(per_request.values())
+    buffer = io.StringIO()
+    pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(30)
+    (work / "profile.txt").write_text(buffer.getvalue())
+    return {
+        "ms_per_request": plain,
+        "profiled_ms": profiled_total,
+        "stages": per_request,
+        "top": _top_own_time(stats),
+    }
+
+
+def _top_own_time(stats: pstats.Stats, n: int = 8) -> list[tuple[str, float]]:
+    rows = []
+    for (filename, line, func), (_cc, _nc, tottime, _ct, _c) in stats.stats.items():  # type: ignore[attr-defined]
+        short = filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+        rows.append((f"{short}:{line}({func})", tottime))
+    rows.sort(key=lambda r: -r[1])
+    return rows[:n]
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def fmt_load(row: dict[str, Any]) -> str:
+    if "note" in row:
+        return row["note"]
+    extra = f", {row['errors']} non-2xx" if row.get("errors") else ""
+    return f"{row['rps']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms{extra}"
+
+
+def report(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, figure, target, verdict) rows for one backend."""
+    rows = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    if "intake" in r:
+        i = r["intake"]
+        bare = i["bare"]["rps"]
+        rows.append(("intake: bare Flask (baseline)", fmt_load(i["bare"]), "", ""))
+        api_ratio = i["api"]["rps"] / bare
+        rows.append(
+            ("intake: API", f"{fmt_load(i['api'])}; ratio {api_ratio:.2f}", ">= 0.3",
+             verdict(api_ratio >= 0.3))
+        )  # fmt: skip
+        if "note" in i["webhook"]:
+            rows.append(("intake: signed webhook", i["webhook"]["note"], ">= 0.5", "skipped"))
+        else:
+            ratio = i["webhook"]["rps"] / bare
+            rows.append(
+                ("intake: signed webhook", f"{fmt_load(i['webhook'])}; ratio {ratio:.2f}",
+                 ">= 0.5", verdict(ratio >= 0.5))
+            )  # fmt: skip
+    if "delivery" in r:
+        d = r["delivery"]
+        ratio = d["deliver"]["per_second"] / d["noop"]["per_second"]
+        rows.append(
+            ("delivery (files + feeds) vs huey no-op",
+             f"{d['deliver']['per_second']:.0f}/s ({d['deliver']['done']}/{d['deliver']['tasks']})"
+             f" vs {d['noop']['per_second']:.0f}/s; ratio {ratio:.2f}",
+             ">= 0.5", verdict(ratio >= 0.5))
+        )  # fmt: skip
+    if "ingest" in r:
+        g = r["ingest"]
+        rows.append(
+            (f"batch: publisher ingest of {g['records']:,}",
+             f"{g['per_second']:.0f} records/s ({g['seconds']:.1f} s, process start included)",
+             ">= 1,000/s", verdict(g["per_second"] >= 1000))
+        )  # fmt: skip
+    if "memory" in r:
+        m = r["memory"]
+        rows.append(
+            (f"memory: web worker RSS, 1k -> {m['requests']:,} requests",
+             f"{m['after_1k_mib']:.1f} -> {m['after_n_mib']:.1f} MiB ({m['growth']:+.1%})",
+             "< +10 %", verdict(m["growth"] < 0.10))
+        )  # fmt: skip
+    if "profile" in r:
+        p = r["profile"]
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in p["stages"].items())
+        rows.append(
+            ("per-stage cost of one API request (ms, cProfile)",
+             f"{p['ms_per_request']:.2f} ms unprofiled; profiled {p['profiled_ms']:.2f}: {stages}",
+             "", "")
+        )  # fmt: skip
+    return [(f"[{name}] {a}", b, c, d) for a, b, c, d in rows]
+
+
+def print_table(info: dict[str, str], results: dict[str, dict[str, Any]]) -> None:
+    print("\nMachine: " + "; ".join(f"{k}: {v}" for k, v in info.items()))
+    print("\n| measure | figure | target | verdict |\n|---|---|---|---|")
+    for name, r in results.items():
+        if "skipped" in r:
+            print(f"| [{name}] | skipped: {r['skipped']} | | |")
+            continue
+        for row in report(name, r):
+            print("| " + " | ".join(row) + " |")
+        if "profile" in r:
+            print(f"\n[{name}] most own time (cProfile, {r['profile_requests']} requests):")
+            for where, seconds in r["profile"]["top"]:
+                print(f"    {seconds:8.3f} s  {where}")
+            print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="embedded,postgres+redis")
+    parser.add_argument("--sections", default="intake,delivery,ingest,memory,profile")
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--delivery-records", type=int, default=1000)
+    parser.add_argument("--ingest-records", type=int, default=10_000)
+    parser.add_argument("--memory-requests", type=int, default=50_000)
+    parser.add_argument("--memory-seconds", type=float, default=150.0)
+    parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="short runs, to try the bench")
+    parser.add_argument("--json", help="also write the raw results to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.delivery_records, args.ingest_records = 3.0, 200, 2000
+        args.memory_requests, args.memory_seconds, args.profile_requests = 3000, 20.0, 50
+    info = machine()
+    say("machine: " + json.dumps(info))
+    results: dict[str, dict[str, Any]] = {}
+    sections = args.sections.split(",")
+    for name in args.backends.split(","):
+        results[name] = {"profile_requests": args.profile_requests}
+        with tempfile.TemporaryDirectory(prefix="publisher-bench-") as tmp:
+            work = Path(tmp)
+            with backend(name, work) as settings:
+                if settings is None:
+                    results[name] = {"skipped": "PostgreSQL or Redis unreachable"}
+                    continue
+                for section in sections:
+                    say(f"[{name}] {section} ...")
+                    began = time.monotonic()
+                    function = globals()[f"section_{section}"]
+                    (work / section).mkdir(parents=True, exist_ok=True)
+                    try:
+                        results[name][section] = function(settings, work / section, args)
+                    except Exception as exc:  # noqa: BLE001 - report it, go on
+                        say(f"[{name}] {section} failed: {exc}")
+                        results[name][f"{section}_error"] = str(exc)[-500:]
+                        continue
+                    say(f"[{name}] {section}: {time.monotonic() - began:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=2))
+    print_table(info, results)
+
+
+if __name__ == "__main__":
+    main()

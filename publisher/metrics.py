@@ -1,0 +1,221 @@
+"""Prometheus metrics of one app: what came in, what went out, what is waiting.
+
+Every app gets its own :class:`CollectorRegistry` (never prometheus_client's global one):
+tests build many apps in one process, and a global registry would refuse the second.
+
+Where the numbers come from:
+
+- record and delivery counters: an internal pluggy plugin on ``services.pm`` (the same
+  hooks third-party plugins see), so intake and dispatch need no metrics code;
+- refusals: :meth:`Intake.prepare` / :meth:`Intake.submit` wrapped to count the error
+  ``code`` of each refused item or body;
+- HTTP: ``before_request`` / ``after_request`` (route template, never the raw path, so
+  the label set stays bounded);
+- queue depth, pending/dead deliveries and held quarantine: counted at scrape time
+  (cheap ``COUNT`` queries), so they are right whichever process changed them.
+
+Counters are per process. Deliveries run in the worker: with ``publisher serve`` the
+worker is embedded and its counters show here; a separate ``publisher worker`` process
+keeps its own. Under gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an
+empty folder (before start) and the counters of all workers are summed at scrape.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import func, select
+
+from publisher.errors import PublisherError
+from publisher.hookspecs import hookimpl
+from publisher.models import Delivery, QuarantineItem
+from publisher.queue import queue_depth
+
+log = logging.getLogger("publisher.metrics")
+EXTENSION = "publisher.metrics"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The app's metric objects and its registry."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "publisher_records_received", "Raw records that arrived", ["source"], registry=r
+        )
+        self.accepted = Counter(
+            "publisher_records_accepted",
+            "Record revisions stored, by the lifecycle event they trigger (none: no event)",
+            ["event"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "publisher_records_rejected",
+            "Records or bodies refused, by error code",
+            ["reason"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "publisher_deliveries",
+            "Delivery attempts by output and outcome (succeeded, failed, dead)",
+            ["output", "outcome"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "publisher_http_responses",
+            "HTTP answers by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "publisher_http_request_duration_seconds",
+            "Time to answer, by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.state = StateCollector(services)
+        r.register(self.state)
+
+    def scrape_registry(self) -> CollectorRegistry:
+        """The registry to expose: this one, or every process's under multiprocess mode."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        merged.register(self.state)
+        return merged
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.scrape_registry())
+
+
+class StateCollector:
+    """Gauges computed when scraped: queue depth, pending and dead deliveries, quarantine."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "publisher_queue_depth",
+            "Tasks waiting in the queue (-1: the queue does not answer)",
+            value=queue_depth(self.services.huey),
+        )
+        try:
+            counts, held = self._counts()
+        except Exception:  # noqa: BLE001 - a scrape must not fail on a database blip
+            log.warning("metrics: the store did not answer", exc_info=True)
+            return
+        deliveries = GaugeMetricFamily(
+            "publisher_deliveries_current", "Deliveries by status now", labels=["status"]
+        )
+        for status in ("pending", "dead"):
+            deliveries.add_metric([status], counts.get(status, 0))
+        yield deliveries
+        yield GaugeMetricFamily(
+            "publisher_quarantine_held", "Quarantined payloads not replayed", value=held
+        )
+
+    def _counts(self) -> tuple[dict[str, int], int]:
+        by_status = (
+            select(Delivery.status, func.count())
+            .where(Delivery.status.in_(("pending", "dead")))
+            .group_by(Delivery.status)
+        )
+        held = select(func.count()).select_from(QuarantineItem)
+        held = held.where(QuarantineItem.replayed_at.is_(None))
+        with self.services.sessions() as session:
+            counts = {status: int(n) for status, n in session.execute(by_status)}
+            return counts, int(session.scalar(held) or 0)
+
+
+class MetricsPlugin:
+    """Counts through the plugin hooks, as any observer plugin would."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    @hookimpl
+    def record_received(self, source: str) -> None:
+        self.metrics.received.labels(source=source).inc()
+
+    @hookimpl
+    def record_stored(self, event: str | None) -> None:
+        self.metrics.accepted.labels(event=event or "none").inc()
+
+    @hookimpl
+    def delivery_succeeded(self, output: str) -> None:
+        self.metrics.deliveries.labels(output=output, outcome="succeeded").inc()
+
+    @hookimpl
+    def delivery_failed(self, output: str, dead: bool) -> None:
+        outcome = "dead" if dead else "failed"
+        self.metrics.deliveries.labels(output=output, outcome=outcome).inc()
+
+
+def register(app: Flask) -> Metrics:
+    """Wire metrics into ``app`` (idempotent): hooks plugin, refusal counts, HTTP timing."""
+    if EXTENSION in app.extensions:
+        return app.extensions[EXTENSION]
+    services = app.extensions["publisher"]
+    metrics = Metrics(services)
+    app.extensions[EXTENSION] = metrics
+    services.pm.register(MetricsPlugin(metrics), name="publisher-metrics")
+    intake = app.extensions.get("publisher.intake")
+    if intake is not None:
+        intake.prepare = _counting(intake.prepare, metrics.rejected)
+        intake.submit = _counting(intake.submit, metrics.rejected)
+    app.before_request(_start_timer)
+    app.after_request(functools.partial(_observe, metrics))
+    return metrics
+
+
+def _counting(method: Callable[..., Any], counter: Counter) -> Callable[..., Any]:
+    """``method`` counting each :class:`PublisherError` it raises by its ``code``.
+
+    ``prepare`` refuses one item (its error is caught by ``take``); ``submit`` raises only
+    for the whole body (malformed, unsupported type, batch too large), so nothing counts twice.
+    """
+
+    @functools.wraps(method)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except PublisherError as exc:
+            counter.labels(reason=exc.code).inc()
+            raise
+
+    return counted
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _observe(metrics: Metrics, response: Response) -> Response:
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics.responses.labels(request.method, route, str(response.status_code)).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+def sample(app: Flask, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+    """One sample's value from the app's registry (for tests and the CLI)."""
+    value = app.extensions[EXTENSION].registry.get_sample_value(name, dict(labels or {}))
+    return value
