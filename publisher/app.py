@@ -32,7 +32,7 @@ def create_app(
     )
 
     settings = load_settings(environ, overrides)
-    app = Flask("publisher")
+    app = Flask("publisher", static_folder=None)
     app.config["PUBLISHER"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings["limits"]["max_body_bytes"]
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -32,8 +32,8 @@ from flask import g, has_app_context
 
 MASK = "[redacted]"
 _HANDLER_MARK = "_publisher_handler"
-_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "publisher_log_context", default={}
+_context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "publisher_log_context", default=None
 )
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
@@ -98,7 +98,7 @@ class ContextFilter(logging.Filter):
     """Adds ``request_id`` (Flask's ``g`` or :func:`log_context`) and bound fields."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in _context.get().items():
+        for name, value in (_context.get() or {}).items():
             if not hasattr(record, name):
                 setattr(record, name, value)
         if getattr(record, "request_id", None) is None:
@@ -129,7 +129,7 @@ class JsonFormatter(logging.Formatter):
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Bind ``fields`` (``request_id=...``, ``delivery_id=...``) to every line inside."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
     try:
         yield
     finally:

@@ -6,8 +6,10 @@ import json
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
 from publisher import metrics
+from publisher.models import Delivery, utcnow
 from tests.conftest import drain
 
 
@@ -74,10 +76,6 @@ def test_dead_deliveries_are_counted_from_the_store(app, client, auth, seed_json
     for _ in range(5):  # retry schedule [0, 1, 2]: three attempts, then dead
         drain(app)
         with app.extensions["publisher"].sessions() as session:
-            from sqlalchemy import update
-
-            from publisher.models import Delivery, utcnow
-
             session.execute(update(Delivery).values(next_attempt_at=utcnow()))
             session.commit()
         app.extensions["publisher"].dispatcher.sweep(grace=0)
