@@ -39,6 +39,8 @@ def create_app(
     services = build_services(settings)
     app.extensions["publisher"] = services
     app.extensions["publisher.intake"] = Intake(services)
+    # the inbox's huey task must be known to every process that consumes the queue
+    services.dispatcher.also_sweep.append(webhooks.inbox_processor(app).sweep)
     errors.register(app)
     requests.register(app)
     blueprints = (records, deliveries, plugins, quarantine, webhooks, health, metrics, openapi, ops)

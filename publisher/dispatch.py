@@ -58,6 +58,8 @@ class Dispatcher:
     jitter: float = 0.1
     lease_seconds: float = 120.0
     max_receives: int = 5
+    #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
+    also_sweep: list[Callable[[], int]] = field(default_factory=list)
     _task: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -283,7 +285,7 @@ class Dispatcher:
                 )
         for delivery_id in ids:
             self._task(delivery_id)
-        return len(ids)
+        return len(ids) + sum(extra() for extra in self.also_sweep)
 
     def redeliver(self, delivery_id: str) -> Delivery:
         """Make a dead or done delivery pending again, same id, fresh schedule."""

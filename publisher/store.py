@@ -282,9 +282,12 @@ def encode_cursor(seq: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedInput("invalid cursor", errors={"cursor": ["invalid cursor"]}) from exc
+    if not 0 < seq < 2**62:  # beyond what any database integer holds
+        raise MalformedInput("invalid cursor", errors={"cursor": ["invalid cursor"]})
+    return seq
 
 
 def list_records(

@@ -131,3 +131,13 @@ def test_strict_mode_rejects_unknown_fields(make_app, seed_json):
     )
     assert answer.status_code == 422
     assert "editorNote" in answer.json["errors"]
+
+
+def test_a_forged_cursor_is_a_400_not_a_500(client, auth):
+    import base64
+
+    for raw in (b"99999999999999999999999", b"-1", b"abc"):
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        answer = client.get(f"/api/v1/records?cursor={cursor}", headers=auth)
+        assert answer.status_code == 400, raw
+        assert answer.json["errors"] == {"cursor": ["invalid cursor"]}

@@ -93,6 +93,18 @@ def test_a_chunked_body_over_the_limit_is_refused(server, bearer, app):
         assert session.query(Record).count() == 0
 
 
+def test_a_chunked_record_over_the_limit_is_not_cut_and_taken(server, bearer, app):
+    """werkzeug stops a chunked body at the limit silently; a cut Markdown record parses."""
+    front = b"---\ntitle: cut\nwebUrl: https://example.com/cut\n---\n"
+    first, rest = front + b"y" * (LIMIT - len(front) - 10), b"z" * 500
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (first, rest)) + b"0\r\n\r\n"
+    head_ = head(bearer, Transfer_Encoding="chunked").replace("application/json", "text/markdown")
+    status, body = exchange(server, head_, chunks)
+    assert status == 413, body
+    with app.extensions["publisher"].sessions() as session:
+        assert session.query(Record).count() == 0
+
+
 def test_a_chunked_body_under_the_limit_is_taken(server, bearer):
     chunk = json.dumps({"title": "small and chunked", "webUrl": "https://e.com/c"}).encode()
     chunks = b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)

@@ -29,9 +29,11 @@ def cli() -> None:
 
 def _register() -> None:
     from publisher.cli import admin, records, run
+    from publisher.cli.quarantine import quarantine_group
 
     for module in (run, records, admin):
         module.register(cli)
+    cli.add_command(quarantine_group, "quarantine")
     try:
         from publisher.cli import keys
     except ImportError:  # pragma: no cover - keys are optional while being built
