@@ -1,10 +1,10 @@
 """Helpers for plugin authors' tests: run records through an output without a server.
 
-    from publisher.testing import load_outputs, publish, retract
+from publisher.testing import load_outputs, publish, retract
 
-    def test_my_output(tmp_path):
-        (output,) = load_outputs(my_plugin, plugins={"my_plugin": {"folder": str(tmp_path)}})
-        publish(output, {"title": "Hello", "webUrl": "https://example.com/a"})
+def test_my_output(tmp_path):
+    (output,) = load_outputs(my_plugin, plugins={"my_plugin": {"folder": str(tmp_path)}})
+    publish(output, {"title": "Hello", "webUrl": "https://example.com/a"})
 """
 
 from __future__ import annotations

@@ -184,9 +184,7 @@ def test_expiry_retracts_at_its_time(app, client, auth, seed_json, recorded):
             .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     with services.sessions.begin() as session:  # the expiry time has come
-        session.execute(
-            update(Record).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        session.execute(update(Record).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     services.dispatcher.sweep()
     drain(app)
     assert events_at(recorded)[-1] == ("retracted", 1)
@@ -276,3 +274,31 @@ def test_reconcile_replays_a_wiped_output(app, invoke, seed_json):
     assert "1 deliveries planned" in result.output
     drain(app)
     assert [p.name for p in site.rglob("*.md")] == [files[0].name]
+
+
+def test_a_hanging_output_times_out_without_holding_back_the_others(
+    make_app, base_settings, seed_json, recorded
+):
+    import time
+
+    log = base_settings["plugins"]["recording"]["log"]
+    app = make_app(
+        plugins={"recording": {"log": log, "slow_seconds": 5}},
+        outputs={"slow": {"timeout": 0.3, "retry_schedule": [0]}},
+    )
+    seed_json["published"] = True
+    started = time.monotonic()
+    app.extensions["publisher.intake"].take([seed_json])
+    drain(app)
+    assert time.monotonic() - started < 4
+    with app.extensions["publisher"].sessions() as session:
+        rows = {d.output: d for d in session.scalars(select(Delivery))}
+    assert rows["slow"].status == "dead"
+    assert "did not answer within 0.3 s" in rows["slow"].error
+    assert {name: d.status for name, d in rows.items() if name != "slow"} == {
+        "files": "done",
+        "feeds": "done",
+        "recorder": "done",
+        "flaky": "done",
+        "protected-sink": "done",
+    }

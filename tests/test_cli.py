@@ -1,0 +1,113 @@
+"""The ``publisher`` command line, as scripts and operators use it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from publisher.models import Record
+from tests.conftest import DATA
+
+PUBLISHER = str(Path(sys.executable).parent / "publisher")
+
+
+def test_validate_accepts_the_example(invoke):
+    result = invoke("validate", str(DATA / "seed-record.md"))
+    assert result.exit_code == 0, result.output
+    assert "1 records checked, 0 invalid" in result.output
+
+
+def test_validate_names_each_bad_field_path_and_fails(invoke):
+    result = invoke("validate", str(DATA / "invalid"))
+    assert result.exit_code == 1
+    for expected in (
+        "no-title.md: title:",
+        "bad-url.md: webUrl:",
+        "quality-high.md: quality:",
+        "related-missing-weburl.md: related.1.webUrl:",
+    ):
+        assert expected in result.output, result.output
+    assert "4 records checked, 4 invalid" in result.output
+
+
+def test_ingest_a_folder_of_1000_records_with_progress(app, invoke, tmp_path, seed_json):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for n in range(1000):
+        record = dict(seed_json, originalUrl=f"https://example.com/{n}", title=f"Record {n}")
+        (folder / f"{n:04}.json").write_text(json.dumps(record))
+    result = invoke("ingest", str(folder))
+    assert result.exit_code == 0, result.output
+    assert "1000 files: 1000 created" in result.output
+    assert "ingest" in result.stderr and "1000/1000" in result.stderr  # the progress bar
+    with app.extensions["publisher"].sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Record)) == 1000
+
+
+def test_ingest_reports_bad_files_and_exits_non_zero(invoke, tmp_path):
+    (tmp_path / "broken.json").write_text('{"title": ')
+    result = invoke("ingest", str(tmp_path / "broken.json"), str(DATA / "invalid" / "no-title.md"))
+    assert result.exit_code == 1
+    assert "broken.json" in result.stderr and "no-title.md: title" in result.stderr
+
+
+def test_ingest_from_stdin(invoke, seed_md):
+    result = invoke("ingest", "-", input=seed_md)
+    assert result.exit_code == 0, result.output
+    assert "1 created" in result.output
+
+
+def test_tokens_create_prints_the_token_alone_and_revoke_stops_it(app, invoke, client):
+    result = invoke("tokens", "create", "--scope", "read")
+    assert result.exit_code == 0
+    token = result.stdout.strip()
+    assert token.startswith("pub_") and "\n" not in token
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/records", headers=headers).status_code == 200
+    listed = invoke("tokens", "list").stdout
+    token_id = listed.split("\t", 1)[0]
+    assert token not in listed
+    assert invoke("tokens", "revoke", token_id).exit_code == 0
+    assert client.get("/api/v1/records", headers=headers).status_code == 401
+
+
+def test_sources_add_prints_the_secret_alone(invoke):
+    result = invoke("sources", "add", "cms")
+    assert result.exit_code == 0
+    secret = result.stdout.strip()
+    assert secret.startswith("whsec_") and "\n" not in secret
+    assert "cms\t1 secret(s)" in invoke("sources", "list").stdout
+
+
+def test_keys_commands_are_part_of_the_cli(invoke, tmp_path):
+    keys = tmp_path / "cli-keys"
+    keys.mkdir(mode=0o700)
+    made = invoke("keys", "generate", "--kind", "dir", "--keys-dir", str(keys))
+    assert made.exit_code == 0, made.output
+    listed = invoke("keys", "list", "--keys-dir", str(keys))
+    assert listed.exit_code == 0 and "dir" in listed.output
+    assert '"k"' not in listed.output  # never secret material
+
+
+def test_deliveries_and_retract_commands(app, invoke, seed_json):
+    from tests.conftest import drain
+
+    seed_json["published"] = True
+    (result,) = app.extensions["publisher.intake"].take([seed_json])
+    drain(app)
+    shown = invoke("deliveries", "--record", result.id)
+    assert shown.exit_code == 0 and '"status": "done"' in shown.output
+    retracted = invoke("retract", result.id)
+    assert retracted.exit_code == 0 and '"status": "retracted"' in retracted.output
+    assert invoke("deliveries", "--failed").output == ""
+
+
+def test_db_upgrade_runs_migrations(tmp_path):
+    env = {"PUBLISHER_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([PUBLISHER, "db", "upgrade"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "publisher.db").exists()
