@@ -82,8 +82,13 @@ def main() -> None:
     consumer.stop(graceful=True)
     print(
         json.dumps(
-            {"mode": args.mode, "tasks": total, "done": finished, "seconds": elapsed,
-             "per_second": finished / elapsed if elapsed else 0}
+            {
+                "mode": args.mode,
+                "tasks": total,
+                "done": finished,
+                "seconds": elapsed,
+                "per_second": finished / elapsed if elapsed else 0,
+            }
         )
     )
     services.close()

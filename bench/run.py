@@ -204,7 +204,9 @@ def gunicorn(app: str, config: Path | None, workers: int = 2) -> Iterator[tuple[
 
 
 def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True
+    )
     return [int(p) for p in out.stdout.split()]
 
 
@@ -425,7 +427,13 @@ def section_ingest(settings: dict[str, Any], work: Path, args: Any) -> dict[str,
         )
         (folder / f"batch-{start:06d}.ndjson").write_text("\n".join(lines) + "\n")
     env = {**ENV, "PUBLISHER_CONFIG": str(config)}
-    command = [sys.executable, "-c", "from publisher.cli import main; main()", "ingest", str(folder)]
+    command = [
+        sys.executable,
+        "-c",
+        "from publisher.cli import main; main()",
+        "ingest",
+        str(folder),
+    ]
     began = time.perf_counter()
     out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - began
@@ -463,7 +471,9 @@ def section_profile(settings: dict[str, Any], work: Path, args: Any) -> dict[str
     text = json.dumps(record_body("__ID__"))
 
     def once(n: int) -> None:
-        answer = client.post("/api/v1/records", data=text.replace("__ID__", f"prof-{n}"), headers=headers)
+        answer = client.post(
+            "/api/v1/records", data=text.replace("__ID__", f"prof-{n}"), headers=headers
+        )
         assert answer.status_code == 202, answer.json
 
     for n in range(50):

@@ -24,6 +24,7 @@ def create_app(
         metrics,
         openapi,
         ops,
+        outputs,
         plugins,
         quarantine,
         records,
@@ -43,7 +44,18 @@ def create_app(
     services.dispatcher.also_sweep.append(webhooks.inbox_processor(app).sweep)
     errors.register(app)
     requests.register(app)
-    blueprints = (records, deliveries, plugins, quarantine, webhooks, health, metrics, openapi, ops)
+    blueprints = (
+        records,
+        deliveries,
+        outputs,
+        plugins,
+        quarantine,
+        webhooks,
+        health,
+        metrics,
+        openapi,
+        ops,
+    )
     for module in blueprints:
         blueprint = module.bp
         app.register_blueprint(blueprint)

@@ -11,8 +11,9 @@ Where the servers are: ``PUBLISHER_TEST_POSTGRES_URL`` (default
 from) and ``PUBLISHER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``). Unreachable:
 the test is skipped with the reason, except under ``CI=true``, where it fails.
 
-Use from a test module with ``from tests.backends import backend, backend_app  # noqa: F401``
-(or list ``tests.backends`` in the root conftest's ``pytest_plugins``).
+Use from a test module with ``from tests.backends import backend_fixture, backend_app_fixture``
+(the fixtures are named ``backend``, ``backend_app`` and ``scaleout_backend``), or list
+``tests.backends`` in the root conftest's ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -177,25 +178,26 @@ def make_backend(name: str, tmp_path: Path) -> Backend:
 
 
 @pytest.fixture(
+    name="backend",
     params=[EMBEDDED, pytest.param(SCALEOUT, marks=pytest.mark.scaleout)],
 )
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each backend in turn: the embedded defaults, then PostgreSQL + Redis."""
     made = make_backend(request.param, tmp_path)
     yield made
     made.close()
 
 
-@pytest.fixture
-def scaleout_backend(tmp_path: Path) -> Iterator[Backend]:
+@pytest.fixture(name="scaleout_backend")
+def scaleout_backend_fixture(tmp_path: Path) -> Iterator[Backend]:
     """PostgreSQL + Redis only (for tests with several processes)."""
     made = make_backend(SCALEOUT, tmp_path)
     yield made
     made.close()
 
 
-@pytest.fixture
-def backend_app(backend: Backend, make_app: Callable[..., Flask]) -> Flask:
+@pytest.fixture(name="backend_app")
+def backend_app_fixture(backend: Backend, make_app: Callable[..., Flask]) -> Flask:
     """An app on ``backend`` (apps are closed by ``make_app`` before the backend is dropped)."""
     return make_app(**backend.overrides())
 

@@ -302,3 +302,38 @@ def test_a_hanging_output_times_out_without_holding_back_the_others(
         "flaky": "done",
         "protected-sink": "done",
     }
+
+
+def test_gone_disables_the_output_until_an_operator_enables_it(
+    make_app, base_settings, tmp_path, seed_json, recorded
+):
+    flag = tmp_path / "gone"
+    flag.touch()
+    log = base_settings["plugins"]["recording"]["log"]
+    app = make_app(plugins={"recording": {"log": log, "gone_flag": str(flag)}})
+    client = app.test_client()
+    from tests.conftest import create_token, transaction
+
+    with transaction(app.extensions["publisher"].sessions) as session:
+        auth = {"Authorization": f"Bearer {create_token(session, ['admin'])[1]}"}
+    seed_json["published"] = True
+    record_id = submit(client, auth, seed_json)["id"]
+    drain(app)
+    gone = next(d for d in deliveries(client, auth, record_id) if d["output"] == "gone")
+    assert gone["status"] == "dead" and gone["attempts"] == 1  # no retries after a 410
+    listed = {o["name"]: o for o in client.get("/api/v1/outputs", headers=auth).json["items"]}
+    assert listed["gone"]["enabled"] is False
+    assert "410" in listed["gone"]["reason"]
+    seed_json["title"] = "Next revision"
+    submit(client, auth, seed_json)
+    drain(app)
+    assert [d["output"] for d in deliveries(client, auth, record_id)].count("gone") == 1
+
+    flag.unlink()
+    assert client.post("/api/v1/outputs/gone/enable", headers=auth).json["enabled"] is True
+    assert (
+        client.post(f"/api/v1/deliveries/{gone['id']}/redeliver", headers=auth).status_code == 202
+    )
+    drain(app)
+    assert events_at(recorded, "gone") == [("published", 2)]
+    assert client.post("/api/v1/outputs/nope/enable", headers=auth).status_code == 404

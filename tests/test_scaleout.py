@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,12 @@ from sqlalchemy import func, select
 from publisher.db import transaction
 from publisher.models import Delivery, Placement, Record, Revision, utcnow
 from publisher.tokens import create_token
-from tests.backends import (  # noqa: F401 - fixtures
+from tests.backends import (  # noqa: F401 - fixtures: backend, backend_app, scaleout_backend
     Backend,
-    backend,
-    backend_app,
+    backend_app_fixture,
+    backend_fixture,
     drain,
-    scaleout_backend,
+    scaleout_backend_fixture,
 )
 from tests.conftest import DATA
 
@@ -130,8 +129,14 @@ def test_update_after_delivery_and_retract(backend_app, recorded):
     assert gone.status_code == 202 and gone.json["status"] == "retracted"
     drain(backend_app)
 
-    mine = [(e["action"], e["event"], e["revision"]) for e in recorded() if e["output"] == "recorder"]
-    assert mine == [("publish", "published", 1), ("publish", "updated", 2), ("retract", "retracted", 2)]
+    mine = [
+        (e["action"], e["event"], e["revision"]) for e in recorded() if e["output"] == "recorder"
+    ]
+    assert mine == [
+        ("publish", "published", 1),
+        ("publish", "updated", 2),
+        ("retract", "retracted", 2),
+    ]
     read = client.get("/api/v1/records/scale-2", headers=auth).json
     assert read["state"] == "retracted"
     assert set(read["outputs"].values()) == {"retracted"}
@@ -149,7 +154,12 @@ def test_a_failing_output_retries_then_succeeds_without_blocking_others(
     flag.touch()
     app = make_app(
         **backend.overrides(),
-        plugins={"recording": {"log": base_settings["plugins"]["recording"]["log"], "fail_flag": str(flag)}},
+        plugins={
+            "recording": {
+                "log": base_settings["plugins"]["recording"]["log"],
+                "fail_flag": str(flag),
+            }
+        },
         delivery={"retry_schedule": [0, 0, 0, 0]},
     )
     client = app.test_client()
@@ -301,9 +311,7 @@ def test_concurrent_web_processes_store_each_record_once_and_lose_no_update(
 
     sessions = app.extensions["publisher"].sessions
     with sessions() as session:
-        counts = dict(
-            session.execute(select(Record.id, func.count()).group_by(Record.id)).all()
-        )
+        counts = dict(session.execute(select(Record.id, func.count()).group_by(Record.id)).all())
         assert set(counts.values()) == {1}  # no record stored twice
         assert len(counts) == 2 + processes * rounds + 5
         shared = session.scalars(select(Record).where(Record.id == "shared")).one()

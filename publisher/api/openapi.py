@@ -27,7 +27,10 @@ bp = Blueprint("openapi", __name__)
 EXTENSION = "publisher.openapi"
 SKIPPED_ENDPOINTS = {"static"}
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
-CONVERTER_TYPES = {"int": {"type": "integer", "minimum": 0}, "float": {"type": "number"}}
+CONVERTER_TYPES = {  # database ids are 64-bit
+    "int": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    "float": {"type": "number"},
+}
 FEED_FORMATS = ("atom.xml", "rss.xml", "feed.json")
 FEED_TYPES = ("application/atom+xml", "application/rss+xml", "application/feed+json")
 
@@ -207,6 +210,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("/metrics", "GET"): Op(
         "Prometheus metrics (text exposition format)",
         "operations",
+        errors=(404,),
+        description="404 when metrics are not enabled (`publisher.metrics.register`).",
         responses={
             200: {
                 "description": "Metrics of this process",

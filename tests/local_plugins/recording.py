@@ -14,8 +14,9 @@ from publisher.outputs import DeliveryError
 
 
 class Recorder:
-    def __init__(self, name, log, accepts_protected=False, fail_flag=None, delay=0.0):
+    def __init__(self, name, log, accepts_protected=False, fail_flag=None, delay=0.0, gone=False):
         self.name = name
+        self.gone = gone
         self.delay = delay
         self.accepts_protected = accepts_protected
         self.log = Path(log)
@@ -23,6 +24,8 @@ class Recorder:
 
     def _write(self, action, record, event):
         if self.fail_flag and self.fail_flag.exists():
+            if self.gone:
+                raise DeliveryError("subscriber answered 410 Gone", disable_output=True)
             raise DeliveryError(f"{self.name} is failing on purpose")
         if self.delay:
             self._append({"output": self.name, "action": "start", "delivery_id": event.delivery_id})
@@ -62,6 +65,8 @@ def register_outputs(config):
         Recorder("flaky", log, fail_flag=own.get("fail_flag")),
         Recorder("protected-sink", log, accepts_protected=True),
     ]
+    if own.get("gone_flag"):
+        outputs.append(Recorder("gone", log, fail_flag=own["gone_flag"], gone=True))
     if own.get("slow_seconds"):
         outputs.append(Recorder("slow", log, delay=float(own["slow_seconds"])))
     return outputs

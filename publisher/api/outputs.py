@@ -1,0 +1,65 @@
+"""``/api/v1/outputs``: the outputs, their routing rules, and turning them on and off."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from publisher.api.auth import requires
+from publisher.db import transaction
+from publisher.dispatch import disable_output, enable_output
+from publisher.errors import NotFound
+from publisher.models import OutputState
+
+bp = Blueprint("outputs", __name__, url_prefix="/api/v1")
+
+
+def _states() -> dict[str, OutputState]:
+    with current_app.extensions["publisher"].sessions() as session:
+        return {row.name: row for row in session.query(OutputState)}
+
+
+def _output_dict(name: str, states: dict[str, OutputState]) -> dict:
+    spec = current_app.extensions["publisher"].dispatcher.outputs[name]
+    state = states.get(name)
+    enabled = state is None or state.enabled
+    return {
+        "name": name,
+        "enabled": enabled,
+        "reason": None if enabled or state is None else state.reason,
+        "accepts_protected": bool(spec.output.accepts_protected),
+        "when": spec.rule,
+        "timeout": spec.timeout,
+        "retry_schedule": list(spec.retry_schedule),
+    }
+
+
+def _known(name: str) -> None:
+    if name not in current_app.extensions["publisher"].dispatcher.outputs:
+        raise NotFound(f"no output named {name!r}")
+
+
+@bp.get("/outputs")
+@requires("read")
+def list_outputs() -> Response:
+    states = _states()
+    names = current_app.extensions["publisher"].dispatcher.outputs
+    return jsonify({"items": [_output_dict(name, states) for name in names]})
+
+
+@bp.post("/outputs/<name>/enable")
+@requires("admin")
+def enable(name: str) -> Response:
+    """Turn an output back on (after a downstream ``410 Gone`` turned it off)."""
+    _known(name)
+    with transaction(current_app.extensions["publisher"].sessions) as session:
+        enable_output(session, name)
+    return jsonify(_output_dict(name, _states()))
+
+
+@bp.post("/outputs/<name>/disable")
+@requires("admin")
+def disable(name: str) -> Response:
+    _known(name)
+    with transaction(current_app.extensions["publisher"].sessions) as session:
+        disable_output(session, name, "disabled by an operator")
+    return jsonify(_output_dict(name, _states()))
