@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from publisher import metrics as metrics_core
 from publisher.config import load_settings
 from publisher.intake import Intake
 from publisher.services import Services, build_services
@@ -44,6 +45,7 @@ def create_app(
     services.dispatcher.also_sweep.append(webhooks.inbox_processor(app).sweep)
     errors.register(app)
     requests.register(app)
+    metrics_core.register(app)
     blueprints = (
         records,
         deliveries,

@@ -53,6 +53,7 @@ DEFAULTS: Settings = {
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
     "webhooks": {"tolerance_seconds": 300, "remember_ids_days": 7},
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
+    "logging": {"level": "INFO", "format": "json"},  # format: json, or text for a terminal
     "dev_key": True,  # make a development key on first run when the keyring is empty
 }
 

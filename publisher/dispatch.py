@@ -9,6 +9,7 @@ after ``max_receives`` receives without a result.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -22,6 +23,7 @@ from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from publisher.db import transaction
+from publisher.logs import log_context
 from publisher.models import Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
 from publisher.records import public_fields
@@ -88,12 +90,20 @@ class Dispatcher:
 
     def run_delivery(self, delivery_id: str) -> None:
         """The huey task: lease, deliver, settle. Safe to receive twice."""
+        with log_context(delivery_id=delivery_id):
+            self._run(delivery_id)
+
+    def _run(self, delivery_id: str) -> None:
         now = utcnow()
         if not self._lease(delivery_id, now):
             return
         with self.sessions() as session:
             delivery = session.get(Delivery, delivery_id)
             record = session.scalars(select(Record).where(Record.id == delivery.record_id)).one()
+        with log_context(request_id=delivery.request_id, record_id=delivery.record_id):
+            self._deliver(delivery, record)
+
+    def _deliver(self, delivery: Delivery, record: Record) -> None:
         if delivery.receives - delivery.attempts > self.max_receives:
             self._settle_failure(delivery, "worker died during delivery too often", dead=True)
             return
@@ -224,7 +234,13 @@ class Dispatcher:
             self._task.schedule((delivery.id,), eta=values["next_attempt_at"])
         log.warning(
             "delivery failed",
-            extra={"delivery_id": delivery.id, "output": delivery.output, "dead": dead},
+            extra={
+                "delivery_id": delivery.id,
+                "output": delivery.output,
+                "record_id": delivery.record_id,
+                "request_id": delivery.request_id,
+                "dead": dead,
+            },
         )
         event = Event(delivery.event, delivery.id, delivery.record_id, delivery.revision, now)  # type: ignore[arg-type]
         self._hook(
@@ -370,7 +386,10 @@ def call_with_timeout(
         except BaseException as exc:  # noqa: BLE001 - reported as a failed attempt
             outcome.append(exc)
 
-    thread = threading.Thread(target=target, name="publisher-output-call", daemon=True)
+    context = contextvars.copy_context()  # the output's log lines keep the delivery's ids
+    thread = threading.Thread(
+        target=context.run, args=(target,), name="publisher-output-call", daemon=True
+    )
     thread.start()
     thread.join(timeout)
     if thread.is_alive():

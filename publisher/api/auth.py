@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from publisher.models import Token
+from publisher.ratelimit import check_token_rate
 from publisher.tokens import authenticate, require_scope
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,6 +25,7 @@ def current_token(scope: str) -> Token:
     services = current_app.extensions["publisher"]
     with services.sessions() as session:
         token = authenticate(session, bearer_token())
+    check_token_rate(current_app, token.id)
     require_scope(token, scope)
     g.token = token
     return token

@@ -9,7 +9,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from publisher import store
 from publisher.api.auth import may_read_protected, requires
-from publisher.errors import InvalidRecord, MalformedInput, TooLarge
+from publisher.api.requests import read_body
+from publisher.errors import InvalidRecord, MalformedInput
 from publisher.models import Delivery, Record
 from publisher.records import parse_instant
 
@@ -93,23 +94,6 @@ def record_deliveries(record_id: str) -> Response:
         store.get_record(session, record_id)
         rows = store.deliveries_of(session, record_id)
     return jsonify({"items": [delivery_dict(d) for d in rows]})
-
-
-def read_body() -> bytes:
-    """The whole body, or 413 if it is over ``MAX_CONTENT_LENGTH``.
-
-    A body without Content-Length (chunked) is read through werkzeug's limited stream,
-    which stops at the limit *without* an error: the rest would be cut off silently and
-    a truncated record (or batch) taken in. So a body that fills the limit is checked for
-    one byte more.
-    """
-    body = request.get_data(cache=False)
-    limit = request.max_content_length
-    filled = limit is not None and request.content_length is None and len(body) >= limit
-    if filled and request.environ["wsgi.input"].read(1):
-        message = f"the body is over {limit} bytes"
-        raise TooLarge(message, errors={"_body": [message]})
-    return body
 
 
 def record_summary(record: Record) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from publisher.errors import TooLarge
+
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -20,3 +22,20 @@ def register(app: Flask) -> None:
     def _echo_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
+
+
+def read_body() -> bytes:
+    """The whole body, or 413 if it is over ``MAX_CONTENT_LENGTH``.
+
+    A body without Content-Length (chunked) is read through werkzeug's limited stream,
+    which stops at the limit *without* an error: the rest would be cut off silently and
+    a truncated record (or batch) taken in. So a body that fills the limit is checked for
+    one byte more.
+    """
+    body = request.get_data(cache=False)
+    limit = request.max_content_length
+    filled = limit is not None and request.content_length is None and len(body) >= limit
+    if filled and request.environ["wsgi.input"].read(1):
+        message = f"the body is over {limit} bytes"
+        raise TooLarge(message, errors={"_body": [message]})
+    return body

@@ -152,6 +152,20 @@ class PluginListSchema(Closed):
     items = fields.List(fields.Nested(PluginSchema), required=True)
 
 
+class OutputSchema(Closed):
+    name = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    reason = fields.String(required=True, allow_none=True, metadata={"description": "why off"})
+    accepts_protected = fields.Boolean(required=True)
+    when = fields.String(required=True, allow_none=True, metadata={"description": "routing rule"})
+    timeout = fields.Float(required=True)
+    retry_schedule = fields.List(fields.Float(), required=True)
+
+
+class OutputListSchema(Closed):
+    items = fields.List(fields.Nested(OutputSchema), required=True)
+
+
 class HealthSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 

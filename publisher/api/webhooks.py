@@ -6,7 +6,9 @@ import threading
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
+from publisher.api.requests import read_body
 from publisher.inbox import InboxProcessor
+from publisher.ratelimit import check_source_rate
 
 bp = Blueprint("webhooks", __name__)
 
@@ -34,8 +36,10 @@ def inbox_processor(app: Flask) -> InboxProcessor:
 def receive(source: str) -> Response:
     """Verify over the raw bytes, commit them to the inbox, answer 202 (parsing comes later)."""
     processor = inbox_processor(current_app)
-    body = request.get_data(cache=False)
+    body = read_body()
     signed = processor.verifier.verify(source, body, request.headers)
+    # counted only after verification, so forged requests cannot spend a source's budget
+    check_source_rate(current_app, source)
     received = processor.receive(
         source, signed.webhook_id, body, request.headers.get("Content-Type"), g.request_id
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 from flask.cli import with_appcontext
 
 from publisher.cli.common import services
+from publisher.logs import configure_logging
 
 
 @click.command("serve")
@@ -27,9 +26,9 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
 
     from publisher.worker import EmbeddedWorker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     svc = services()
+    configure_logging(svc.settings)
     run_worker = svc.settings["embedded_worker"] if worker is None else worker
     embedded = EmbeddedWorker(svc, int(svc.settings["worker"]["threads"])) if run_worker else None
     if embedded:
@@ -50,8 +49,8 @@ def worker(threads: int | None) -> None:
     """Run the background worker: deliveries, retries, the sweeper. SIGTERM is graceful."""
     from publisher.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     svc = services()
+    configure_logging(svc.settings)
     run_worker(svc, threads or int(svc.settings["worker"]["threads"]))
 
 
