@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from publisher.config import source_policy
 from publisher.db import transaction
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
-from publisher.models import Delivery, QuarantineItem, utcnow
+from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
 from publisher.parsing import parse_body
 from publisher.records import public_fields, record_id
@@ -27,6 +27,9 @@ from publisher.services import Services
 from publisher.store import Incoming, Stored, retract_record, save_record
 
 log = logging.getLogger("publisher.intake")
+RETRIES = 5
+#: PostgreSQL: deadlock detected, serialization failure
+RETRYABLE_SQLSTATES = {"40P01", "40001"}
 
 
 @dataclass
@@ -141,21 +144,29 @@ class Intake:
     def _store(self, items: Sequence[Prepared]) -> list[ItemResult]:
         if not items:
             return []
-        for attempt in range(3):
+        # one lock order for every transaction (by record id), so two batches touching the
+        # same records cannot deadlock each other on PostgreSQL
+        order = sorted(range(len(items)), key=lambda i: items[i].incoming.id)
+        for attempt in range(RETRIES):
             try:
-                return self._store_once(items)
-            except IntegrityError:
-                # two processes created the same new record at once: the loser retries and
-                # now finds the winner's row (PostgreSQL; SQLite serialises writers)
-                if attempt == 2:
+                results = self._store_once([items[i] for i in order])
+                break
+            except (IntegrityError, OperationalError) as exc:
+                # two processes created the same new record at once (the loser retries and
+                # finds the winner's row), or the database chose this transaction as a
+                # deadlock victim; SQLite serialises writers and never gets here
+                if attempt == RETRIES - 1 or not _retryable(exc):
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        answer: list[ItemResult] = [None] * len(items)  # type: ignore[list-item]
+        for position, result in zip(order, results, strict=True):
+            answer[position] = result
+        return answer
 
     def _store_once(self, items: Sequence[Prepared]) -> list[ItemResult]:
         routes = self.services.dispatcher.routes()
         volatile = self.settings["volatile_fields"]
         results: list[ItemResult] = []
-        stored: list[Stored] = []
+        stored: list[tuple[Stored, Prepared]] = []
         with transaction(self.services.sessions) as session:
             for item in items:
                 if item.quarantine:
@@ -163,7 +174,7 @@ class Intake:
                     results.append(ItemResult("quarantined", id=item.incoming.id))
                     continue
                 outcome = save_record(session, item.incoming, routes, volatile=volatile)
-                stored.append(outcome)
+                stored.append((outcome, item))
                 results.append(
                     ItemResult(
                         outcome.status,
@@ -173,13 +184,12 @@ class Intake:
                         warnings=item.incoming.warnings,
                     )
                 )
-        self._after_commit(stored, [i for i in items if not i.quarantine])
+        self._after_commit(stored)
         return results
 
-    def _after_commit(self, stored: Sequence[Stored], items: Sequence[Prepared]) -> None:
-        deliveries: list[Delivery] = [d for s in stored for d in s.deliveries]
-        self.services.dispatcher.enqueue(deliveries)
-        for outcome, item in zip(stored, items, strict=True):
+    def _after_commit(self, stored: Sequence[tuple[Stored, Prepared]]) -> None:
+        self.services.dispatcher.enqueue([d for outcome, _ in stored for d in outcome.deliveries])
+        for outcome, item in stored:
             if outcome.status == "unchanged":
                 continue
             view = OutputRecord(
@@ -206,6 +216,12 @@ class Intake:
             raise
         except Exception:  # noqa: BLE001 - an observing plugin must not break intake
             log.exception("plugin hook %s failed", hook)
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
 def _quarantine_row(item: Prepared) -> QuarantineItem:
