@@ -457,39 +457,114 @@ STAGES = {
 
 
 def section_profile(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
-    """cProfile over N API requests through the WSGI stack (Flask's test client)."""
+    """cProfile over N API requests, N signed webhook requests (both through the WSGI stack,
+    Flask's test client) and N deliveries (huey tasks executed in-process)."""
     from publisher.app import create_app
     from publisher.db import transaction
     from publisher.tokens import create_token
 
     own = dict(settings, data_dir=str(work / "data-profile"))
     app = create_app(overrides=own, environ={})
-    with transaction(app.extensions["publisher"].sessions) as session:
+    services = app.extensions["publisher"]
+    with transaction(services.sessions) as session:
         token = create_token(session, ["admin"])[1]
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     text = json.dumps(record_body("__ID__"))
+    count = args.profile_requests
 
-    def once(n: int) -> None:
-        answer = client.post(
-            "/api/v1/records", data=text.replace("__ID__", f"prof-{n}"), headers=headers
-        )
+    def api(n: int) -> None:
+        body = text.replace("__ID__", f"prof-{n}")
+        answer = client.post("/api/v1/records", data=body, headers=headers)
         assert answer.status_code == 202, answer.json
 
-    for n in range(50):
-        once(n)
-    count = args.profile_requests
+    def webhook(n: int) -> None:
+        wid, now = f"msg_prof_{n}", int(time.time())
+        body = text.replace("__ID__", f"wh-{n}").encode()
+        signed = {"webhook-id": wid, "webhook-timestamp": str(now)}
+        signed["webhook-signature"] = sign(wid, now, body)
+        answer = client.post(
+            "/webhooks/bench", data=body, headers={"Content-Type": "application/json", **signed}
+        )
+        assert answer.status_code == 202, answer.get_data(as_text=True)
+
+    result: dict[str, Any] = {}
+    api_stats, result["ms_per_request"] = _profiled(api, count)
+    result.update(_stages(api_stats, count))
+    result["top"] = _top_own_time(api_stats)
+    _dump(api_stats, work / "profile-api.txt")
+    with contextlib.suppress(AssertionError):
+        hook_stats, result["webhook_ms"] = _profiled(webhook, count)
+        result["webhook_top"] = _top_own_time(hook_stats)
+        _dump(hook_stats, work / "profile-webhook.txt")
+    # deliveries: what the API requests above queued (files + feeds), run as a worker would
+    huey = services.huey
+    tasks = []
+    while len(tasks) < count and huey.pending_count():
+        task = huey.dequeue()
+        if task is None:
+            break
+        if task.name == "publisher.deliver":
+            tasks.append(task)
+    # outputs run in a thread of their own (a hanging output costs a thread, not the
+    # worker): time them there, and profile the rest in this thread
+    spent: dict[str, float] = {}
+    for spec in services.dispatcher.outputs.values():
+        spec.output.publish = _timed(spec.output.publish, spec.name, spent)  # type: ignore[method-assign]
+    profiler = cProfile.Profile()
     began = time.perf_counter()
-    for n in range(50, 50 + count):
-        once(n)
+    profiler.enable()
+    for task in tasks:
+        huey.execute(task)
+    profiler.disable()
+    if tasks:
+        result["delivery_ms"] = (time.perf_counter() - began) / len(tasks) * 1000
+        delivery_stats = pstats.Stats(profiler)
+        result["delivery_top"] = _top_own_time(delivery_stats)
+        result["delivery_outputs"] = _output_costs(delivery_stats, len(tasks))
+        per_output = len(tasks) / max(1, len(spent))
+        result["delivery_outputs"].update(
+            {f"{k}.publish": v / per_output * 1000 for k, v in spent.items()}
+        )
+        _dump(delivery_stats, work / "profile-delivery.txt")
+    services.close()
+    if args.keep_profiles:
+        target = Path(args.keep_profiles)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in work.glob("profile-*.txt"):
+            shutil.copy(path, target / f"{args.current.replace('+', '-')}-{path.name}")
+    return result
+
+
+def _timed(method: Any, name: str, spent: dict[str, float]) -> Any:
+    def timed(*args: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - began
+
+    return timed
+
+
+def _profiled(step: Any, count: int) -> tuple[pstats.Stats, float]:
+    """Warm up, time ``count`` calls unprofiled (ms each), then profile ``count`` more."""
+    base = int(time.time() * 1000) % 10_000_000 * 10
+    for n in range(30):
+        step(base + n)
+    began = time.perf_counter()
+    for n in range(30, 30 + count):
+        step(base + n)
     plain = (time.perf_counter() - began) / count * 1000
     profiler = cProfile.Profile()
     profiler.enable()
-    for n in range(50 + count, 50 + 2 * count):
-        once(n)
+    for n in range(30 + count, 30 + 2 * count):
+        step(base + n)
     profiler.disable()
-    app.extensions["publisher"].close()
-    stats = pstats.Stats(profiler)
+    return pstats.Stats(profiler), plain
+
+
+def _stages(stats: pstats.Stats, count: int) -> dict[str, Any]:
     stages: dict[str, float] = {}
     total = 0.0
     for (filename, _line, func), (_cc, _nc, _tt, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
@@ -502,15 +577,25 @@ def section_profile(settings: dict[str, Any], work: Path, args: Any) -> dict[str
     per_request["store"] = per_request.get("store", 0) - per_request.get("enqueue", 0)
     profiled_total = total / count * 1000
     per_request["http+auth+other"] = profiled_total - sum(per_request.values())
+    return {"profiled_ms": profiled_total, "stages": per_request}
+
+
+def _output_costs(stats: pstats.Stats, count: int) -> dict[str, float]:
+    """ms per delivery inside each built-in output's publish (cumulative, profiled)."""
+    costs: dict[str, float] = {}
+    for (filename, _line, func), (_cc, _nc, _tt, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if func == "publish" and "plugins/" in filename:
+            costs[Path(filename).stem] = cumtime / count * 1000
+        if func == "run_delivery" and filename.endswith("dispatch.py"):
+            costs["run_delivery (all)"] = cumtime / count * 1000
+    return costs
+
+
+def _dump(stats: pstats.Stats, path: Path) -> None:
     buffer = io.StringIO()
-    pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(30)
-    (work / "profile.txt").write_text(buffer.getvalue())
-    return {
-        "ms_per_request": plain,
-        "profiled_ms": profiled_total,
-        "stages": per_request,
-        "top": _top_own_time(stats),
-    }
+    stats.stream = buffer  # type: ignore[attr-defined]
+    stats.sort_stats("cumulative").print_stats(40)
+    path.write_text(buffer.getvalue())
 
 
 def _top_own_time(stats: pstats.Stats, n: int = 8) -> list[tuple[str, float]]:
@@ -587,6 +672,16 @@ def report(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
              f"{p['ms_per_request']:.2f} ms unprofiled; profiled {p['profiled_ms']:.2f}: {stages}",
              "", "")
         )  # fmt: skip
+        if "webhook_ms" in p:
+            rows.append(
+                ("one signed webhook request (in-process)", f"{p['webhook_ms']:.2f} ms", "", "")
+            )
+        if "delivery_ms" in p:
+            outputs = ", ".join(f"{k} {v:.1f}" for k, v in p.get("delivery_outputs", {}).items())
+            rows.append(
+                ("one delivery (in-process, ms, profiled by output)",
+                 f"{p['delivery_ms']:.2f} ms (profiled); {outputs}", "", "")
+            )  # fmt: skip
     return [(f"[{name}] {a}", b, c, d) for a, b, c, d in rows]
 
 
@@ -600,9 +695,19 @@ def print_table(info: dict[str, str], results: dict[str, dict[str, Any]]) -> Non
         for row in report(name, r):
             print("| " + " | ".join(row) + " |")
         if "profile" in r:
-            print(f"\n[{name}] most own time (cProfile, {r['profile_requests']} requests):")
-            for where, seconds in r["profile"]["top"]:
-                print(f"    {seconds:8.3f} s  {where}")
+            p = r["profile"]
+            for label, key in (
+                ("API", "top"),
+                ("webhook", "webhook_top"),
+                ("delivery", "delivery_top"),
+            ):
+                if key not in p:
+                    continue
+                print(
+                    f"\n[{name}] {label}: most own time (cProfile, {r['profile_requests']} calls):"
+                )
+                for where, seconds in p[key]:
+                    print(f"    {seconds:8.3f} s  {where}")
             print()
 
 
@@ -616,6 +721,7 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=50_000)
     parser.add_argument("--memory-seconds", type=float, default=150.0)
     parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument("--keep-profiles", help="copy the cProfile listings to this folder")
     parser.add_argument("--quick", action="store_true", help="short runs, to try the bench")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
@@ -628,24 +734,29 @@ def main() -> None:
     sections = args.sections.split(",")
     for name in args.backends.split(","):
         results[name] = {"profile_requests": args.profile_requests}
-        with tempfile.TemporaryDirectory(prefix="publisher-bench-") as tmp:
-            work = Path(tmp)
-            with backend(name, work) as settings:
+        for section in sections:
+            # every section on a fresh store and queue (a new database on PostgreSQL), so
+            # one section's leftovers (pending deliveries, records) never skew the next
+            with (
+                tempfile.TemporaryDirectory(prefix="publisher-bench-") as tmp,
+                backend(name, Path(tmp)) as settings,
+            ):
                 if settings is None:
                     results[name] = {"skipped": "PostgreSQL or Redis unreachable"}
+                    break
+                args.current = name
+                say(f"[{name}] {section} ...")
+                began = time.monotonic()
+                function = globals()[f"section_{section}"]
+                work = Path(tmp) / section
+                work.mkdir(parents=True, exist_ok=True)
+                try:
+                    results[name][section] = function(settings, work, args)
+                except Exception as exc:  # noqa: BLE001 - report it, go on
+                    say(f"[{name}] {section} failed: {exc}")
+                    results[name][f"{section}_error"] = str(exc)[-500:]
                     continue
-                for section in sections:
-                    say(f"[{name}] {section} ...")
-                    began = time.monotonic()
-                    function = globals()[f"section_{section}"]
-                    (work / section).mkdir(parents=True, exist_ok=True)
-                    try:
-                        results[name][section] = function(settings, work / section, args)
-                    except Exception as exc:  # noqa: BLE001 - report it, go on
-                        say(f"[{name}] {section} failed: {exc}")
-                        results[name][f"{section}_error"] = str(exc)[-500:]
-                        continue
-                    say(f"[{name}] {section}: {time.monotonic() - began:.0f} s")
+                say(f"[{name}] {section}: {time.monotonic() - began:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=2))
     print_table(info, results)

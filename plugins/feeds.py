@@ -13,18 +13,15 @@ The app serves the files at ``/feeds/...`` through the ``register_routes`` hook.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -34,6 +31,7 @@ from typing import Any
 import requests
 
 from publisher.errors import ConfigError, NotFound
+from publisher.fileio import atomic_write, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import Event, OutputRecord
 
@@ -197,9 +195,9 @@ class FeedsOutput:
     def _render(self, key: str, state: dict[str, Any]) -> None:
         view = FeedView(self.settings, key, state)
         folder = self.folder / key
-        _atomic_write(folder / "atom.xml", view.atom())
-        _atomic_write(folder / "rss.xml", view.rss())
-        _atomic_write(folder / "feed.json", view.json_feed())
+        atomic_write(folder / "atom.xml", view.atom())
+        atomic_write(folder / "rss.xml", view.rss())
+        atomic_write(folder / "feed.json", view.json_feed())
 
     def _ping(self, keys: list[str]) -> None:
         """Tell the WebSub hub what changed; a failing hub never fails the delivery."""
@@ -231,18 +229,11 @@ class FeedsOutput:
 
     @staticmethod
     def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-        _atomic_write(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        atomic_write(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time, across threads and processes (``flock`` per open file)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        """One writer at a time, across threads and processes."""
+        return locked(self.folder / ".lock")
 
 
 def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, Any]:
@@ -473,20 +464,3 @@ def _is_stale(index: Mapping[str, Any] | None, revision: int) -> bool:
         return False
     stored = int(index.get("revision", 0))
     return stored > revision or (bool(index.get("retracted")) and stored >= revision)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -14,14 +14,12 @@ changes happen under one exclusive file lock (threads and processes), with atomi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
-import tempfile
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import yaml
 
 from publisher.errors import ConfigError
+from publisher.fileio import atomic_write, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import Event, OutputRecord
 
@@ -77,7 +76,7 @@ class FilesOutput:
             entry = self._read_entry(record.id)
             if _is_stale(entry, event.revision):
                 return
-            _atomic_write(target, render(record).encode("utf-8"))
+            atomic_write(target, render(record).encode("utf-8"))
             self._remove_previous(entry, target)
             self._write_entry(
                 record.id, {"path": self._relative(target), "revision": event.revision}
@@ -133,19 +132,11 @@ class FilesOutput:
         return data if isinstance(data, dict) else None
 
     def _write_entry(self, record_id: str, entry: dict[str, Any]) -> None:
-        _atomic_write(self._entry_path(record_id), json.dumps(entry).encode("utf-8"))
+        atomic_write(self._entry_path(record_id), json.dumps(entry).encode("utf-8"))
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time, across threads and processes (``flock`` per open file)."""
-        lock_path = self.folder / STATE_DIR / "lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        """One writer at a time, across threads and processes."""
+        return locked(self.folder / STATE_DIR / "lock")
 
 
 def render(record: OutputRecord) -> str:
@@ -179,24 +170,3 @@ def _is_stale(entry: dict[str, Any] | None, revision: int) -> bool:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename over, fsync the folder: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(Path(tmp))
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

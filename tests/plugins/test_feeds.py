@@ -18,10 +18,10 @@ import feedparser
 import flask
 import pytest
 import yaml
-from publisher_plugins import feeds
 
 from publisher.errors import ConfigError
 from publisher.outputs import Event, OutputRecord
+from publisher_plugins import feeds
 
 FORMATS = ("atom.xml", "rss.xml", "feed.json")
 TOMBSTONE = "{http://purl.org/atompub/tombstones/1.0}deleted-entry"

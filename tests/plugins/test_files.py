@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from publisher_plugins import files
 
 from publisher.errors import ConfigError
 from publisher.outputs import Event, OutputRecord
+from publisher_plugins import files
 
 
 def make_output(tmp_path: Path, **options: Any) -> files.FilesOutput:

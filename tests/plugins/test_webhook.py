@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from publisher_plugins import webhook
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from publisher.errors import ConfigError
 from publisher.outputs import DeliveryError, Event, OutputRecord
+from publisher_plugins import webhook
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
