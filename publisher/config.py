@@ -8,6 +8,7 @@ on (``PUBLISHER_CONFIG``, ``PUBLISHER_DATA_DIR``, ``PUBLISHER_DATABASE_URL``,
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,6 +70,10 @@ ENV_NAMES = {
 }
 
 
+#: Environment variables read elsewhere, not settings.
+OTHER_ENV_NAMES = {"PUBLISHER_CONFIG", "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD"}
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
@@ -82,9 +87,37 @@ def load_settings(
     for env_name, key in ENV_NAMES.items():
         if environ.get(env_name):
             settings[key] = _scalar(environ[env_name]) if key == "strict" else environ[env_name]
+    _apply_prefixed_env(settings, environ)
     if overrides:
         _merge(settings, overrides)
     return _resolve(settings)
+
+
+def _apply_prefixed_env(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Any other known setting as ``PUBLISHER_<KEY>``, nested with ``__``, as Flask does.
+
+    ``PUBLISHER_DELIVERY__TIMEOUT=10`` sets ``delivery.timeout``; values are read as JSON
+    when they parse (numbers, booleans, lists), else kept as text. Unknown names are
+    ignored, so unrelated ``PUBLISHER_...`` variables cannot break the start.
+    """
+    for name, raw in environ.items():
+        if not name.startswith("PUBLISHER_") or name in ENV_NAMES or name in OTHER_ENV_NAMES:
+            continue
+        path = name.removeprefix("PUBLISHER_").lower().split("__")
+        parent = settings
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent.get(part), dict) else None  # type: ignore[assignment]
+            if parent is None:
+                break
+        if parent is not None and path[-1] in parent:
+            parent[path[-1]] = _json_or_text(raw)
+
+
+def _json_or_text(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def _read_file(path: Path) -> dict[str, Any]:
