@@ -54,7 +54,7 @@ DEFAULTS: Settings = {
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
     "webhooks": {"tolerance_seconds": 300, "remember_ids_days": 7},
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
-    "logging": {"level": "INFO", "format": "json"},  # format: json, or text for a terminal
+    "logging": {"level": "INFO", "format": "auto"},  # auto: text on a terminal, else JSON
     "dev_key": True,  # make a development key on first run when the keyring is empty
 }
 

@@ -154,10 +154,13 @@ def make_handler(stream: TextIO | None = None, fmt: str = "json") -> logging.Han
 def configure_logging(settings: Mapping[str, Any], stream: TextIO | None = None) -> None:
     """Install publisher's handler on the root logger (replacing one it installed before).
 
-    Settings: ``logging: {level: INFO, format: json|text}``. Handlers installed by others
+    Settings: ``logging: {level: INFO, format: auto|json|text}``; ``auto`` is text on a
+    terminal and JSON elsewhere (files, journald, containers). Handlers installed by others
     (pytest's, a host application's) are left alone.
     """
     own = dict(settings.get("logging") or {})
+    if own.get("format", "auto") == "auto":
+        own["format"] = "text" if (stream or sys.stderr).isatty() else "json"
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):

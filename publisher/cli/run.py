@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 from flask.cli import with_appcontext
 
@@ -35,11 +37,18 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
         embedded.start()
         svc.dispatcher.sweep(grace=0)
     click.echo(f"publisher serving on http://{host}:{port} (worker: {'on' if embedded else 'off'})")
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: finish in-flight work
     try:
         waitress.serve(app, host=host, port=port, threads=threads, ident="publisher")
+    except KeyboardInterrupt:
+        click.echo("publisher stopping", err=True)
     finally:
         if embedded:
             embedded.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command("worker")
