@@ -94,7 +94,9 @@ def save_record(
     )
     _set_topics(session, record.id, incoming.fields.get("topics") or [])
     session.flush()
-    deliveries = plan_deliveries(session, record, event, routes, now, incoming.request_id)
+    deliveries = plan_deliveries(
+        session, record, event, routes, now, incoming.request_id, new=record.revision == 1
+    )
     status = "created" if record.revision == 1 else "revised"
     return Stored(record.id, record.revision, status, event, record.state, deliveries)
 
@@ -147,6 +149,8 @@ def plan_deliveries(
     routes: Sequence[Route],
     now: datetime,
     request_id: str | None = None,
+    *,
+    new: bool = False,
 ) -> list[Delivery]:
     """One delivery per output that must hear of ``event``; older pending ones are superseded.
 
@@ -156,22 +160,26 @@ def plan_deliveries(
     """
     if event is None:
         return []
-    placements = _placements(session, record.id)
+    known = not new  # a record created in this transaction has no placements nor deliveries
+    placements = _placements(session, record.id) if known else {}
     publishable = record.published and not (record.expires_at and record.expires_at <= now)
     due = max(now, record.published_at) if record.published_at else now
     planned: list[Delivery] = []
+    touched: list[str] = []
     for route in routes:
         had = placements.get(route.name) in {"pending", "live"}
         wants = publishable and route.wants(record.fields)
         kind = _output_event(wants, had)
         if kind is None:
             continue
-        _supersede(session, record.id, route.name, now)
+        touched.append(route.name)
         planned.append(_delivery(record, route.name, kind, due if wants else now, request_id))
         if wants and record.expires_at:
             expiry = record.expires_at
             planned.append(_delivery(record, route.name, "retracted", expiry, request_id))
-        _place(session, placements, record, route.name, "pending", now)
+    if known and touched:
+        _supersede(session, record.id, touched, now)
+    _place(session, placements, record, touched, now)
     session.add_all(planned)
     return planned
 
@@ -214,35 +222,38 @@ def _place(
     session: Session,
     known: Mapping[str, str],
     record: Record,
-    output: str,
-    state: str,
+    outputs: Sequence[str],
     now: datetime,
+    state: str = "pending",
 ) -> None:
-    if output in known:
+    """Set the ledger of ``outputs`` for this record: one UPDATE, and inserts for new ones."""
+    existing = [name for name in outputs if name in known]
+    if existing:
         session.execute(
             update(Placement)
-            .where(Placement.record_id == record.id, Placement.output == output)
+            .where(Placement.record_id == record.id, Placement.output.in_(existing))
             .values(state=state, revision=record.revision, updated_at=now)
         )
-    else:
-        session.add(
-            Placement(
-                record_id=record.id,
-                output=output,
-                state=state,
-                revision=record.revision,
-                updated_at=now,
+    for name in outputs:
+        if name not in known:
+            session.add(
+                Placement(
+                    record_id=record.id,
+                    output=name,
+                    state=state,
+                    revision=record.revision,
+                    updated_at=now,
+                )
             )
-        )
 
 
-def _supersede(session: Session, record_id: str, output: str, now: datetime) -> None:
+def _supersede(session: Session, record_id: str, outputs: Sequence[str], now: datetime) -> None:
     """Pending deliveries not yet taken by a worker are replaced by the newest one."""
     session.execute(
         update(Delivery)
         .where(
             Delivery.record_id == record_id,
-            Delivery.output == output,
+            Delivery.output.in_(outputs),
             Delivery.status == "pending",
             (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
         )
@@ -355,10 +366,10 @@ def replay_output(session: Session, route: Route, now: datetime | None = None) -
             kind = "retracted"
         else:
             continue
-        _supersede(session, record.id, route.name, now)
+        _supersede(session, record.id, [route.name], now)
         planned.append(_delivery(record, route.name, kind, now, None))
         known = {route.name: held[record.id]} if record.id in held else {}
-        _place(session, known, record, route.name, "pending", now)
+        _place(session, known, record, [route.name], now)
     for delivery in planned:
         delivery.enqueued_at = now
     session.add_all(planned)
