@@ -5,3 +5,4 @@ from publisher.logs import configure_logging
 
 app = create_app()
 configure_logging(app.config["PUBLISHER"])
+app.extensions["publisher"].dispatcher.background_enqueue = True

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
+IMMEDIATE = "publisher_begin_immediate"
 
 
 def normalize_url(url: str) -> str:
@@ -80,7 +82,10 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers (``transaction()``) take the write lock up front; readers stay deferred,
+        # so in WAL mode they never wait for a writer nor make one wait
+        immediate = connection.get_execution_options().get(IMMEDIATE)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -89,8 +94,9 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
+    """One unit of work that writes: commit on success, roll back on any error."""
     with factory() as session, session.begin():
+        session.connection(execution_options={IMMEDIATE: True})
         yield session
 
 

@@ -9,10 +9,8 @@ after ``max_receives`` receives without a result.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +20,7 @@ from huey import Huey
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from publisher.background import Feeder, call_with_timeout
 from publisher.db import transaction
 from publisher.logs import log_context
 from publisher.models import Delivery, OutputState, Placement, Record, utcnow
@@ -62,7 +61,9 @@ class Dispatcher:
     max_receives: int = 5
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
+    background_enqueue: bool = False
     _task: Any = field(init=False, default=None)
+    _feeder_thread: Feeder | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.run_delivery)
@@ -77,14 +78,32 @@ class Dispatcher:
             return set(session.scalars(query))
 
     def enqueue(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> None:
-        """Feed the queue after the commit; a failure here is repaired by the sweeper."""
+        """Feed the queue after the commit; a failure here is repaired by the sweeper.
+
+        With ``background_enqueue`` (``serve`` and ``wsgi.py`` turn it on) the ids go to a
+        feeder thread, so a request costs one durable commit and no queue round trip.
+        """
         now = now or utcnow()
-        for delivery in deliveries:
-            if delivery.next_attempt_at <= now:
-                try:
-                    self._task(delivery.id)
-                except Exception:  # noqa: BLE001 - the sweeper will enqueue it
-                    log.warning("enqueue failed; the sweeper will retry", exc_info=True)
+        due = [d.id for d in deliveries if d.next_attempt_at <= now]
+        if not due:
+            return
+        if self.background_enqueue:
+            self._feeder().put(due)
+        else:
+            self.feed(due)
+
+    def feed(self, delivery_ids: Sequence[str]) -> None:
+        for delivery_id in delivery_ids:
+            try:
+                self._task(delivery_id)
+            except Exception:  # noqa: BLE001 - the sweeper will enqueue it
+                log.warning("enqueue failed; the sweeper will retry", exc_info=True)
+
+    def _feeder(self) -> Feeder:
+        if self._feeder_thread is None or not self._feeder_thread.usable():
+            self._feeder_thread = Feeder(self.feed)
+            self._feeder_thread.start()
+        return self._feeder_thread
 
     # -- one delivery -------------------------------------------------------------------
 
@@ -324,23 +343,6 @@ class Dispatcher:
         return delivery
 
 
-class SweeperThread(threading.Thread):
-    """Runs ``Dispatcher.sweep`` every ``interval`` seconds until stopped."""
-
-    def __init__(self, dispatcher: Dispatcher, interval: float) -> None:
-        super().__init__(name="publisher-sweeper", daemon=True)
-        self.dispatcher = dispatcher
-        self.interval = interval
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            try:
-                self.dispatcher.sweep()
-            except Exception:  # noqa: BLE001 - keep sweeping through a database blip
-                log.exception("sweep failed")
-
-
 def _advance_state(session: Session, record_id: str, now: datetime) -> None:
     """An embargo that ended makes the record published; an expiry that came, expired."""
     session.execute(
@@ -371,30 +373,6 @@ def enable_output(session: Session, name: str) -> None:
     state = session.get(OutputState, name)
     if state is not None:
         state.enabled, state.reason, state.updated_at = True, None, utcnow()
-
-
-def call_with_timeout(
-    func: Callable[..., Any], args: tuple[Any, ...], timeout: float
-) -> BaseException | None:
-    """Run ``func(*args)`` in a thread; a hanging output costs one thread, not the worker."""
-    outcome: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            func(*args)
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - reported as a failed attempt
-            outcome.append(exc)
-
-    context = contextvars.copy_context()  # the output's log lines keep the delivery's ids
-    thread = threading.Thread(
-        target=context.run, args=(target,), name="publisher-output-call", daemon=True
-    )
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return TimeoutError(f"output did not answer within {timeout:g} s")
-    return outcome[0] if outcome else RuntimeError("output call ended without a result")
 
 
 def _describe(error: BaseException) -> str:

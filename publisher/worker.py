@@ -6,7 +6,7 @@ import logging
 
 from huey.consumer import Consumer
 
-from publisher.dispatch import SweeperThread
+from publisher.background import SweeperThread
 from publisher.services import Services
 
 log = logging.getLogger("publisher.worker")

@@ -31,6 +31,7 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     svc = services()
     configure_logging(svc.settings)
+    svc.dispatcher.background_enqueue = True  # requests commit and answer; a thread enqueues
     run_worker = svc.settings["embedded_worker"] if worker is None else worker
     embedded = EmbeddedWorker(svc, int(svc.settings["worker"]["threads"])) if run_worker else None
     if embedded:

@@ -1,0 +1,89 @@
+"""Threads that run beside requests and workers: the feeder, the sweeper, output calls."""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+log = logging.getLogger("publisher.dispatch")
+
+
+class Sweeps(Protocol):
+    def sweep(self) -> int: ...
+
+
+class Feeder(threading.Thread):
+    """Enqueues delivery ids off the request path, in order, in this process.
+
+    Ids still waiting when the process ends are flushed at exit; a hard kill loses them, and
+    the sweeper enqueues those deliveries once they are ``lease_seconds`` old.
+    """
+
+    def __init__(self, feed: Callable[[Sequence[str]], None]) -> None:
+        super().__init__(name="publisher-feeder", daemon=True)
+        self.feed = feed
+        self.pid = os.getpid()
+        self.waiting: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
+        atexit.register(self.flush)
+
+    def usable(self) -> bool:
+        """False in a forked child (threads do not survive a fork)."""
+        return self.pid == os.getpid() and self.is_alive()
+
+    def put(self, delivery_ids: list[str]) -> None:
+        self.waiting.put(delivery_ids)
+
+    def run(self) -> None:
+        while True:
+            self.feed(self.waiting.get())
+
+    def flush(self) -> None:
+        while not self.waiting.empty():
+            self.feed(self.waiting.get_nowait())
+
+
+class SweeperThread(threading.Thread):
+    """Runs ``Dispatcher.sweep`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, dispatcher: Sweeps, interval: float) -> None:
+        super().__init__(name="publisher-sweeper", daemon=True)
+        self.dispatcher = dispatcher
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                self.dispatcher.sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping through a database blip
+                log.exception("sweep failed")
+
+
+def call_with_timeout(
+    func: Callable[..., Any], args: tuple[Any, ...], timeout: float
+) -> BaseException | None:
+    """Run ``func(*args)`` in a thread; a hanging output costs one thread, not the worker."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            func(*args)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported as a failed attempt
+            outcome.append(exc)
+
+    context = contextvars.copy_context()  # the output's log lines keep the delivery's ids
+    thread = threading.Thread(
+        target=context.run, args=(target,), name="publisher-output-call", daemon=True
+    )
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return TimeoutError(f"output did not answer within {timeout:g} s")
+    return outcome[0] if outcome else RuntimeError("output call ended without a result")
