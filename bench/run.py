@@ -746,7 +746,7 @@ def main() -> None:
     parser.add_argument("--delivery-records", type=int, default=1000)
     parser.add_argument("--ingest-records", type=int, default=10_000)
     parser.add_argument("--memory-requests", type=int, default=50_000)
-    parser.add_argument("--memory-seconds", type=float, default=120.0)
+    parser.add_argument("--memory-seconds", type=float, default=150.0)
     parser.add_argument("--profile-requests", type=int, default=300)
     parser.add_argument("--keep-profiles", help="copy the cProfile listings to this folder")
     parser.add_argument("--quick", action="store_true", help="short runs, to try the bench")

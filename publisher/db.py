@@ -82,10 +82,12 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # writers (``transaction()``) take the write lock up front; readers stay deferred,
-        # so in WAL mode they never wait for a writer nor make one wait
-        immediate = connection.get_execution_options().get(IMMEDIATE)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # writers (``transaction()``) take the write lock up front, so they queue on
+        # busy_timeout instead of failing half way on a lock upgrade. Everything else runs in
+        # autocommit: reads see the last commit (WAL), never wait for a writer nor make one
+        # wait, and cost no BEGIN/ROLLBACK round trip.
+        if connection.get_execution_options().get(IMMEDIATE):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

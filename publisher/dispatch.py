@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey import Huey
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import Engine, and_, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from publisher.background import Feeder, call_with_timeout
@@ -26,7 +26,7 @@ from publisher.logs import log_context
 from publisher.models import Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
 from publisher.records import public_fields
-from publisher.store import Route
+from publisher.store import Planned, Route
 
 log = logging.getLogger("publisher.dispatch")
 TASK_NAME = "publisher.deliver"
@@ -68,16 +68,23 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.run_delivery)
 
+    @property
+    def engine(self) -> Engine:
+        return self.sessions.kw["bind"]
+
     def routes(self) -> list[Route]:
         disabled = self.disabled_outputs()
         return [Route(s.name, s.wants) for s in self.outputs.values() if s.name not in disabled]
 
     def disabled_outputs(self) -> set[str]:
-        with self.sessions() as session:
-            query = select(OutputState.name).where(OutputState.enabled.is_(False))
-            return set(session.scalars(query))
+        # a plain connection, not a session: this runs on every request
+        query = select(OutputState.name).where(OutputState.enabled.is_(False))
+        with self.engine.connect() as connection:
+            return set(connection.scalars(query))
 
-    def enqueue(self, deliveries: Sequence[Delivery], now: datetime | None = None) -> None:
+    def enqueue(
+        self, deliveries: Sequence[Planned | Delivery], now: datetime | None = None
+    ) -> None:
         """Feed the queue after the commit; a failure here is repaired by the sweeper.
 
         With ``background_enqueue`` (``serve`` and ``wsgi.py`` turn it on) the ids go to a

@@ -9,11 +9,11 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from publisher.errors import MalformedInput, NotFound
@@ -42,6 +42,21 @@ class Incoming:
     request_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A delivery written by this transaction: enough to enqueue it after the commit."""
+
+    id: str
+    record_id: str
+    revision: int
+    output: str
+    event: str
+    next_attempt_at: datetime
+    enqueued_at: datetime | None
+    request_id: str | None
+    created_at: datetime
+
+
 @dataclass
 class Stored:
     """What ``save_record`` did: ``status`` is created, revised or unchanged."""
@@ -51,7 +66,7 @@ class Stored:
     status: str
     event: str | None
     state: str
-    deliveries: list[Delivery] = field(default_factory=list)
+    deliveries: list[Planned] = field(default_factory=list)
 
 
 def save_record(
@@ -81,23 +96,26 @@ def save_record(
     _apply(record, incoming, chash, mhash, now)
     event = _record_event(was_published, published, meaningful)
     record.state = _state(record, now)
-    session.add(
-        Revision(
-            record_id=record.id,
-            revision=record.revision,
-            fields=incoming.fields,
-            body=incoming.body,
-            content_hash=chash,
-            event=event,
-            created_at=now,
-        )
+    new = record.revision == 1
+    session.flush()  # the row exists before the plain inserts below refer to it
+    # plain (Core) inserts: a few rows per request, without the unit-of-work bookkeeping
+    session.execute(
+        insert(Revision),
+        [
+            {
+                "record_id": record.id,
+                "revision": record.revision,
+                "fields": incoming.fields,
+                "body": incoming.body,
+                "content_hash": chash,
+                "event": event,
+                "created_at": now,
+            }
+        ],
     )
-    _set_topics(session, record.id, incoming.fields.get("topics") or [])
-    session.flush()
-    deliveries = plan_deliveries(
-        session, record, event, routes, now, incoming.request_id, new=record.revision == 1
-    )
-    status = "created" if record.revision == 1 else "revised"
+    _set_topics(session, record.id, incoming.fields.get("topics") or [], new=new)
+    deliveries = plan_deliveries(session, record, event, routes, now, incoming.request_id, new=new)
+    status = "created" if new else "revised"
     return Stored(record.id, record.revision, status, event, record.state, deliveries)
 
 
@@ -136,10 +154,12 @@ def _state(record: Record, now: datetime) -> str:
     return "published"
 
 
-def _set_topics(session: Session, record_id: str, topics: Iterable[str]) -> None:
-    session.execute(delete(RecordTopic).where(RecordTopic.record_id == record_id))
-    for topic in dict.fromkeys(topics):
-        session.add(RecordTopic(record_id=record_id, topic=topic))
+def _set_topics(session: Session, record_id: str, topics: Iterable[str], *, new: bool) -> None:
+    if not new:
+        session.execute(delete(RecordTopic).where(RecordTopic.record_id == record_id))
+    rows = [{"record_id": record_id, "topic": topic} for topic in dict.fromkeys(topics)]
+    if rows:
+        session.execute(insert(RecordTopic), rows)
 
 
 def plan_deliveries(
@@ -151,7 +171,7 @@ def plan_deliveries(
     request_id: str | None = None,
     *,
     new: bool = False,
-) -> list[Delivery]:
+) -> list[Planned]:
     """One delivery per output that must hear of ``event``; older pending ones are superseded.
 
     An output that had the record and no longer wants it (its routing rule stopped matching,
@@ -164,7 +184,7 @@ def plan_deliveries(
     placements = _placements(session, record.id) if known else {}
     publishable = record.published and not (record.expires_at and record.expires_at <= now)
     due = max(now, record.published_at) if record.published_at else now
-    planned: list[Delivery] = []
+    planned: list[Planned] = []
     touched: list[str] = []
     for route in routes:
         had = placements.get(route.name) in {"pending", "live"}
@@ -180,7 +200,7 @@ def plan_deliveries(
     if known and touched:
         _supersede(session, record.id, touched, now)
     _place(session, placements, record, touched, now)
-    session.add_all(planned)
+    _insert_deliveries(session, planned)
     return planned
 
 
@@ -192,23 +212,34 @@ def _output_event(wants: bool, had: bool) -> str | None:
 
 def _delivery(
     record: Record, output: str, kind: str, due: datetime, request_id: str | None
-) -> Delivery:
+) -> Planned:
     now = utcnow()
-    return Delivery(
+    return Planned(
         id=f"dlv_{uuid.uuid4().hex}",
-        enqueued_at=now if due <= now else None,
         record_id=record.id,
         revision=record.revision,
         output=output,
         event=kind,
-        status="pending",
-        attempts=0,
-        receives=0,
         next_attempt_at=due,
+        enqueued_at=now if due <= now else None,
         request_id=request_id,
         created_at=now,
-        updated_at=now,
     )
+
+
+def _insert_deliveries(session: Session, planned: Sequence[Planned]) -> None:
+    if planned:
+        rows = [
+            {
+                **asdict(p),
+                "status": "pending",
+                "attempts": 0,
+                "receives": 0,
+                "updated_at": p.created_at,
+            }
+            for p in planned
+        ]
+        session.execute(insert(Delivery), rows)
 
 
 def _placements(session: Session, record_id: str) -> dict[str, str]:
@@ -234,17 +265,19 @@ def _place(
             .where(Placement.record_id == record.id, Placement.output.in_(existing))
             .values(state=state, revision=record.revision, updated_at=now)
         )
-    for name in outputs:
-        if name not in known:
-            session.add(
-                Placement(
-                    record_id=record.id,
-                    output=name,
-                    state=state,
-                    revision=record.revision,
-                    updated_at=now,
-                )
-            )
+    fresh = [
+        {
+            "record_id": record.id,
+            "output": name,
+            "state": state,
+            "revision": record.revision,
+            "updated_at": now,
+        }
+        for name in outputs
+        if name not in known
+    ]
+    if fresh:
+        session.execute(insert(Placement), fresh)
 
 
 def _supersede(session: Session, record_id: str, outputs: Sequence[str], now: datetime) -> None:
@@ -344,14 +377,14 @@ def deliveries_of(session: Session, record_id: str) -> list[Delivery]:
     return list(session.scalars(query))
 
 
-def replay_output(session: Session, route: Route, now: datetime | None = None) -> list[Delivery]:
+def replay_output(session: Session, route: Route, now: datetime | None = None) -> list[Planned]:
     """Plan what ``route`` should hold again, after it drifted (e.g. its folder was wiped).
 
     Every published record it wants gets a ``published`` delivery; every record it still
     holds that it should not gets ``retracted``.
     """
     now = now or utcnow()
-    planned: list[Delivery] = []
+    planned: list[Planned] = []
     held = dict(
         session.execute(
             select(Placement.record_id, Placement.state).where(Placement.output == route.name)
@@ -370,7 +403,5 @@ def replay_output(session: Session, route: Route, now: datetime | None = None) -
         planned.append(_delivery(record, route.name, kind, now, None))
         known = {route.name: held[record.id]} if record.id in held else {}
         _place(session, known, record, [route.name], now)
-    for delivery in planned:
-        delivery.enqueued_at = now
-    session.add_all(planned)
+    _insert_deliveries(session, planned)
     return planned

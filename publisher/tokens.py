@@ -6,8 +6,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from publisher.errors import Forbidden, NotFound, Unauthenticated
@@ -34,21 +35,32 @@ def create_token(session: Session, scopes: Iterable[str], name: str = "") -> tup
     return row.id, token
 
 
-def authenticate(session: Session, token: str | None) -> Token:
+@dataclass(frozen=True)
+class Principal:
+    """Who a request is: the token's id and scopes (never its value or hash)."""
+
+    id: int
+    scopes: tuple[str, ...]
+
+
+def authenticate(connection: Connection | Session, token: str | None) -> Principal:
     """The live token behind a bearer value; revoked or unknown tokens fail alike."""
     if not token:
         raise Unauthenticated("a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
     digest = hash_token(token)
-    row = session.scalars(select(Token).where(Token.token_hash == digest)).one_or_none()
+    query = select(Token.id, Token.token_hash, Token.scopes, Token.revoked_at).where(
+        Token.token_hash == digest
+    )
+    row = connection.execute(query).first()
     # the lookup is by hash, so timing reveals nothing about the token; compare anyway
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthenticated(
             "invalid or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         )
-    return row
+    return Principal(row.id, tuple(row.scopes))
 
 
-def require_scope(token: Token, scope: str) -> None:
+def require_scope(token: Principal, scope: str) -> None:
     """``admin`` implies every scope; ``read-protected`` implies ``read``."""
     granted = set(token.scopes)
     if "admin" in granted or scope in granted:

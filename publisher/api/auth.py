@@ -8,9 +8,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from publisher.models import Token
 from publisher.ratelimit import check_token_rate
-from publisher.tokens import authenticate, require_scope
+from publisher.tokens import Principal, authenticate, require_scope
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,10 +20,10 @@ def bearer_token() -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def current_token(scope: str) -> Token:
+def current_token(scope: str) -> Principal:
     services = current_app.extensions["publisher"]
-    with services.sessions() as session:
-        token = authenticate(session, bearer_token())
+    with services.engine.connect() as connection:  # one light read on every request
+        token = authenticate(connection, bearer_token())
     check_token_rate(current_app, token.id)
     require_scope(token, scope)
     g.token = token
