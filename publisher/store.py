@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -156,7 +156,11 @@ def _state(record: Record, now: datetime) -> str:
 
 def _set_topics(session: Session, record_id: str, topics: Iterable[str], *, new: bool) -> None:
     if not new:
-        session.execute(delete(RecordTopic).where(RecordTopic.record_id == record_id))
+        session.execute(
+            delete(RecordTopic)
+            .where(RecordTopic.record_id == record_id)
+            .execution_options(synchronize_session=False)
+        )
     rows = [{"record_id": record_id, "topic": topic} for topic in dict.fromkeys(topics)]
     if rows:
         session.execute(insert(RecordTopic), rows)
@@ -198,7 +202,15 @@ def plan_deliveries(
             expiry = record.expires_at
             planned.append(_delivery(record, route.name, "retracted", expiry, request_id))
     if known and touched:
-        _supersede(session, record.id, touched, now)
+        dropped = _supersede(session, record.id, touched, now)
+        # an output whose first publish was superseded before a worker took it never had
+        # the record: it must hear "published", not "updated"
+        planned = [
+            replace(p, event="published")
+            if p.event == "updated" and (p.output, "published") in dropped
+            else p
+            for p in planned
+        ]
     _place(session, placements, record, touched, now)
     _insert_deliveries(session, planned)
     return planned
@@ -264,6 +276,7 @@ def _place(
             update(Placement)
             .where(Placement.record_id == record.id, Placement.output.in_(existing))
             .values(state=state, revision=record.revision, updated_at=now)
+            .execution_options(synchronize_session=False)
         )
     fresh = [
         {
@@ -280,9 +293,14 @@ def _place(
         session.execute(insert(Placement), fresh)
 
 
-def _supersede(session: Session, record_id: str, outputs: Sequence[str], now: datetime) -> None:
-    """Pending deliveries not yet taken by a worker are replaced by the newest one."""
-    session.execute(
+def _supersede(
+    session: Session, record_id: str, outputs: Sequence[str], now: datetime
+) -> set[tuple[str, str]]:
+    """Pending deliveries not yet taken by a worker are replaced by the newest one.
+
+    Returns the (output, event) pairs it replaced: those never reached their output.
+    """
+    result = session.execute(
         update(Delivery)
         .where(
             Delivery.record_id == record_id,
@@ -291,7 +309,10 @@ def _supersede(session: Session, record_id: str, outputs: Sequence[str], now: da
             (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
         )
         .values(status="superseded", updated_at=now)
+        .returning(Delivery.output, Delivery.event)
+        .execution_options(synchronize_session=False)
     )
+    return {(output, event) for output, event in result}
 
 
 def retract_record(
