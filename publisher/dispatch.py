@@ -30,6 +30,7 @@ from publisher.store import Planned, Route
 
 log = logging.getLogger("publisher.dispatch")
 TASK_NAME = "publisher.deliver"
+SWEEP_BATCH = 1000
 
 
 @dataclass
@@ -319,15 +320,21 @@ class Dispatcher:
             (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
             (Delivery.enqueued_at.is_(None)) | (Delivery.enqueued_at < stale),
         )
-        with transaction(self.sessions) as session:
-            ids = list(session.scalars(select(Delivery.id).where(due).limit(1000)))
-            if ids:
-                session.execute(
-                    update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=now)
-                )
-        for delivery_id in ids:
-            self._task(delivery_id)
-        return len(ids) + sum(extra() for extra in self.also_sweep)
+        swept = 0
+        while True:
+            with transaction(self.sessions) as session:
+                ids = list(session.scalars(select(Delivery.id).where(due).limit(SWEEP_BATCH)))
+                if ids:
+                    session.execute(
+                        update(Delivery)
+                        .where(Delivery.id.in_(ids))
+                        .values(enqueued_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+            self.feed(ids)
+            swept += len(ids)
+            if len(ids) < SWEEP_BATCH:
+                return swept + sum(extra() for extra in self.also_sweep)
 
     def redeliver(self, delivery_id: str) -> Delivery:
         """Make a dead or done delivery pending again, same id, fresh schedule."""

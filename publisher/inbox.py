@@ -29,6 +29,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from publisher.background import Feeder
 from publisher.db import transaction
 from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError
 from publisher.intake import Intake, ItemResult
@@ -79,6 +80,7 @@ class InboxProcessor:
         self.verifier = Verifier(services.sessions, services.settings)
         self._task = services.huey.task(name=TASK_NAME, retries=0)(self.process)
         self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
+        self._feeder_thread: Feeder | None = None
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
         self._pruned_at = 0.0
 
@@ -110,8 +112,17 @@ class InboxProcessor:
         except IntegrityError:
             log.info("webhook %r from %r is a repeat; ignored", webhook_id, source)
             return Received(None, duplicate=True)
-        self._enqueue(item_id)
+        if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
+            self._feeder().put([item_id])
+        else:
+            self._enqueue(item_id)
         return Received(item_id, duplicate=False)
+
+    def _feeder(self) -> Feeder:
+        if self._feeder_thread is None or not self._feeder_thread.usable():
+            self._feeder_thread = Feeder(lambda ids: [self._enqueue(i) for i in ids])
+            self._feeder_thread.start()
+        return self._feeder_thread
 
     def _enqueue(self, item_id: int) -> None:
         try:

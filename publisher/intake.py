@@ -98,9 +98,17 @@ class Intake:
         return self.take(parsed.items, source=source, request_id=request_id), parsed.batch
 
     def take(
-        self, items: Sequence[Any], *, source: str = "api", request_id: str | None = None
+        self,
+        items: Sequence[Any],
+        *,
+        source: str = "api",
+        request_id: str | None = None,
+        defer: bool = False,
     ) -> list[ItemResult]:
-        """Validate and open each item, then store all accepted ones in one transaction."""
+        """Validate and open each item, then store all accepted ones in one transaction.
+
+        ``defer`` leaves enqueueing to the worker's sweeper (``publisher ingest``).
+        """
         results: list[ItemResult | None] = []
         prepared: list[tuple[int, Prepared]] = []
         for raw in items:
@@ -141,7 +149,7 @@ class Intake:
         reason = "secured" if outcome.action == "quarantine" else None
         return Prepared(incoming, quarantine=reason, raw=raw)
 
-    def _store(self, items: Sequence[Prepared]) -> list[ItemResult]:
+    def _store(self, items: Sequence[Prepared], defer: bool = False) -> list[ItemResult]:
         if not items:
             return []
         # one lock order for every transaction (by record id), so two batches touching the
@@ -149,7 +157,7 @@ class Intake:
         order = sorted(range(len(items)), key=lambda i: items[i].incoming.id)
         for attempt in range(RETRIES):
             try:
-                results = self._store_once([items[i] for i in order])
+                results = self._store_once([items[i] for i in order], defer)
                 break
             except (IntegrityError, OperationalError) as exc:
                 # two processes created the same new record at once (the loser retries and
@@ -162,7 +170,7 @@ class Intake:
             answer[position] = result
         return answer
 
-    def _store_once(self, items: Sequence[Prepared]) -> list[ItemResult]:
+    def _store_once(self, items: Sequence[Prepared], defer: bool) -> list[ItemResult]:
         routes = self.services.dispatcher.routes()
         volatile = self.settings["volatile_fields"]
         results: list[ItemResult] = []
@@ -173,7 +181,9 @@ class Intake:
                     session.add(_quarantine_row(item))
                     results.append(ItemResult("quarantined", id=item.incoming.id))
                     continue
-                outcome = save_record(session, item.incoming, routes, volatile=volatile)
+                outcome = save_record(
+                    session, item.incoming, routes, volatile=volatile, defer=defer
+                )
                 stored.append((outcome, item))
                 results.append(
                     ItemResult(
@@ -184,11 +194,12 @@ class Intake:
                         warnings=item.incoming.warnings,
                     )
                 )
-        self._after_commit(stored)
+        self._after_commit(stored, enqueue=not defer)
         return results
 
-    def _after_commit(self, stored: Sequence[tuple[Stored, Prepared]]) -> None:
-        self.services.dispatcher.enqueue([d for outcome, _ in stored for d in outcome.deliveries])
+    def _after_commit(self, stored: Sequence[tuple[Stored, Prepared]], enqueue: bool) -> None:
+        if enqueue:
+            self.services.dispatcher.enqueue([d for o, _ in stored for d in o.deliveries])
         for outcome, item in stored:
             if outcome.status == "unchanged":
                 continue

@@ -76,8 +76,13 @@ def save_record(
     *,
     volatile: Iterable[str] = ("heat",),
     now: datetime | None = None,
+    defer: bool = False,
 ) -> Stored:
-    """Store a record revision and plan its deliveries; the caller commits."""
+    """Store a record revision and plan its deliveries; the caller commits.
+
+    ``defer`` leaves the deliveries for the sweeper to enqueue (bulk ingest: no queue write
+    per delivery in the ingesting process).
+    """
     now = now or utcnow()
     chash = content_hash(incoming.fields, incoming.body)
     mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
@@ -114,7 +119,9 @@ def save_record(
         ],
     )
     _set_topics(session, record.id, incoming.fields.get("topics") or [], new=new)
-    deliveries = plan_deliveries(session, record, event, routes, now, incoming.request_id, new=new)
+    deliveries = plan_deliveries(
+        session, record, event, routes, now, incoming.request_id, new=new, defer=defer
+    )
     status = "created" if new else "revised"
     return Stored(record.id, record.revision, status, event, record.state, deliveries)
 
@@ -175,6 +182,7 @@ def plan_deliveries(
     request_id: str | None = None,
     *,
     new: bool = False,
+    defer: bool = False,
 ) -> list[Planned]:
     """One delivery per output that must hear of ``event``; older pending ones are superseded.
 
@@ -197,7 +205,8 @@ def plan_deliveries(
         if kind is None:
             continue
         touched.append(route.name)
-        planned.append(_delivery(record, route.name, kind, due if wants else now, request_id))
+        when = due if wants else now
+        planned.append(_delivery(record, route.name, kind, when, request_id, defer=defer))
         if wants and record.expires_at:
             expiry = record.expires_at
             planned.append(_delivery(record, route.name, "retracted", expiry, request_id))
@@ -223,8 +232,15 @@ def _output_event(wants: bool, had: bool) -> str | None:
 
 
 def _delivery(
-    record: Record, output: str, kind: str, due: datetime, request_id: str | None
+    record: Record,
+    output: str,
+    kind: str,
+    due: datetime,
+    request_id: str | None,
+    *,
+    defer: bool = False,
 ) -> Planned:
+    """A pending delivery; one due now counts as enqueued unless the sweeper is to do it."""
     now = utcnow()
     return Planned(
         id=f"dlv_{uuid.uuid4().hex}",
@@ -233,7 +249,7 @@ def _delivery(
         output=output,
         event=kind,
         next_attempt_at=due,
-        enqueued_at=now if due <= now else None,
+        enqueued_at=now if due <= now and not defer else None,
         request_id=request_id,
         created_at=now,
     )

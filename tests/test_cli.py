@@ -111,3 +111,16 @@ def test_db_upgrade_runs_migrations(tmp_path):
     done = subprocess.run([PUBLISHER, "db", "upgrade"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "publisher.db").exists()
+
+
+def test_ingest_leaves_enqueueing_to_the_sweeper(app, invoke, tmp_path, seed_json, recorded):
+    from tests.conftest import drain
+
+    seed_json["published"] = True
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(seed_json))
+    assert invoke("ingest", str(path)).exit_code == 0
+    assert drain(app) == 0  # nothing written to the queue by the ingesting process
+    assert app.extensions["publisher"].dispatcher.sweep() == 5
+    drain(app)
+    assert [e["event"] for e in recorded() if e["output"] == "recorder"] == ["published"]

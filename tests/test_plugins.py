@@ -172,6 +172,7 @@ def test_the_guide_example_as_an_installed_package(tmp_path, seed_json):
         "from publisher.app import create_app\n"
         "app = create_app()\n"
         "from tests.conftest import drain\n"
+        "app.extensions['publisher'].dispatcher.sweep()  # as the worker's sweeper does\n"
         "print(drain(app))\n"
     )
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])

@@ -56,7 +56,8 @@ def ingest(paths: tuple[str, ...], source: str) -> None:
     pending: list[tuple[str, Any]] = []
 
     def flush() -> None:
-        results = intake.take([raw for _, raw in pending], source=source)
+        # the worker's sweeper enqueues what this stores: no queue write per delivery here
+        results = intake.take([raw for _, raw in pending], source=source, defer=True)
         for (where, _), result in zip(pending, results, strict=True):
             counts[result.status] += 1
             for field, messages in result.errors.items():
