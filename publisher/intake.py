@@ -120,7 +120,7 @@ class Intake:
             prepared.append((len(results), item))
             results.append(None)
         for index, result in zip(
-            (i for i, _ in prepared), self._store([p for _, p in prepared]), strict=True
+            (i for i, _ in prepared), self._store([p for _, p in prepared], defer), strict=True
         ):
             results[index] = result
         return [r for r in results if r is not None]
