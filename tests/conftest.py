@@ -123,6 +123,13 @@ def recorded(base_settings: dict[str, Any]) -> Callable[[], list[dict[str, Any]]
     return read
 
 
+def bearer(app: Flask, *scopes: str) -> dict[str, str]:
+    """Authorization headers with a new token of ``scopes`` (admin by default) for ``app``."""
+    with transaction(app.extensions["publisher"].sessions) as session:
+        token = create_token(session, scopes or ("admin",))[1]
+    return {"Authorization": f"Bearer {token}"}
+
+
 def drain(app: Flask, rounds: int = 50) -> int:
     """Run every task that is due now, as a worker would; returns how many ran."""
     huey = app.extensions["publisher"].huey

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from publisher.models import Delivery, Record
-from tests.conftest import drain
+from tests.conftest import bearer, drain
 
 
 def submit(client, auth, record):
@@ -99,10 +99,7 @@ def test_failing_output_is_retried_then_dead_then_redelivered(
         },
     )
     client = app.test_client()
-    from tests.conftest import create_token, transaction
-
-    with transaction(app.extensions["publisher"].sessions) as session:
-        auth = {"Authorization": f"Bearer {create_token(session, ['admin'])[1]}"}
+    auth = bearer(app)
     seed_json["published"] = True
     record_id = submit(client, auth, seed_json)["id"]
     drain(app)
@@ -312,10 +309,7 @@ def test_gone_disables_the_output_until_an_operator_enables_it(
     log = base_settings["plugins"]["recording"]["log"]
     app = make_app(plugins={"recording": {"log": log, "gone_flag": str(flag)}})
     client = app.test_client()
-    from tests.conftest import create_token, transaction
-
-    with transaction(app.extensions["publisher"].sessions) as session:
-        auth = {"Authorization": f"Bearer {create_token(session, ['admin'])[1]}"}
+    auth = bearer(app)
     seed_json["published"] = True
     record_id = submit(client, auth, seed_json)["id"]
     drain(app)

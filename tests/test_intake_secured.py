@@ -7,13 +7,11 @@ from pathlib import Path
 
 from publisher.envelopes import seal, sign_record
 from publisher.keyring import Keyring, generate_key, write_key
-from tests.conftest import create_token, drain, transaction
+from tests.conftest import bearer, drain
 
 
 def post(app, record):
-    with transaction(app.extensions["publisher"].sessions) as session:
-        bearer = create_token(session, ["admin"])[1]
-    headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
+    headers = {**bearer(app), "Content-Type": "application/json"}
     client = app.test_client()
     return client.post("/api/v1/records", data=json.dumps(record), headers=headers), headers
 
@@ -97,8 +95,7 @@ def test_read_protected_scope_sees_the_plaintext(make_app, base_settings, seed_j
     seed_json["secured"] = seal({"contact": "desk@example.com"}, Keyring.load(keys), "jwe")
     answer, admin = post(app, seed_json)
     client = app.test_client()
-    with transaction(app.extensions["publisher"].sessions) as session:
-        reader = {"Authorization": f"Bearer {create_token(session, ['read'])[1]}"}
+    reader = bearer(app, "read")
     plain = client.get(f"/api/v1/records/{answer.json['id']}", headers=reader).json
     assert plain["secured"] == {"status": "decrypted"}
     cleared = client.get(f"/api/v1/records/{answer.json['id']}", headers=admin).json
