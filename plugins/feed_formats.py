@@ -132,7 +132,7 @@ class FeedView:
         }
         if self.s.websub_hub:
             feed["hubs"] = [{"type": "WebSub", "url": self.s.websub_hub}]
-        return json.dumps(feed, ensure_ascii=False, indent=1).encode("utf-8")
+        return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     @staticmethod
     def _json_item(entry: Mapping[str, Any]) -> dict[str, Any]:
