@@ -21,6 +21,7 @@ from sqlalchemy import Engine, and_, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from publisher.background import Feeder, call_with_timeout
+from publisher.config import DEFAULTS
 from publisher.db import transaction
 from publisher.logs import log_context
 from publisher.models import Delivery, OutputState, Placement, Record, utcnow
@@ -31,6 +32,7 @@ from publisher.store import Planned, Route
 log = logging.getLogger("publisher.dispatch")
 TASK_NAME = "publisher.deliver"
 SWEEP_BATCH = 1000
+SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling looks again
 
 
 @dataclass
@@ -39,7 +41,7 @@ class OutputSpec:
 
     output: Output
     wants: Callable[[Mapping[str, Any]], bool] = lambda fields: True
-    retry_schedule: Sequence[float] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+    retry_schedule: Sequence[float] = tuple(DEFAULTS["delivery"]["retry_schedule"])
     timeout: float = 30.0
     rule: str | None = None
 
@@ -171,7 +173,31 @@ class Dispatcher:
             .execution_options(synchronize_session=False)
         )
         with transaction(self.sessions) as session:
-            return session.execute(statement).rowcount == 1
+            target = session.execute(
+                select(Delivery.record_id, Delivery.output).where(Delivery.id == delivery_id)
+            ).first()
+            if target is None:
+                return False
+            # siblings take this row lock first, so on PostgreSQL two of them cannot both
+            # see "no sibling busy" (SQLite's BEGIN IMMEDIATE serialises them already)
+            session.execute(
+                select(Placement.record_id)
+                .where(Placement.record_id == target.record_id, Placement.output == target.output)
+                .with_for_update()
+            )
+            if session.execute(statement).rowcount == 1:
+                return True
+            waiting = session.execute(
+                select(Delivery.id).where(
+                    Delivery.id == delivery_id,
+                    Delivery.status == "pending",
+                    Delivery.next_attempt_at <= now + timedelta(seconds=1),
+                    (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+                )
+            ).first()
+        if waiting is not None:  # due, but a sibling is running: look again shortly
+            self._task.schedule((delivery_id,), delay=SIBLING_WAIT)
+        return False
 
     def _attempt(self, spec: OutputSpec, delivery: Delivery, record: Record) -> None:
         event = Event(

@@ -331,3 +331,30 @@ def test_gone_disables_the_output_until_an_operator_enables_it(
     drain(app)
     assert events_at(recorded, "gone") == [("published", 2)]
     assert client.post("/api/v1/outputs/nope/enable", headers=auth).status_code == 404
+
+
+def test_a_delivery_waits_for_its_running_sibling_then_runs(app, seed_json, recorded):
+    services = app.extensions["publisher"]
+    intake = app.extensions["publisher.intake"]
+    seed_json["published"] = True
+    intake.take([seed_json])
+    services.huey.flush()
+    running = datetime.now(UTC) + timedelta(minutes=1)
+    with services.sessions.begin() as session:  # a worker holds every publish delivery
+        session.execute(update(Delivery).values(lease_until=running))
+    stored = intake.retract("01ee6836a697b68869a9c9060713dc45")
+    assert stored.deliveries  # retractions planned, but their siblings are running
+    drain(app)
+    assert recorded() == []  # none ran beside its sibling
+    huey = services.huey
+    later = huey._get_timestamp() + timedelta(seconds=3)
+    assert len(huey.scheduled()) == len(stored.deliveries)  # each looks again shortly
+    with services.sessions.begin() as session:  # the publishes finish
+        session.execute(
+            update(Delivery)
+            .where(Delivery.event == "published")
+            .values(status="done", lease_until=None)
+        )
+    for task in huey.read_schedule(later):  # two seconds on: the scheduled looks run
+        services.dispatcher.run_delivery(*task.args)
+    assert [e["event"] for e in recorded() if e["output"] == "recorder"] == ["retracted"]
