@@ -89,11 +89,13 @@ def save_record(
     record = session.scalars(
         select(Record).where(Record.id == incoming.id).with_for_update()
     ).one_or_none()
-    if record is not None and record.content_hash == chash:
+    published = bool(incoming.fields.get("published", True))
+    # the same content again is no change, unless the record was retracted through the
+    # API/CLI since: then sending it (published) again publishes it again
+    if record is not None and record.content_hash == chash and record.published == published:
         return Stored(record.id, record.revision, "unchanged", None, record.state)
     was_published = record is not None and record.published
     meaningful = record is None or record.meaning_hash != mhash
-    published = bool(incoming.fields.get("published", True))
     if record is None:
         record = Record(id=incoming.id, revision=0, created_at=now)
         session.add(record)

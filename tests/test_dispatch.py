@@ -358,3 +358,16 @@ def test_a_delivery_waits_for_its_running_sibling_then_runs(app, seed_json, reco
     for task in huey.read_schedule(later):  # two seconds on: the scheduled looks run
         services.dispatcher.run_delivery(*task.args)
     assert [e["event"] for e in recorded() if e["output"] == "recorder"] == ["retracted"]
+
+
+def test_sending_a_deleted_record_again_publishes_it_again(app, client, auth, seed_json, recorded):
+    seed_json["published"] = True
+    record_id = submit(client, auth, seed_json)["id"]
+    drain(app)
+    client.delete(f"/api/v1/records/{record_id}", headers=auth)
+    drain(app)
+    again = submit(client, auth, seed_json)
+    assert again["status"] == "revised"
+    drain(app)
+    assert [kind for kind, _ in events_at(recorded)] == ["published", "retracted", "published"]
+    assert submit(client, auth, seed_json)["status"] == "unchanged"
