@@ -2,6 +2,10 @@
 
 A ``202`` means ``save_record`` committed: the validated record and one pending delivery per
 output that must hear of it. Nothing here talks to the queue or to outputs.
+
+The write path runs plain SQL statements on the session's connection: a request writes a
+handful of rows, and the ORM's unit of work and session synchronisation cost more than the
+statements themselves (see docs/performance.md). Reads for the API use the ORM.
 """
 
 from __future__ import annotations
@@ -58,6 +62,19 @@ class Planned:
 
 
 @dataclass
+class RecordRow:
+    """What planning needs of a record (a stored ``Record`` has the same attributes)."""
+
+    id: str
+    revision: int
+    published: bool
+    fields: dict[str, Any]
+    published_at: datetime | None
+    expires_at: datetime | None
+    state: str = ""
+
+
+@dataclass
 class Stored:
     """What ``save_record`` did: ``status`` is created, revised or unchanged."""
 
@@ -86,27 +103,39 @@ def save_record(
     now = now or utcnow()
     chash = content_hash(incoming.fields, incoming.body)
     mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
-    record = session.scalars(
-        select(Record).where(Record.id == incoming.id).with_for_update()
-    ).one_or_none()
+    prior = (
+        session.connection()
+        .execute(
+            select(
+                Record.revision,
+                Record.published,
+                Record.content_hash,
+                Record.meaning_hash,
+                Record.state,
+            )
+            .where(Record.id == incoming.id)
+            .with_for_update()
+        )
+        .first()
+    )
     published = bool(incoming.fields.get("published", True))
     # the same content again is no change, unless the record was retracted through the
     # API/CLI since: then sending it (published) again publishes it again
-    if record is not None and record.content_hash == chash and record.published == published:
-        return Stored(record.id, record.revision, "unchanged", None, record.state)
-    was_published = record is not None and record.published
-    meaningful = record is None or record.meaning_hash != mhash
-    if record is None:
-        record = Record(id=incoming.id, revision=0, created_at=now)
-        session.add(record)
-    record.revision += 1
-    _apply(record, incoming, chash, mhash, now)
-    event = _record_event(was_published, published, meaningful)
-    record.state = _state(record, now)
-    new = record.revision == 1
-    session.flush()  # the row exists before the plain inserts below refer to it
-    # plain (Core) inserts: a few rows per request, without the unit-of-work bookkeeping
-    session.execute(
+    if prior is not None and prior.content_hash == chash and prior.published == published:
+        return Stored(incoming.id, prior.revision, "unchanged", None, prior.state)
+    meaningful = prior is None or prior.meaning_hash != mhash
+    event = _record_event(bool(prior and prior.published), published, meaningful)
+    record = RecordRow(
+        id=incoming.id,
+        revision=prior.revision + 1 if prior else 1,
+        published=published,
+        fields=incoming.fields,
+        published_at=parse_instant(incoming.fields.get("publishedDateTime")),
+        expires_at=parse_instant(incoming.fields.get("expiresAt")),
+    )
+    record.state = _state(record, prior.state if prior else None, now)
+    _write_record(session, record, incoming, chash, mhash, now, new=prior is None)
+    session.connection().execute(
         insert(Revision),
         [
             {
@@ -120,6 +149,7 @@ def save_record(
             }
         ],
     )
+    new = prior is None
     _set_topics(session, record.id, incoming.fields.get("topics") or [], new=new)
     deliveries = plan_deliveries(
         session, record, event, routes, now, incoming.request_id, new=new, defer=defer
@@ -128,18 +158,38 @@ def save_record(
     return Stored(record.id, record.revision, status, event, record.state, deliveries)
 
 
-def _apply(record: Record, incoming: Incoming, chash: str, mhash: str, now: datetime) -> None:
-    record.source = incoming.source
-    record.fields = incoming.fields
-    record.body = incoming.body
-    record.published = bool(incoming.fields.get("published", True))
-    record.content_hash = chash
-    record.meaning_hash = mhash
-    record.secured_status = incoming.secured_status
-    record.warnings = incoming.warnings
-    record.published_at = parse_instant(incoming.fields.get("publishedDateTime"))
-    record.expires_at = parse_instant(incoming.fields.get("expiresAt"))
-    record.updated_at = now
+def _write_record(
+    session: Session,
+    record: RecordRow,
+    incoming: Incoming,
+    chash: str,
+    mhash: str,
+    now: datetime,
+    *,
+    new: bool,
+) -> None:
+    """Insert or update the record's row with plain statements (no unit of work)."""
+    values = {
+        "revision": record.revision,
+        "source": incoming.source,
+        "state": record.state,
+        "published": record.published,
+        "fields": incoming.fields,
+        "body": incoming.body,
+        "content_hash": chash,
+        "meaning_hash": mhash,
+        "secured_status": incoming.secured_status,
+        "warnings": incoming.warnings,
+        "published_at": record.published_at,
+        "expires_at": record.expires_at,
+        "updated_at": now,
+    }
+    if new:
+        session.connection().execute(
+            insert(Record), [{**values, "id": record.id, "created_at": now}]
+        )
+    else:
+        session.connection().execute(update(Record).where(Record.id == record.id).values(**values))
 
 
 def _record_event(was_published: bool, published: bool, meaningful: bool) -> str | None:
@@ -153,9 +203,9 @@ def _record_event(was_published: bool, published: bool, meaningful: bool) -> str
     return None
 
 
-def _state(record: Record, now: datetime) -> str:
+def _state(record: RecordRow, previous: str | None, now: datetime) -> str:
     if not record.published:
-        return "retracted" if record.state in {"published", "embargoed"} else "draft"
+        return "retracted" if previous in {"published", "embargoed"} else "draft"
     if record.expires_at and record.expires_at <= now:
         return "expired"
     if record.published_at and record.published_at > now:
@@ -165,19 +215,15 @@ def _state(record: Record, now: datetime) -> str:
 
 def _set_topics(session: Session, record_id: str, topics: Iterable[str], *, new: bool) -> None:
     if not new:
-        session.execute(
-            delete(RecordTopic)
-            .where(RecordTopic.record_id == record_id)
-            .execution_options(synchronize_session=False)
-        )
+        session.connection().execute(delete(RecordTopic).where(RecordTopic.record_id == record_id))
     rows = [{"record_id": record_id, "topic": topic} for topic in dict.fromkeys(topics)]
     if rows:
-        session.execute(insert(RecordTopic), rows)
+        session.connection().execute(insert(RecordTopic), rows)
 
 
 def plan_deliveries(
     session: Session,
-    record: Record,
+    record: Record | RecordRow,
     event: str | None,
     routes: Sequence[Route],
     now: datetime,
@@ -234,7 +280,7 @@ def _output_event(wants: bool, had: bool) -> str | None:
 
 
 def _delivery(
-    record: Record,
+    record: Record | RecordRow,
     output: str,
     kind: str,
     due: datetime,
@@ -269,11 +315,11 @@ def _insert_deliveries(session: Session, planned: Sequence[Planned]) -> None:
             }
             for p in planned
         ]
-        session.execute(insert(Delivery), rows)
+        session.connection().execute(insert(Delivery), rows)
 
 
 def _placements(session: Session, record_id: str) -> dict[str, str]:
-    rows = session.execute(
+    rows = session.connection().execute(
         select(Placement.output, Placement.state).where(Placement.record_id == record_id)
     )
     return {output: state for output, state in rows}
@@ -282,7 +328,7 @@ def _placements(session: Session, record_id: str) -> dict[str, str]:
 def _place(
     session: Session,
     known: Mapping[str, str],
-    record: Record,
+    record: Record | RecordRow,
     outputs: Sequence[str],
     now: datetime,
     state: str = "pending",
@@ -290,11 +336,10 @@ def _place(
     """Set the ledger of ``outputs`` for this record: one UPDATE, and inserts for new ones."""
     existing = [name for name in outputs if name in known]
     if existing:
-        session.execute(
+        session.connection().execute(
             update(Placement)
             .where(Placement.record_id == record.id, Placement.output.in_(existing))
             .values(state=state, revision=record.revision, updated_at=now)
-            .execution_options(synchronize_session=False)
         )
     fresh = [
         {
@@ -308,7 +353,7 @@ def _place(
         if name not in known
     ]
     if fresh:
-        session.execute(insert(Placement), fresh)
+        session.connection().execute(insert(Placement), fresh)
 
 
 def _supersede(
@@ -318,7 +363,7 @@ def _supersede(
 
     Returns the (output, event) pairs it replaced: those never reached their output.
     """
-    result = session.execute(
+    result = session.connection().execute(
         update(Delivery)
         .where(
             Delivery.record_id == record_id,
@@ -328,7 +373,6 @@ def _supersede(
         )
         .values(status="superseded", updated_at=now)
         .returning(Delivery.output, Delivery.event)
-        .execution_options(synchronize_session=False)
     )
     return {(output, event) for output, event in result}
 
@@ -425,9 +469,9 @@ def replay_output(session: Session, route: Route, now: datetime | None = None) -
     now = now or utcnow()
     planned: list[Planned] = []
     held = dict(
-        session.execute(
-            select(Placement.record_id, Placement.state).where(Placement.output == route.name)
-        ).all()
+        session.connection()
+        .execute(select(Placement.record_id, Placement.state).where(Placement.output == route.name))
+        .all()
     )
     for record in session.scalars(select(Record).order_by(Record.seq)):
         publishable = record.state == "published"
