@@ -34,8 +34,8 @@ from publisher.db import transaction
 from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError
 from publisher.intake import Intake, ItemResult
 from publisher.models import InboxItem, QuarantineItem, utcnow
+from publisher.queries import decode_cursor, encode_cursor
 from publisher.services import Services
-from publisher.store import decode_cursor, encode_cursor
 from publisher.webhooks import Verifier
 
 log = logging.getLogger("publisher.inbox")

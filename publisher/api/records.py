@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from publisher import store
+from publisher import queries
 from publisher.api.auth import may_read_protected, requires
 from publisher.api.requests import read_body
 from publisher.errors import InvalidRecord, MalformedInput
@@ -50,7 +50,7 @@ def submit() -> Response:
 def list_records() -> Response:
     args = request.args
     with _services().sessions() as session:
-        rows, cursor = store.list_records(
+        rows, cursor = queries.list_records(
             session,
             published=_flag(args.get("published")),
             topic=args.get("topic") or None,
@@ -68,8 +68,8 @@ def list_records() -> Response:
 def read_record(record_id: str) -> Response:
     services = _services()
     with services.sessions() as session:
-        record = store.get_record(session, record_id)
-        placements = store.placements_of(session, record_id)
+        record = queries.get_record(session, record_id)
+        placements = queries.placements_of(session, record_id)
     answer = record_detail(record)
     answer["outputs"] = {p.output: p.state for p in placements}
     if may_read_protected() and record.secured_status.startswith("decrypted"):
@@ -91,8 +91,8 @@ def retract(record_id: str) -> Response:
 @requires("read")
 def record_deliveries(record_id: str) -> Response:
     with _services().sessions() as session:
-        store.get_record(session, record_id)
-        rows = store.deliveries_of(session, record_id)
+        queries.get_record(session, record_id)
+        rows = queries.deliveries_of(session, record_id)
     return jsonify({"items": [delivery_dict(d) for d in rows]})
 
 
