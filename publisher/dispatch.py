@@ -173,28 +173,36 @@ class Dispatcher:
             .execution_options(synchronize_session=False)
         )
         with transaction(self.sessions) as session:
-            target = session.execute(
-                select(Delivery.record_id, Delivery.output).where(Delivery.id == delivery_id)
-            ).first()
+            target = (
+                session.connection()
+                .execute(
+                    select(Delivery.record_id, Delivery.output).where(Delivery.id == delivery_id)
+                )
+                .first()
+            )
             if target is None:
                 return False
             # siblings take this row lock first, so on PostgreSQL two of them cannot both
             # see "no sibling busy" (SQLite's BEGIN IMMEDIATE serialises them already)
-            session.execute(
+            session.connection().execute(
                 select(Placement.record_id)
                 .where(Placement.record_id == target.record_id, Placement.output == target.output)
                 .with_for_update()
             )
-            if session.execute(statement).rowcount == 1:
+            if session.connection().execute(statement).rowcount == 1:
                 return True
-            waiting = session.execute(
-                select(Delivery.id).where(
-                    Delivery.id == delivery_id,
-                    Delivery.status == "pending",
-                    Delivery.next_attempt_at <= now + timedelta(seconds=1),
-                    (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+            waiting = (
+                session.connection()
+                .execute(
+                    select(Delivery.id).where(
+                        Delivery.id == delivery_id,
+                        Delivery.status == "pending",
+                        Delivery.next_attempt_at <= now + timedelta(seconds=1),
+                        (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
+                    )
                 )
-            ).first()
+                .first()
+            )
         if waiting is not None:  # due, but a sibling is running: look again shortly
             self._task.schedule((delivery_id,), delay=SIBLING_WAIT)
         return False
@@ -235,7 +243,7 @@ class Dispatcher:
         now = utcnow()
         state = "retracted" if delivery.event == "retracted" else "live"
         with transaction(self.sessions) as session:
-            session.execute(
+            session.connection().execute(
                 update(Delivery)
                 .where(Delivery.id == delivery.id)
                 .values(
@@ -278,7 +286,9 @@ class Dispatcher:
             values["next_attempt_at"] = now + timedelta(seconds=delay)
             values["enqueued_at"] = now
         with transaction(self.sessions) as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+            session.connection().execute(
+                update(Delivery).where(Delivery.id == delivery.id).values(**values)
+            )
             if dead:
                 self._place(session, delivery, "failed", now)
             if error is not None and error.disable_output:
@@ -311,7 +321,7 @@ class Dispatcher:
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
     def _place(self, session: Session, delivery: Delivery, state: str, now: datetime) -> None:
-        session.execute(
+        session.connection().execute(
             update(Placement)
             .where(
                 Placement.record_id == delivery.record_id,
@@ -351,7 +361,7 @@ class Dispatcher:
             with transaction(self.sessions) as session:
                 ids = list(session.scalars(select(Delivery.id).where(due).limit(SWEEP_BATCH)))
                 if ids:
-                    session.execute(
+                    session.connection().execute(
                         update(Delivery)
                         .where(Delivery.id.in_(ids))
                         .values(enqueued_at=now)
@@ -385,12 +395,12 @@ class Dispatcher:
 
 def _advance_state(session: Session, record_id: str, now: datetime) -> None:
     """An embargo that ended makes the record published; an expiry that came, expired."""
-    session.execute(
+    session.connection().execute(
         update(Record)
         .where(Record.id == record_id, Record.state == "embargoed", Record.published_at <= now)
         .values(state="published")
     )
-    session.execute(
+    session.connection().execute(
         update(Record)
         .where(
             Record.id == record_id,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -95,20 +95,19 @@ class InboxProcessor:
         request_id: str | None = None,
     ) -> Received:
         """Commit the raw payload, then enqueue it; a repeated webhook-id is a duplicate."""
-        row = InboxItem(
-            source=source,
-            webhook_id=webhook_id,
-            content_type=(content_type or DEFAULT_CONTENT_TYPE)[:200],
-            payload=payload,
-            status="pending",
-            request_id=request_id,
-            received_at=utcnow(),
-        )
+        row = {
+            "source": source,
+            "webhook_id": webhook_id,
+            "content_type": (content_type or DEFAULT_CONTENT_TYPE)[:200],
+            "payload": payload,
+            "status": "pending",
+            "request_id": request_id,
+            "received_at": utcnow(),
+        }
         try:
-            with transaction(self.sessions) as session:
-                session.add(row)
-                session.flush()
-                item_id = row.id
+            with transaction(self.sessions) as session:  # the one durable write of a webhook
+                statement = insert(InboxItem).values(**row).returning(InboxItem.id)
+                item_id = session.connection().execute(statement).scalar_one()
         except IntegrityError:
             log.info("webhook %r from %r is a repeat; ignored", webhook_id, source)
             return Received(None, duplicate=True)

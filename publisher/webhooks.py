@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from publisher.config import Settings
@@ -139,9 +140,11 @@ class Verifier:
 
     def secrets(self, source: str) -> list[str]:
         """Every current secret of ``source``: the ``sources`` table, then configuration."""
-        with self.sessions() as session:
-            row = session.get(Source, source) if len(source) <= 100 else None
-            stored = list(row.secrets) if row is not None else []
+        stored: list[str] = []
+        if len(source) <= 100:
+            with self.sessions.kw["bind"].connect() as connection:  # on every webhook
+                query = select(Source.secrets).where(Source.name == source)
+                stored = list(connection.scalar(query) or [])
         configured = ((self.settings.get("sources") or {}).get(source) or {}).get("secrets")
         return stored + _as_list(configured)
 
