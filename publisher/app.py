@@ -11,7 +11,7 @@ from flask import Flask
 from publisher import metrics as metrics_core
 from publisher.config import load_settings
 from publisher.intake import Intake
-from publisher.services import Services, build_services
+from publisher.services import build_services
 
 
 def create_app(
@@ -59,12 +59,7 @@ def create_app(
         ops,
     )
     for module in blueprints:
-        blueprint = module.bp
-        app.register_blueprint(blueprint)
+        app.register_blueprint(module.bp)
     services.pm.hook.register_routes(app=app)
     logging.getLogger("publisher").setLevel(logging.INFO)
     return app
-
-
-def services_of(app: Flask) -> Services:
-    return app.extensions["publisher"]
