@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from publisher.api.auth import requires
+from publisher.api.requests import flag_arg, limit_arg
 from publisher.api.webhooks import inbox_processor
-from publisher.errors import MalformedInput
 from publisher.inbox import get_quarantined, list_quarantined, quarantine_dict
 
 bp = Blueprint("quarantine", __name__, url_prefix="/api/v1")
@@ -21,9 +21,9 @@ def list_items() -> Response:
         rows, cursor = list_quarantined(
             session,
             source=args.get("source") or None,
-            replayed=_flag(args.get("replayed")),
+            replayed=flag_arg("replayed"),
             cursor=args.get("cursor") or None,
-            limit=_limit(args.get("limit")),
+            limit=limit_arg(),
         )
         items = [quarantine_dict(r) for r in rows]
     return jsonify({"items": items, "next_cursor": cursor})
@@ -43,19 +43,3 @@ def replay(item_id: int) -> Response:
     """Run the payload through intake again; 422 with field errors if it still fails."""
     outcome = inbox_processor(current_app).replay(item_id)
     return jsonify({"id": outcome.id, "status": outcome.status, "items": outcome.items})
-
-
-def _flag(value: str | None) -> bool | None:
-    if not value:
-        return None
-    if value.lower() in {"true", "false"}:
-        return value.lower() == "true"
-    raise MalformedInput("replayed must be true or false", errors={"replayed": ["not a boolean"]})
-
-
-def _limit(value: str | None) -> int:
-    if not value:
-        return 50
-    if not value.isdigit() or not 1 <= int(value) <= 500:
-        raise MalformedInput("limit must be 1-500", errors={"limit": ["must be 1-500"]})
-    return int(value)

@@ -9,8 +9,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from publisher import queries
 from publisher.api.auth import may_read_protected, requires
-from publisher.api.requests import read_body
-from publisher.errors import InvalidRecord, MalformedInput
+from publisher.api.requests import flag_arg, limit_arg, read_body
+from publisher.errors import InvalidRecord
 from publisher.models import Delivery, Record
 from publisher.records import parse_instant
 
@@ -52,12 +52,12 @@ def list_records() -> Response:
     with _services().sessions() as session:
         rows, cursor = queries.list_records(
             session,
-            published=_flag(args.get("published")),
+            published=flag_arg("published"),
             topic=args.get("topic") or None,
             since=_instant(args.get("since")),
             state=args.get("state") or None,
             cursor=args.get("cursor") or None,
-            limit=_limit(args.get("limit")),
+            limit=limit_arg(),
         )
         items = [record_summary(r) for r in rows]
     return jsonify({"items": items, "next_cursor": cursor})
@@ -146,16 +146,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def _flag(value: str | None) -> bool | None:
-    if value is None or value == "":
-        return None
-    if value.lower() in {"true", "1", "yes"}:
-        return True
-    if value.lower() in {"false", "0", "no"}:
-        return False
-    raise MalformedInput("published must be true or false", errors={"published": ["not a boolean"]})
-
-
 def _instant(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -165,11 +155,3 @@ def _instant(value: str | None) -> datetime | None:
         raise InvalidRecord(
             "since must be an ISO 8601 date-time", errors={"since": [str(exc)]}
         ) from exc
-
-
-def _limit(value: str | None) -> int:
-    if not value:
-        return 50
-    if not value.isdigit() or not 1 <= int(value) <= 500:
-        raise MalformedInput("limit must be 1-500", errors={"limit": ["must be 1-500"]})
-    return int(value)
