@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "publisher needs Python 3.11 or newer")'
@@ -29,6 +29,9 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/run.py
+
+soak: install
+	$(BIN)/python bench/soak.py --seconds 60
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache
