@@ -63,6 +63,16 @@ def record_validated(record: dict[str, Any], warnings: list[str]) -> None:
 
 
 @hookspec
+def record_rejected(source: str, reason: str, errors: Mapping[str, list[str]]) -> None:
+    """A record, or a whole request body, from ``source`` was refused.
+
+    ``reason`` is the error code the client was answered (``invalid``, ``malformed``,
+    ``unsupported_media_type``, ``secured_invalid``, ...); ``errors`` maps field paths to
+    messages and never holds secret material. Called for observation. Must not raise.
+    """
+
+
+@hookspec
 def record_stored(record: OutputRecord, event: str | None) -> None:
     """A record revision was committed; ``event`` is the lifecycle event it triggers.
 

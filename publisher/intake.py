@@ -19,7 +19,7 @@ from publisher.db import transaction
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
-from publisher.parsing import parse_body
+from publisher.parsing import Parsed, parse_body
 from publisher.records import public_fields, record_id
 from publisher.schemas import validate_record
 from publisher.secure import secure_record
@@ -83,6 +83,14 @@ class Intake:
         request_id: str | None = None,
     ) -> tuple[list[ItemResult], bool]:
         """Parse a body and take in every record in it; returns results and batch-ness."""
+        try:
+            parsed = self._parse(body, content_type)
+        except PublisherError as exc:
+            self._rejected(source, exc)
+            raise
+        return self.take(parsed.items, source=source, request_id=request_id), parsed.batch
+
+    def _parse(self, body: bytes, content_type: str | None) -> Parsed:
         limits = self.settings["limits"]
         parsed = parse_body(
             body,
@@ -95,7 +103,7 @@ class Intake:
                 f"a batch holds at most {limits['max_batch']} records",
                 errors={"_batch": [f"{len(parsed.items)} records, limit {limits['max_batch']}"]},
             )
-        return self.take(parsed.items, source=source, request_id=request_id), parsed.batch
+        return parsed
 
     def take(
         self,
@@ -115,6 +123,7 @@ class Intake:
             try:
                 item = self.prepare(raw, source=source, request_id=request_id)
             except PublisherError as exc:
+                self._rejected(source, exc)
                 results.append(ItemResult("invalid", errors=exc.errors, error=exc))
                 continue
             prepared.append((len(results), item))
@@ -219,6 +228,9 @@ class Intake:
             outcome = retract_record(session, record_id, routes, request_id)
         self.services.dispatcher.enqueue(outcome.deliveries)
         return outcome
+
+    def _rejected(self, source: str, exc: PublisherError) -> None:
+        self._notify("record_rejected", source=source, reason=exc.code, errors=exc.errors)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         try:

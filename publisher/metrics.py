@@ -7,8 +7,7 @@ Where the numbers come from:
 
 - record and delivery counters: an internal pluggy plugin on ``services.pm`` (the same
   hooks third-party plugins see), so intake and dispatch need no metrics code;
-- refusals: :meth:`Intake.prepare` / :meth:`Intake.submit` wrapped to count the error
-  ``code`` of each refused item or body;
+- refusals: the ``record_rejected`` hook, by the error ``code`` of each refused item or body;
 - HTTP: ``before_request`` / ``after_request`` (route template, never the raw path, so
   the label set stays bounded);
 - queue depth, pending/dead deliveries and held quarantine: counted at scrape time
@@ -26,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -35,7 +34,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
-from publisher.errors import PublisherError
 from publisher.hookspecs import hookimpl
 from publisher.models import Delivery, QuarantineItem
 from publisher.queue import queue_depth
@@ -154,6 +152,10 @@ class MetricsPlugin:
         self.metrics.received.labels(source=source).inc()
 
     @hookimpl
+    def record_rejected(self, reason: str) -> None:
+        self.metrics.rejected.labels(reason=reason).inc()
+
+    @hookimpl
     def record_stored(self, event: str | None) -> None:
         self.metrics.accepted.labels(event=event or "none").inc()
 
@@ -168,38 +170,16 @@ class MetricsPlugin:
 
 
 def register(app: Flask) -> Metrics:
-    """Wire metrics into ``app`` (idempotent): hooks plugin, refusal counts, HTTP timing."""
+    """Wire metrics into ``app`` (idempotent): the counting plugin and HTTP timing."""
     if EXTENSION in app.extensions:
         return app.extensions[EXTENSION]
     services = app.extensions["publisher"]
     metrics = Metrics(services)
     app.extensions[EXTENSION] = metrics
     services.pm.register(MetricsPlugin(metrics), name="publisher-metrics")
-    intake = app.extensions.get("publisher.intake")
-    if intake is not None:
-        intake.prepare = _counting(intake.prepare, metrics.rejected)
-        intake.submit = _counting(intake.submit, metrics.rejected)
     app.before_request(_start_timer)
     app.after_request(functools.partial(_observe, metrics))
     return metrics
-
-
-def _counting(method: Callable[..., Any], counter: Counter) -> Callable[..., Any]:
-    """``method`` counting each :class:`PublisherError` it raises by its ``code``.
-
-    ``prepare`` refuses one item (its error is caught by ``take``); ``submit`` raises only
-    for the whole body (malformed, unsupported type, batch too large), so nothing counts twice.
-    """
-
-    @functools.wraps(method)
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except PublisherError as exc:
-            counter.labels(reason=exc.code).inc()
-            raise
-
-    return counted
 
 
 def _start_timer() -> None:
