@@ -112,6 +112,18 @@ def collect_outputs(
     return found
 
 
+def _origin(plugin: object) -> str:
+    """builtin (plugins/), core (an observer the core registers itself), folder, entry-point."""
+    module = getattr(plugin, "__name__", None) or type(plugin).__module__
+    if module in BUILTIN_PLUGINS:
+        return "builtin"
+    if module.startswith("publisher_local_plugins."):
+        return "folder"
+    if module == "publisher" or module.startswith("publisher."):
+        return "core"
+    return "entry-point"
+
+
 def describe_plugins(
     pm: pluggy.PluginManager, outputs: Mapping[str, tuple[str, Output]]
 ) -> list[PluginInfo]:
@@ -120,15 +132,8 @@ def describe_plugins(
     infos = []
     for name, plugin in pm.list_name_plugin():
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
-        module = getattr(plugin, "__name__", "")
-        origin = (
-            "builtin"
-            if module in BUILTIN_PLUGINS
-            else "folder"
-            if module.startswith("publisher_local_plugins.")
-            else "entry-point"
-        )
-        default = __version__ if origin == "builtin" else "unversioned"
+        origin = _origin(plugin)
+        default = __version__ if origin in {"builtin", "core"} else "unversioned"
         version = versions.get(id(plugin)) or getattr(plugin, "__version__", None) or default
         owned = tuple(sorted(o for o, (owner, _) in outputs.items() if owner == name))
         infos.append(PluginInfo(name, str(version), origin, hooks, owned))

@@ -58,6 +58,7 @@ def test_builtins_and_folder_plugins_are_listed(invoke):
     for expected in ("files 0.1.0 (builtin)", "feeds 0.1.0 (builtin)", "webhook 0.1.0 (builtin)"):
         assert expected in result.output
     assert "recording unversioned (folder)" in result.output
+    assert "publisher-metrics 0.1.0 (core)" in result.output  # the core observes by hooks too
     assert "outputs: flaky, protected-sink, recorder" in result.output
 
 
