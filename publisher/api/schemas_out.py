@@ -142,7 +142,7 @@ class PluginSchema(Closed):
     name = fields.String(required=True)
     version = fields.String(required=True)
     origin = fields.String(
-        required=True, validate=validate.OneOf(["builtin", "entry-point", "folder"])
+        required=True, validate=validate.OneOf(["builtin", "core", "entry-point", "folder"])
     )
     hooks = fields.List(fields.String(), required=True)
     outputs = fields.List(fields.String(), required=True)
