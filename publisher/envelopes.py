@@ -101,14 +101,10 @@ def open_secured(
     if value is None or (isinstance(value, str) and not value.strip()):
         return ABSENT
     try:
-        kind = detect_format(value)
-        if kind == "legacy":
-            return _open_legacy(value.strip(), keyring)
-        if kind == "jwe":
-            return _open_jwe(value.strip(), keyring)
-        return _open_jws(value.strip(), keyring, canonical_bytes(record_fields))
+        payload = canonical_bytes(record_fields)
     except Exception:  # every failure, even a bug, must look the same
         return INVALID
+    return open_envelope(value, keyring, payload)
 
 
 def open_envelope(value: str, keyring: Keyring, payload: bytes | None = None) -> SecuredResult:
@@ -120,7 +116,7 @@ def open_envelope(value: str, keyring: Keyring, payload: bytes | None = None) ->
         if kind == "jwe":
             return _open_jwe(value.strip(), keyring)
         return _open_jws(value.strip(), keyring, payload)
-    except Exception:
+    except Exception:  # every failure, even a bug, must look the same
         return INVALID
 
 
