@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from publisher.errors import ConfigError, NotFound
-from publisher.fileio import atomic_write, locked
+from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import Event, OutputRecord
 from publisher_plugins.feed_formats import FORMATS, FeedView, clean, entry_id
@@ -109,78 +109,38 @@ class FeedsOutput:
         self.folder = settings.folder
 
     def publish(self, record: OutputRecord, event: Event) -> None:
-        with self._locked():
-            index = self._read_json(self._index_path(record.id))
-            if _is_stale(index, event.revision):
-                return
-            entry = make_entry(record, event, self.settings.site_url)
-            topics = self._topics(record)
-            keys = {"": ""} | {f"topics/{s}": n for s, n in topics.items()}
-            left = {f"topics/{s}": n for s, n in (index or {}).get("topics", {}).items()}
-            changed = [k for k, n in (left | keys).items() if self._apply(k, n, record, entry)]
-            self._write_json(
-                self._index_path(record.id), {"revision": event.revision, "topics": topics}
-            )
-        self._ping(changed)
+        self._one(record, event)
 
     def retract(self, record: OutputRecord, event: Event) -> None:
-        with self._locked():
-            index = self._read_json(self._index_path(record.id))
-            if index and int(index.get("revision", 0)) > event.revision:
-                return
-            topics = (index or {}).get("topics", {}) | self._topics(record)
-            keys = {"": ""} | {f"topics/{s}": n for s, n in topics.items()}
-            stone = {"ref": entry_id(record.id), "when": _rfc3339(event.occurred_at)}
-            changed = [k for k, n in keys.items() if self._apply(k, n, record, None, stone)]
-            index = {"revision": event.revision, "retracted": True, "topics": {}}
-            self._write_json(self._index_path(record.id), index)
-        self._ping(changed)
+        self._one(record, event)
 
-    def _topics(self, record: OutputRecord) -> dict[str, str]:
+    def deliver_many(
+        self, items: Sequence[tuple[OutputRecord, Event]]
+    ) -> list[BaseException | None]:
+        """A batch at once: each feed's state is read once, and each feed the batch changed
+        is rendered and written once (rendering dominates the cost of a publish)."""
+        outcomes: list[BaseException | None] = []
+        with self._locked():
+            batch = _FeedBatch(self)
+            for record, event in items:
+                try:
+                    batch.take(record, event)
+                    outcomes.append(None)
+                except Exception as exc:  # noqa: BLE001 - this delivery fails, not the batch
+                    outcomes.append(exc)
+            changed = batch.write()
+        self._ping(changed)
+        return outcomes
+
+    def _one(self, record: OutputRecord, event: Event) -> None:
+        (outcome,) = self.deliver_many([(record, event)])
+        if outcome is not None:
+            raise outcome
+
+    def topics(self, record: OutputRecord) -> dict[str, str]:
+        """The record's topic feeds (slug -> name), at most ``max_topics``."""
         topics = {topic_slug(name): name for name in _topic_names(record.fields.get("topics"))}
         return dict(list(topics.items())[: self.settings.max_topics])
-
-    def _apply(
-        self,
-        key: str,
-        topic: str,
-        record: OutputRecord,
-        entry: dict[str, Any] | None,
-        stone: dict[str, str] | None = None,
-    ) -> bool:
-        """Put ``entry`` in feed ``key`` (or take the record out); write it if it changed."""
-        path = self.folder / key / "state.json"
-        state = self._read_json(path) or {"topic": topic}
-        state.setdefault("entries", [])
-        state.setdefault("tombstones", [])
-        before = json.dumps(state, sort_keys=True)
-        ref = entry_id(record.id)
-        entries = [e for e in state["entries"] if e["record_id"] != record.id]
-        stones = [s for s in state["tombstones"] if s["ref"] != ref]
-        in_feed = not key or key.removeprefix("topics/") in self._topics(record)
-        if entry is not None and in_feed:
-            entries.append(entry)
-        if stone is not None:
-            stones.append(stone)
-        entries.sort(key=lambda e: (e["published"], e["record_id"]), reverse=True)
-        stones.sort(key=lambda s: (s["when"], s["ref"]), reverse=True)
-        state["entries"] = entries[: 2 * self.settings.max_entries]  # a buffer for retractions
-        state["tombstones"] = stones[: self.settings.max_tombstones]
-        if (
-            json.dumps(state, sort_keys=True) == before
-            and (self.folder / key / "atom.xml").exists()
-        ):
-            return False
-        self._render(key, state)
-        self._write_json(path, state)
-        return True
-
-    def _render(self, key: str, state: dict[str, Any]) -> None:
-        view = FeedView(self.settings, key, state)
-        folder = self.folder / key
-        atomic_write(folder / "atom.xml", view.atom())
-        atomic_write(folder / "rss.xml", view.rss())
-        atomic_write(folder / "feed.json", view.json_feed())
 
     def _ping(self, keys: list[str]) -> None:
         """Tell the WebSub hub what changed; a failing hub never fails the delivery."""
@@ -198,25 +158,136 @@ class FeedsOutput:
                     log.warning("WebSub hub ping failed for %s: %s", url, type(exc).__name__)
                     return  # the hub is unwell: do not wait on it once per feed
 
+    def _locked(self) -> AbstractContextManager[None]:
+        """One writer at a time, across threads and processes."""
+        return locked(self.folder / ".lock")
+
+
+class _FeedBatch:
+    """The changes of one batch of deliveries, applied to states read once, written once."""
+
+    def __init__(self, output: FeedsOutput) -> None:
+        self.output = output
+        self.folder = output.folder
+        self.states: dict[str, dict[str, Any]] = {}
+        self.before: dict[str, str] = {}
+        self.indexes: dict[str, dict[str, Any] | None] = {}
+        self.touched: set[str] = set()
+
+    def take(self, record: OutputRecord, event: Event) -> None:
+        if event.kind == "retracted":
+            self._retract(record, event)
+        else:
+            self._publish(record, event)
+
+    def _publish(self, record: OutputRecord, event: Event) -> None:
+        index = self._index(record.id)
+        if _is_stale(index, event.revision):
+            return
+        entry = make_entry(record, event, self.output.settings.site_url)
+        topics = self.output.topics(record)
+        keys = {"": ""} | {f"topics/{s}": n for s, n in topics.items()}
+        left = {f"topics/{s}": n for s, n in (index or {}).get("topics", {}).items()}
+        for key, topic in (left | keys).items():
+            self._apply(key, topic, record, entry)
+        self._set_index(record.id, {"revision": event.revision, "topics": topics})
+
+    def _retract(self, record: OutputRecord, event: Event) -> None:
+        index = self._index(record.id)
+        if index and int(index.get("revision", 0)) > event.revision:
+            return
+        topics = (index or {}).get("topics", {}) | self.output.topics(record)
+        keys = {"": ""} | {f"topics/{s}": n for s, n in topics.items()}
+        stone = {"ref": entry_id(record.id), "when": _rfc3339(event.occurred_at)}
+        for key, topic in keys.items():
+            self._apply(key, topic, record, None, stone)
+        self._set_index(record.id, {"revision": event.revision, "retracted": True, "topics": {}})
+
+    def _apply(
+        self,
+        key: str,
+        topic: str,
+        record: OutputRecord,
+        entry: dict[str, Any] | None,
+        stone: dict[str, str] | None = None,
+    ) -> None:
+        """Put ``entry`` in feed ``key`` (or take the record out, leaving ``stone``)."""
+        state = self._state(key, topic)
+        settings = self.output.settings
+        ref = entry_id(record.id)
+        entries = [e for e in state["entries"] if e["record_id"] != record.id]
+        stones = [s for s in state["tombstones"] if s["ref"] != ref]
+        in_feed = not key or key.removeprefix("topics/") in self.output.topics(record)
+        if entry is not None and in_feed:
+            entries.append(entry)
+        if stone is not None:
+            stones.append(stone)
+        entries.sort(key=lambda e: (e["published"], e["record_id"]), reverse=True)
+        stones.sort(key=lambda s: (s["when"], s["ref"]), reverse=True)
+        state["entries"] = entries[: 2 * settings.max_entries]  # a buffer for retractions
+        state["tombstones"] = stones[: settings.max_tombstones]
+
+    def _state(self, key: str, topic: str) -> dict[str, Any]:
+        if key not in self.states:
+            state = _read_json(self.folder / key / "state.json") or {"topic": topic}
+            state.setdefault("entries", [])
+            state.setdefault("tombstones", [])
+            self.states[key] = state
+            self.before[key] = json.dumps(state, sort_keys=True)
+        return self.states[key]
+
+    def _index(self, record_id: str) -> dict[str, Any] | None:
+        if record_id not in self.indexes:
+            self.indexes[record_id] = _read_json(self._index_path(record_id))
+        return self.indexes[record_id]
+
+    def _set_index(self, record_id: str, index: dict[str, Any]) -> None:
+        self.indexes[record_id] = index
+        self.touched.add(record_id)
+
     def _index_path(self, record_id: str) -> Path:
         digest = hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return self.folder / ".index" / f"{digest}.json"
 
-    @staticmethod
-    def _read_json(path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except (FileNotFoundError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+    def write(self) -> list[str]:
+        """Render and write each feed that changed (or was never written), then the indexes;
+        returns the keys of the feeds written."""
+        changed = [
+            key
+            for key, state in self.states.items()
+            if json.dumps(state, sort_keys=True) != self.before[key]
+            or not (self.folder / key / "atom.xml").exists()
+        ]
+        files: list[tuple[Path, bytes]] = []
+        for key in changed:
+            files.extend(self._files(key, self.states[key]))
+        atomic_write_many(files)
+        atomic_write_many(
+            [(self._index_path(rid), _json_bytes(self.indexes[rid])) for rid in self.touched]
+        )
+        return changed
 
-    @staticmethod
-    def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-        atomic_write(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+    def _files(self, key: str, state: dict[str, Any]) -> list[tuple[Path, bytes]]:
+        view = FeedView(self.output.settings, key, state)
+        folder = self.folder / key
+        return [
+            (folder / "atom.xml", view.atom()),
+            (folder / "rss.xml", view.rss()),
+            (folder / "feed.json", view.json_feed()),
+            (folder / "state.json", _json_bytes(state)),
+        ]
 
-    def _locked(self) -> AbstractContextManager[None]:
-        """One writer at a time, across threads and processes."""
-        return locked(self.folder / ".lock")
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json_bytes(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
 
 
 def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, Any]:

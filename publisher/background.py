@@ -25,9 +25,10 @@ class Feeder(threading.Thread):
     the sweeper enqueues those deliveries once they are ``lease_seconds`` old.
     """
 
-    def __init__(self, feed: Callable[[Sequence[str]], None]) -> None:
+    def __init__(self, feed: Callable[[Sequence[Any]], None], most: int = 500) -> None:
         super().__init__(name="publisher-feeder", daemon=True)
         self.feed = feed
+        self.most = most
         self.pid = os.getpid()
         self.waiting: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         atexit.register(self.flush)
@@ -41,11 +42,20 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.feed(self.waiting.get())
+            self.feed(self._gather(self.waiting.get()))
+
+    def _gather(self, ids: list[str]) -> list[str]:
+        """Everything queued meanwhile joins ``ids``: under load, fewer and fuller messages."""
+        while len(ids) < self.most:
+            try:
+                ids = ids + self.waiting.get_nowait()
+            except queue.Empty:
+                break
+        return ids
 
     def flush(self) -> None:
         while not self.waiting.empty():
-            self.feed(self.waiting.get_nowait())
+            self.feed(self._gather(self.waiting.get_nowait()))
 
 
 class SweeperThread(threading.Thread):

@@ -1,10 +1,12 @@
 """Running deliveries: lease, hand to the output, then done, retry or dead.
 
-The deliveries table is the source of truth; huey only carries "look at delivery X now".
-huey is at most once (a task taken by a killed worker is gone), so a worker leases a
-delivery before running it, and the sweeper re-enqueues deliveries whose lease expired or
-that were never enqueued. A delivery that keeps killing its worker (a poison job) ends dead
-after ``max_receives`` receives without a result.
+The deliveries table is the source of truth; huey only carries "look at deliveries X, Y, Z
+now" (up to ``batch_size`` ids a message, so a busy queue moves in batches: one lease and one
+settle transaction a message, and one call of an output's ``deliver_many`` for its share).
+huey is at most once (a task taken by a killed worker is gone), so a worker leases
+deliveries before running them, and the sweeper re-enqueues deliveries whose lease expired
+or that were never enqueued. A delivery that keeps killing its worker (a poison job) ends
+dead after ``max_receives`` receives without a result.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey import Huey
-from sqlalchemy import Engine, and_, exists, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import Engine, and_, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from publisher.background import Feeder, call_with_timeout
 from publisher.config import DEFAULTS
 from publisher.db import transaction
+from publisher.leases import lease
 from publisher.logs import log_context
 from publisher.models import Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
@@ -62,6 +65,8 @@ class Dispatcher:
     jitter: float = 0.1
     lease_seconds: float = 120.0
     max_receives: int = 5
+    #: most delivery ids in one queue message (and so in one call of ``deliver_many``)
+    batch_size: int = 50
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
     background_enqueue: bool = False
@@ -103,10 +108,12 @@ class Dispatcher:
             self.feed(due)
 
     def feed(self, delivery_ids: Sequence[str]) -> None:
-        for delivery_id in delivery_ids:
+        """Enqueue ``delivery_ids``, ``batch_size`` to a message."""
+        ids = list(delivery_ids)
+        for start in range(0, len(ids), max(1, self.batch_size)):
             try:
-                self._task(delivery_id)
-            except Exception:  # noqa: BLE001 - the sweeper will enqueue it
+                self._task(ids[start : start + self.batch_size])
+            except Exception:  # noqa: BLE001 - the sweeper will enqueue them
                 log.warning("enqueue failed; the sweeper will retry", exc_info=True)
 
     def _feeder(self) -> Feeder:
@@ -115,116 +122,93 @@ class Dispatcher:
             self._feeder_thread.start()
         return self._feeder_thread
 
-    # -- one delivery -------------------------------------------------------------------
+    # -- running a message's deliveries ---------------------------------------------------
 
-    def run_delivery(self, delivery_id: str) -> None:
-        """The huey task: lease, deliver, settle. Safe to receive twice."""
-        with log_context(delivery_id=delivery_id):
-            self._run(delivery_id)
+    def run_delivery(self, delivery_ids: str | Sequence[str]) -> None:
+        """The huey task: lease, deliver, settle a batch of deliveries. Safe to receive twice.
 
-    def _run(self, delivery_id: str) -> None:
-        now = utcnow()
-        if not self._lease(delivery_id, now):
-            return
+        A message carries up to ``batch_size`` ids (one id in messages of older versions).
+        Each output gets its share of the batch in one call when it has ``deliver_many``.
+        """
+        ids = [delivery_ids] if isinstance(delivery_ids, str) else list(delivery_ids)
+        leased, waiting = lease(self.sessions, ids, utcnow(), self.lease_seconds)
+        if waiting:  # due, but a sibling is running: look again shortly
+            self._task.schedule((waiting,), delay=SIBLING_WAIT)
+        if leased:
+            self._run(leased)
+
+    def _run(self, leased: list[str]) -> None:
         with self.sessions() as session:
-            delivery = session.get(Delivery, delivery_id)
-            record = session.scalars(select(Record).where(Record.id == delivery.record_id)).one()
-        with log_context(request_id=delivery.request_id, record_id=delivery.record_id):
-            self._deliver(delivery, record)
+            jobs = session.execute(
+                select(Delivery, Record)
+                .join(Record, Record.id == Delivery.record_id)
+                .where(Delivery.id.in_(leased))
+                .order_by(Delivery.created_at, Delivery.id)
+            ).all()
+        disabled = self.disabled_outputs()
+        by_output: dict[str, list[tuple[Delivery, Record]]] = {}
+        for delivery, record in jobs:
+            refusal = self._refusal(delivery, disabled)
+            if refusal:
+                self._settle_failure(delivery, refusal, dead=True)
+            else:
+                by_output.setdefault(delivery.output, []).append((delivery, record))
+        for name, share in by_output.items():
+            self._attempt(self.outputs[name], share)
 
-    def _deliver(self, delivery: Delivery, record: Record) -> None:
+    def _refusal(self, delivery: Delivery, disabled: set[str]) -> str | None:
+        """Why a leased delivery ends dead without reaching its output, if it does."""
         if delivery.receives - delivery.attempts > self.max_receives:
-            self._settle_failure(delivery, "worker died during delivery too often", dead=True)
-            return
-        spec = self.outputs.get(delivery.output)
-        if spec is None:
-            self._settle_failure(delivery, f"no output named {delivery.output!r}", dead=True)
-            return
-        if delivery.output in self.disabled_outputs():
-            self._settle_failure(delivery, "output is disabled", dead=True)
-            return
-        self._attempt(spec, delivery, record)
+            return "worker died during delivery too often"
+        if delivery.output not in self.outputs:
+            return f"no output named {delivery.output!r}"
+        if delivery.output in disabled:
+            return "output is disabled"
+        return None
 
-    def _lease(self, delivery_id: str, now: datetime) -> bool:
-        """Take the delivery for ``lease_seconds`` unless another worker holds it or a
-        sibling delivery of the same record and output (which keeps their order)."""
-        sibling = aliased(Delivery)
-        busy = exists().where(
-            sibling.record_id == Delivery.record_id,
-            sibling.output == Delivery.output,
-            sibling.id != Delivery.id,
-            sibling.status == "pending",
-            sibling.lease_until > now,
-        )
-        statement = (
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.status == "pending",
-                Delivery.next_attempt_at <= now + timedelta(seconds=1),
-                (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
-                ~busy,
-            )
-            .values(
-                lease_until=now + timedelta(seconds=self.lease_seconds),
-                receives=Delivery.receives + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        with transaction(self.sessions) as session:
-            target = (
-                session.connection()
-                .execute(
-                    select(Delivery.record_id, Delivery.output).where(Delivery.id == delivery_id)
-                )
-                .first()
-            )
-            if target is None:
-                return False
-            # siblings take this row lock first, so on PostgreSQL two of them cannot both
-            # see "no sibling busy" (SQLite's BEGIN IMMEDIATE serialises them already)
-            session.connection().execute(
-                select(Placement.record_id)
-                .where(Placement.record_id == target.record_id, Placement.output == target.output)
-                .with_for_update()
-            )
-            if session.connection().execute(statement).rowcount == 1:
-                return True
-            waiting = (
-                session.connection()
-                .execute(
-                    select(Delivery.id).where(
-                        Delivery.id == delivery_id,
-                        Delivery.status == "pending",
-                        Delivery.next_attempt_at <= now + timedelta(seconds=1),
-                        (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
-                    )
-                )
-                .first()
-            )
-        if waiting is not None:  # due, but a sibling is running: look again shortly
-            self._task.schedule((delivery_id,), delay=SIBLING_WAIT)
-        return False
+    def _attempt(self, spec: OutputSpec, share: list[tuple[Delivery, Record]]) -> None:
+        items = [(self._view(spec, record), _event(delivery, record)) for delivery, record in share]
+        outcomes = self._call(spec, share, items)
+        succeeded = [
+            (delivery, event)
+            for (delivery, _), (_, event), outcome in zip(share, items, outcomes, strict=True)
+            if outcome is None
+        ]
+        if succeeded:
+            self._settle_success(succeeded)
+        for (delivery, _), outcome in zip(share, outcomes, strict=True):
+            if isinstance(outcome, DeliveryError):
+                self._settle_failure(delivery, str(outcome), error=outcome, spec=spec)
+            elif outcome is not None:
+                self._settle_failure(delivery, _describe(outcome), spec=spec)
 
-    def _attempt(self, spec: OutputSpec, delivery: Delivery, record: Record) -> None:
-        event = Event(
-            kind=delivery.event,  # type: ignore[arg-type]
-            delivery_id=delivery.id,
-            record_id=record.id,
-            revision=record.revision,
-            occurred_at=delivery.created_at,
-        )
-        view = self._view(spec, record)
+    def _call(
+        self,
+        spec: OutputSpec,
+        share: list[tuple[Delivery, Record]],
+        items: list[tuple[OutputRecord, Event]],
+    ) -> list[BaseException | None]:
+        """One outcome per item: None for delivered, else what went wrong."""
+        many = getattr(spec.output, "deliver_many", None)
+        if many is None:
+            return [
+                self._call_one(spec, d, item) for (d, _), item in zip(share, items, strict=True)
+            ]
+        answer: list[BaseException | None] = []
+        with log_context(output=spec.name, deliveries=len(items)):
+            error = call_with_timeout(lambda: answer.extend(many(items)), (), spec.timeout)
+        if error is None and len(answer) != len(items):
+            error = RuntimeError(f"deliver_many gave {len(answer)} outcomes for {len(items)}")
+        return [error] * len(items) if error is not None else answer
+
+    def _call_one(
+        self, spec: OutputSpec, delivery: Delivery, item: tuple[OutputRecord, Event]
+    ) -> BaseException | None:
+        view, event = item
         method = spec.output.retract if event.kind == "retracted" else spec.output.publish
-        error = call_with_timeout(method, (view, event), spec.timeout)
-        if error is None:
-            self._settle_success(delivery, event)
-            return
-        if isinstance(error, DeliveryError):
-            self._settle_failure(delivery, str(error), error=error, spec=spec)
-        else:
-            self._settle_failure(delivery, _describe(error), spec=spec)
+        context = {"delivery_id": delivery.id, "record_id": delivery.record_id}
+        with log_context(request_id=delivery.request_id, **context):
+            return call_with_timeout(method, item, spec.timeout)
 
     def _view(self, spec: OutputSpec, record: Record) -> OutputRecord:
         protected = self.opener(record.fields) if spec.output.accepts_protected else None
@@ -239,13 +223,13 @@ class Dispatcher:
 
     # -- settling -------------------------------------------------------------------------
 
-    def _settle_success(self, delivery: Delivery, event: Event) -> None:
+    def _settle_success(self, succeeded: list[tuple[Delivery, Event]]) -> None:
+        """Mark a batch done in one transaction, then tell the observers."""
         now = utcnow()
-        state = "retracted" if delivery.event == "retracted" else "live"
         with transaction(self.sessions) as session:
             session.connection().execute(
                 update(Delivery)
-                .where(Delivery.id == delivery.id)
+                .where(Delivery.id.in_([delivery.id for delivery, _ in succeeded]))
                 .values(
                     status="done",
                     attempts=Delivery.attempts + 1,
@@ -254,11 +238,17 @@ class Dispatcher:
                     updated_at=now,
                 )
             )
-            self._place(session, delivery, state, now)
-            _advance_state(session, delivery.record_id, now)
-        self._hook(
-            "delivery_succeeded", output=delivery.output, record_id=delivery.record_id, event=event
-        )
+            for delivery, _ in sorted(succeeded, key=lambda p: (p[0].record_id, p[0].output)):
+                state = "retracted" if delivery.event == "retracted" else "live"
+                self._place(session, delivery, state, now)
+            _advance_state(session, {delivery.record_id for delivery, _ in succeeded}, now)
+        for delivery, event in succeeded:
+            self._hook(
+                "delivery_succeeded",
+                output=delivery.output,
+                record_id=delivery.record_id,
+                event=event,
+            )
 
     def _settle_failure(
         self,
@@ -294,7 +284,7 @@ class Dispatcher:
             if error is not None and error.disable_output:
                 disable_output(session, delivery.output, message)
         if not dead:
-            self._task.schedule((delivery.id,), eta=values["next_attempt_at"])
+            self._task.schedule(([delivery.id],), eta=values["next_attempt_at"])
         log.warning(
             "delivery failed",
             extra={
@@ -393,17 +383,28 @@ class Dispatcher:
         return delivery
 
 
-def _advance_state(session: Session, record_id: str, now: datetime) -> None:
+def _event(delivery: Delivery, record: Record) -> Event:
+    return Event(
+        kind=delivery.event,  # type: ignore[arg-type]
+        delivery_id=delivery.id,
+        record_id=record.id,
+        revision=record.revision,
+        occurred_at=delivery.created_at,
+    )
+
+
+def _advance_state(session: Session, record_ids: set[str], now: datetime) -> None:
     """An embargo that ended makes the record published; an expiry that came, expired."""
+    ids = sorted(record_ids)
     session.connection().execute(
         update(Record)
-        .where(Record.id == record_id, Record.state == "embargoed", Record.published_at <= now)
+        .where(Record.id.in_(ids), Record.state == "embargoed", Record.published_at <= now)
         .values(state="published")
     )
     session.connection().execute(
         update(Record)
         .where(
-            Record.id == record_id,
+            Record.id.in_(ids),
             Record.state.in_(("published", "embargoed")),
             Record.expires_at <= now,
         )

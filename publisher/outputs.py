@@ -58,6 +58,15 @@ class Output(Protocol):
     ``publish`` is called for ``published`` and ``updated`` events and must be idempotent (the
     same delivery may arrive twice). ``retract`` removes the record from the output. Raising
     any exception fails this attempt; raise :class:`DeliveryError` to say more.
+
+    An output may also have ``deliver_many(items)``, where ``items`` is a sequence of
+    ``(record, event)`` pairs (any kind of event, in the order they should happen). The
+    worker then hands it its share of a batch in one call instead of one call each; it
+    returns one outcome per item, in order: ``None`` for delivered, an exception (a
+    :class:`DeliveryError` to say more) for a failed one. If it raises, answers with the
+    wrong number of outcomes or runs past the output's ``timeout``, every item of the call
+    fails this attempt. Worth it when work can be shared: the built-in ``feeds`` renders
+    each feed once per batch, ``files`` flushes a batch's files to disk together.
     """
 
     name: str

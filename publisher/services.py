@@ -81,6 +81,7 @@ def build_services(settings: Settings) -> Services:
         jitter=float(delivery["jitter"]),
         lease_seconds=float(delivery["lease_seconds"]),
         max_receives=int(delivery["max_receives"]),
+        batch_size=int(delivery["batch_size"]),
     )
     return services
 

@@ -348,7 +348,8 @@ def test_a_delivery_waits_for_its_running_sibling_then_runs(app, seed_json, reco
     assert recorded() == []  # none ran beside its sibling
     huey = services.huey
     later = huey._get_timestamp() + timedelta(seconds=3)
-    assert len(huey.scheduled()) == len(stored.deliveries)  # each looks again shortly
+    looks = [delivery_id for task in huey.scheduled() for delivery_id in task.args[0]]
+    assert sorted(looks) == sorted(d.id for d in stored.deliveries)  # each looks again shortly
     with services.sessions.begin() as session:  # the publishes finish
         session.execute(
             update(Delivery)
@@ -371,3 +372,74 @@ def test_sending_a_deleted_record_again_publishes_it_again(app, client, auth, se
     drain(app)
     assert [kind for kind, _ in events_at(recorded)] == ["published", "retracted", "published"]
     assert submit(client, auth, seed_json)["status"] == "unchanged"
+
+
+def batching_app(make_app, base_settings, **delivery):
+    log = base_settings["plugins"]["recording"]["log"]
+    return make_app(
+        plugins={"recording": {"log": log, "batching": True}},
+        delivery={"retry_schedule": [0, 60], **delivery},
+    )
+
+
+def stories(seed_json, *titles):
+    return [
+        dict(seed_json, id=f"batch-{n}", title=title, published=True)
+        for n, title in enumerate(titles)
+    ]
+
+
+def statuses(app, output):
+    with app.extensions["publisher"].sessions() as session:
+        query = select(Delivery.record_id, Delivery.status).where(Delivery.output == output)
+        return dict(session.execute(query).all())
+
+
+def test_a_message_carries_a_batch_and_each_output_takes_its_share_at_once(
+    make_app, base_settings, seed_json, recorded
+):
+    app = batching_app(make_app, base_settings)
+    app.extensions["publisher.intake"].take(stories(seed_json, "a", "b", "c", "d", "e"))
+    huey = app.extensions["publisher"].huey
+    assert len(huey) == 1  # 5 records x 6 outputs = 30 deliveries, batch_size 50
+    assert drain(app) == 1
+    batches = [e["size"] for e in recorded() if e["action"] == "batch"]
+    assert batches == [5]  # one deliver_many call with all five
+    assert len([e for e in recorded() if e["output"] == "recorder"]) == 5  # one by one
+    assert set(statuses(app, "batcher").values()) == {"done"}
+    assert set(statuses(app, "feeds").values()) == {"done"}
+
+
+def test_batch_size_bounds_a_message(make_app, base_settings, seed_json, recorded):
+    app = batching_app(make_app, base_settings, batch_size=4)
+    app.extensions["publisher.intake"].take(stories(seed_json, "a", "b", "c"))
+    assert len(app.extensions["publisher"].huey) == 5  # 18 deliveries, 4 a message
+    drain(app)
+    assert max(e["size"] for e in recorded() if e["action"] == "batch") <= 4
+    assert set(statuses(app, "batcher").values()) == {"done"}
+
+
+def test_one_refusal_in_a_batch_fails_only_its_own_delivery(
+    make_app, base_settings, seed_json, recorded
+):
+    app = batching_app(make_app, base_settings)
+    app.extensions["publisher.intake"].take(stories(seed_json, "a", "refuse", "c"))
+    drain(app, rounds=1)
+    assert statuses(app, "batcher") == {"batch-0": "done", "batch-1": "pending", "batch-2": "done"}
+    with app.extensions["publisher"].sessions() as session:
+        refused = session.scalars(select(Delivery).where(Delivery.record_id == "batch-1")).all()
+    errors = {d.output: d.error for d in refused}
+    assert errors["batcher"] == "refused on purpose"
+    assert errors["recorder"] is None  # the record's other outputs went ahead
+
+
+def test_an_output_that_answers_for_too_few_fails_the_whole_batch(
+    make_app, base_settings, seed_json, recorded
+):
+    app = batching_app(make_app, base_settings)
+    app.extensions["publisher.intake"].take(stories(seed_json, "a", "miscount"))
+    drain(app, rounds=1)
+    with app.extensions["publisher"].sessions() as session:
+        rows = session.scalars(select(Delivery).where(Delivery.output == "batcher")).all()
+    assert {d.status for d in rows} == {"pending"}  # retried later, not lost
+    assert all("deliver_many gave 0 outcomes for 2" in d.error for d in rows)

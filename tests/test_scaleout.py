@@ -25,6 +25,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from publisher.db import transaction
+from publisher.leases import lease
 from publisher.models import Delivery, Placement, Record, Revision, utcnow
 from publisher.tokens import create_token
 from tests.backends import (  # noqa: F401 - fixtures: backend, backend_app, scaleout_backend
@@ -167,8 +168,7 @@ def test_a_failing_output_retries_then_succeeds_without_blocking_others(
     submit(client, auth, seed("scale-3"))
     huey = app.extensions["publisher"].huey
     # one round: every output runs once; the flaky one fails and is scheduled again
-    for _ in range(len(deliveries(app, "scale-3"))):
-        huey.execute(huey.dequeue())
+    huey.execute(huey.dequeue())  # one message carries every delivery of the record
     flaky = next(d for d in deliveries(app, "scale-3") if d.output == "flaky")
     assert (flaky.status, flaky.attempts) == ("pending", 1)
     assert "failing on purpose" in flaky.error
@@ -185,10 +185,12 @@ def test_a_lease_keeps_a_second_worker_out_until_it_expires(backend_app):
     dispatcher = backend_app.extensions["publisher"].dispatcher
     delivery = next(d for d in deliveries(backend_app, "scale-4") if d.output == "recorder")
     now = utcnow()
-    assert dispatcher._lease(delivery.id, now) is True
-    assert dispatcher._lease(delivery.id, now) is False  # another worker, same moment
+    sessions, seconds = dispatcher.sessions, dispatcher.lease_seconds
+    assert lease(sessions, [delivery.id], now, seconds) == ([delivery.id], [])
+    assert lease(sessions, [delivery.id], now, seconds) == ([], [])  # another worker, same moment
     later = now + timedelta(seconds=dispatcher.lease_seconds + 1)
-    assert dispatcher._lease(delivery.id, later) is True  # the first one died: taken over
+    taken_over = lease(sessions, [delivery.id], later, seconds)
+    assert taken_over == ([delivery.id], [])  # the first one died: taken over
     with backend_app.extensions["publisher"].sessions() as session:
         assert session.get(Delivery, delivery.id).receives == 2
 

@@ -2,7 +2,10 @@
 
 ``recorder`` appends every call to a JSON-lines file; ``flaky`` fails while a flag file
 exists; ``protected-sink`` accepts protected data; ``slow`` (when ``slow_seconds`` is set)
-notes that it started, then takes its time. Loaded from PUBLISHER_PLUGINS_DIR.
+notes that it started, then takes its time; ``batcher`` (when ``batching`` is set) takes
+batches through ``deliver_many`` and refuses records titled "refuse" (or answers with no
+outcome at all for a batch holding one titled "miscount"). Loaded from
+PUBLISHER_PLUGINS_DIR.
 """
 
 import json
@@ -54,6 +57,21 @@ class Recorder:
         self._write("retract", record, event)
 
 
+class Batcher(Recorder):
+    def deliver_many(self, items):
+        self._append({"output": self.name, "action": "batch", "size": len(items)})
+        if any(record.title == "miscount" for record, _ in items):
+            return []
+        outcomes = []
+        for record, event in items:
+            if record.title == "refuse":
+                outcomes.append(DeliveryError("refused on purpose"))
+            else:
+                self._write("retract" if event.kind == "retracted" else "publish", record, event)
+                outcomes.append(None)
+        return outcomes
+
+
 @hookimpl
 def register_outputs(config):
     own = config["plugins"].get("recording", {})
@@ -67,6 +85,8 @@ def register_outputs(config):
     ]
     if own.get("gone_flag"):
         outputs.append(Recorder("gone", log, fail_flag=own["gone_flag"], gone=True))
+    if own.get("batching"):
+        outputs.append(Batcher("batcher", log))
     if own.get("slow_seconds"):
         outputs.append(Recorder("slow", log, delay=float(own["slow_seconds"])))
     return outputs

@@ -403,3 +403,34 @@ def test_odd_shapes_and_hostile_topics(tmp_path: Path) -> None:
     output.publish(dots, event(dots))
     for folder in (tmp_path / "feeds" / "topics").iterdir():
         assert folder.resolve().parent == (tmp_path / "feeds" / "topics").resolve()
+
+
+def feed_files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != ".lock"
+    }
+
+
+def test_a_batch_writes_what_the_same_deliveries_one_by_one_write(tmp_path: Path) -> None:
+    one, many = make_output(tmp_path / "one"), make_output(tmp_path / "many")
+    first = [record(f"r{n}", minutes=n, topics=["AI", f"T{n % 2}"]) for n in range(6)]
+    moved = record("r1", revision=2, minutes=1, topics=["Sport"], title="Moved on")
+    items = [(rec, event(rec)) for rec in first] + [(moved, event(moved))]
+    items.append((first[3], event(first[3], "retracted")))
+    for rec, evt in items:
+        (one.retract if evt.kind == "retracted" else one.publish)(rec, evt)
+    assert many.deliver_many(items) == [None] * len(items)
+    assert feed_files(one.folder) == feed_files(many.folder)
+    titles = [entry.title for entry in parse(many.folder / "topics" / "sport", "atom.xml").entries]
+    assert titles == ["Moved on"]
+
+
+def test_one_bad_record_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    good = record("good")
+    bad = OutputRecord(id="bad", revision=1, fields={"topics": ["AI"]}, body=None)  # type: ignore[arg-type]
+    outcomes = output.deliver_many([(bad, event(bad)), (good, event(good))])
+    assert isinstance(outcomes[0], Exception) and outcomes[1] is None
+    assert [e.title for e in parse(output.folder, "atom.xml").entries] == ["Story good"]

@@ -196,3 +196,41 @@ def test_no_temporary_files_are_left_and_threads_do_not_collide(tmp_path: Path) 
     paths = markdown_files(tmp_path / "site")
     assert len(paths) == 8
     assert not [p for p in (tmp_path / "site").rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_a_batch_ends_where_the_same_deliveries_one_by_one_end(tmp_path: Path) -> None:
+    one, many = make_output(tmp_path / "one"), make_output(tmp_path / "many")
+    recs = [record(f"rec-{n}", title=f"Story {n}") for n in range(5)]
+    renamed = record("rec-1", revision=2, title="A new title")
+    back = record("rec-2", revision=3, title="Story 2")  # retracted, then published again
+    items = [(rec, event(rec)) for rec in recs] + [(renamed, event(renamed))]
+    items += [(recs[2], event(record("rec-2", revision=2), "retracted")), (back, event(back))]
+    for rec, evt in items:
+        (one.retract if evt.kind == "retracted" else one.publish)(rec, evt)
+    assert many.deliver_many(items) == [None] * len(items)
+
+    def tree(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): p.read_text()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "lock"
+        }
+
+    assert tree(one.folder) == tree(many.folder)
+    names = [p.name for p in markdown_files(many.folder)]
+    assert len(names) == 5 and any(n.startswith("a-new-title-") for n in names)
+
+
+def test_a_refused_path_in_a_batch_fails_only_its_delivery(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    good, bad = record("good"), record("bad")
+    outside = OSError("no")
+
+    def path_for(rec: OutputRecord) -> Path:
+        if rec.id == "bad":
+            raise outside
+        return files.FilesOutput.path_for(output, rec)
+
+    output.path_for = path_for  # type: ignore[method-assign]
+    assert output.deliver_many([(bad, event(bad)), (good, event(good))]) == [outside, None]
+    assert len(markdown_files(output.folder)) == 1

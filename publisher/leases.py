@@ -1,0 +1,107 @@
+"""Taking deliveries for a while, so that no two workers run the same one at once.
+
+A worker leases the deliveries of a queue message before it runs them: each leased row gets
+``lease_until`` and one more ``receives``. A lease that expires (the worker died) lets the
+sweeper hand the delivery to another worker. Two deliveries of the same record and output
+never run side by side: the older goes first, the younger waits for it (their order is the
+order the record changed in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from publisher.db import transaction
+from publisher.models import Delivery, Placement
+
+#: a delivery enqueued for "now" may reach a worker whose clock is a little behind
+CLOCK_SLACK = timedelta(seconds=1)
+
+
+def lease(
+    sessions: sessionmaker[Session], ids: Sequence[str], now: datetime, seconds: float
+) -> tuple[list[str], list[str]]:
+    """Lease what can run of ``ids`` in one transaction.
+
+    Returns the leased ids (oldest first) and the ids that are due but must wait for a
+    sibling that runs now (the caller looks at those again shortly). The rest (done, dead,
+    not due yet, held by another worker) are left to whoever holds them or to the sweeper.
+    """
+    with transaction(sessions) as session:
+        connection = session.connection()
+        rows = connection.execute(
+            select(Delivery.id, Delivery.record_id, Delivery.output, Delivery.created_at).where(
+                Delivery.id.in_(list(ids))
+            )
+        ).all()
+        if not rows:
+            return [], []
+        first = _oldest_per_pair(rows)
+        _lock_placements(connection, sorted(first))
+        candidates = [row.id for row in first.values()]
+        taken = set(connection.scalars(_lease_statement(candidates, now, seconds)))
+        rest = [row.id for row in rows if row.id not in taken]
+        waiting = (
+            list(connection.scalars(select(Delivery.id).where(Delivery.id.in_(rest), _free(now))))
+            if rest
+            else []
+        )
+    ordered = sorted(rows, key=lambda row: (row.created_at, row.id))
+    return [row.id for row in ordered if row.id in taken], waiting
+
+
+def _oldest_per_pair(rows: Sequence[Any]) -> dict[tuple[str, str], Any]:
+    """Of several deliveries of one record to one output in a message, only the oldest runs."""
+    first: dict[tuple[str, str], Any] = {}
+    for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
+        first.setdefault((row.record_id, row.output), row)
+    return first
+
+
+def _lock_placements(connection: Any, pairs: list[tuple[str, str]]) -> None:
+    """Row-lock the placements of ``pairs`` in one order (PostgreSQL; SQLite's ``BEGIN
+    IMMEDIATE`` serialises writers already), so two workers leasing siblings cannot both
+    see "no sibling running", and two batches cannot deadlock on each other."""
+    records = sorted({record_id for record_id, _ in pairs})
+    outputs = sorted({output for _, output in pairs})
+    connection.execute(
+        select(Placement.record_id)
+        .where(Placement.record_id.in_(records), Placement.output.in_(outputs))
+        .order_by(Placement.record_id, Placement.output)
+        .with_for_update()
+    )
+
+
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Pending, due, and held by nobody."""
+    return (
+        (Delivery.status == "pending")
+        & (Delivery.next_attempt_at <= now + CLOCK_SLACK)
+        & ((Delivery.lease_until.is_(None)) | (Delivery.lease_until < now))
+    )
+
+
+def _lease_statement(ids: list[str], now: datetime, seconds: float) -> Any:
+    sibling = aliased(Delivery)
+    running_sibling = exists().where(
+        sibling.record_id == Delivery.record_id,
+        sibling.output == Delivery.output,
+        sibling.id != Delivery.id,
+        sibling.status == "pending",
+        sibling.lease_until > now,
+    )
+    return (
+        update(Delivery)
+        .where(Delivery.id.in_(ids), _free(now), ~running_sibling)
+        .values(
+            lease_until=now + timedelta(seconds=seconds),
+            receives=Delivery.receives + 1,
+            updated_at=now,
+        )
+        .returning(Delivery.id)
+    )

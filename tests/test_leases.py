@@ -1,0 +1,63 @@
+"""Leases: which deliveries of a message a worker may run now, and which wait."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import insert, select, update
+
+from publisher.leases import lease
+from publisher.models import Delivery, utcnow
+
+
+def pending(app, output="recorder"):
+    with app.extensions["publisher"].sessions() as session:
+        query = select(Delivery).where(Delivery.output == output, Delivery.status == "pending")
+        return session.scalars(query).all()
+
+
+def younger_sibling(app, delivery):
+    """A second pending delivery of the same record to the same output, made later."""
+    row = {c.name: getattr(delivery, c.key) for c in Delivery.__table__.columns}
+    row.update(id=delivery.id + "-b", created_at=delivery.created_at + timedelta(seconds=1))
+    with app.extensions["publisher"].sessions.begin() as session:
+        session.execute(insert(Delivery).values(**row))
+    return row["id"]
+
+
+def test_the_older_of_two_siblings_runs_and_the_younger_waits(app, seed_json):
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    (first,) = pending(app)
+    second = younger_sibling(app, first)
+    sessions = app.extensions["publisher"].sessions
+    assert lease(sessions, [second, first.id], utcnow(), 60) == ([first.id], [second])
+    # while the first runs, the second still waits; once it is done, the second runs
+    assert lease(sessions, [second], utcnow(), 60) == ([], [second])
+    with sessions.begin() as session:
+        session.execute(
+            update(Delivery).where(Delivery.id == first.id).values(status="done", lease_until=None)
+        )
+    assert lease(sessions, [second], utcnow(), 60) == ([second], [])
+
+
+def test_held_done_and_unknown_deliveries_are_neither_leased_nor_waiting(app, seed_json):
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    held, done = pending(app, "recorder")[0], pending(app, "files")[0]
+    sessions = app.extensions["publisher"].sessions
+    assert lease(sessions, [held.id], utcnow(), 60) == ([held.id], [])
+    with sessions.begin() as session:
+        session.execute(update(Delivery).where(Delivery.id == done.id).values(status="done"))
+    assert lease(sessions, [held.id, done.id, "dlv_unknown"], utcnow(), 60) == ([], [])
+
+
+def test_a_batch_is_leased_oldest_first_and_counts_a_receive_each(app, seed_json):
+    records = [dict(seed_json, id=f"lease-{n}", published=True) for n in range(3)]
+    for record in records:
+        app.extensions["publisher.intake"].take([record])
+    ids = [d.id for d in sorted(pending(app), key=lambda d: d.created_at)]
+    sessions = app.extensions["publisher"].sessions
+    leased, waiting = lease(sessions, list(reversed(ids)), utcnow(), 60)
+    assert (leased, waiting) == (ids, [])
+    assert {d.receives for d in pending(app)} == {1}
