@@ -170,7 +170,7 @@ class _FeedBatch:
         self.output = output
         self.folder = output.folder
         self.states: dict[str, dict[str, Any]] = {}
-        self.before: dict[str, str] = {}
+        self.changed: set[str] = set()
         self.indexes: dict[str, dict[str, Any] | None] = {}
         self.touched: set[str] = set()
 
@@ -224,8 +224,11 @@ class _FeedBatch:
             stones.append(stone)
         entries.sort(key=lambda e: (e["published"], e["record_id"]), reverse=True)
         stones.sort(key=lambda s: (s["when"], s["ref"]), reverse=True)
-        state["entries"] = entries[: 2 * settings.max_entries]  # a buffer for retractions
-        state["tombstones"] = stones[: settings.max_tombstones]
+        entries = entries[: 2 * settings.max_entries]  # a buffer for retractions
+        stones = stones[: settings.max_tombstones]
+        if entries != state["entries"] or stones != state["tombstones"]:
+            state["entries"], state["tombstones"] = entries, stones
+            self.changed.add(key)
 
     def _state(self, key: str, topic: str) -> dict[str, Any]:
         if key not in self.states:
@@ -233,7 +236,6 @@ class _FeedBatch:
             state.setdefault("entries", [])
             state.setdefault("tombstones", [])
             self.states[key] = state
-            self.before[key] = json.dumps(state, sort_keys=True)
         return self.states[key]
 
     def _index(self, record_id: str) -> dict[str, Any] | None:
@@ -254,9 +256,8 @@ class _FeedBatch:
         returns the keys of the feeds written."""
         changed = [
             key
-            for key, state in self.states.items()
-            if json.dumps(state, sort_keys=True) != self.before[key]
-            or not (self.folder / key / "atom.xml").exists()
+            for key in self.states
+            if key in self.changed or not (self.folder / key / "atom.xml").exists()
         ]
         files: list[tuple[Path, bytes]] = []
         for key in changed:

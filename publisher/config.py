@@ -49,7 +49,7 @@ DEFAULTS: Settings = {
         "lease_seconds": 120.0,
         "max_receives": 5,
         "sweep_interval": 5.0,
-        "batch_size": 50,  # most deliveries in one queue message / one deliver_many call
+        "batch_size": 100,  # most deliveries in one queue message / one deliver_many call
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process

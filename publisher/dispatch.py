@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey import Huey
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from publisher.background import Feeder, call_with_timeout
@@ -238,9 +238,7 @@ class Dispatcher:
                     updated_at=now,
                 )
             )
-            for delivery, _ in sorted(succeeded, key=lambda p: (p[0].record_id, p[0].output)):
-                state = "retracted" if delivery.event == "retracted" else "live"
-                self._place(session, delivery, state, now)
+            self._place(session, [(d, _ledger_state(d)) for d, _ in succeeded], now)
             _advance_state(session, {delivery.record_id for delivery, _ in succeeded}, now)
         for delivery, event in succeeded:
             self._hook(
@@ -280,7 +278,7 @@ class Dispatcher:
                 update(Delivery).where(Delivery.id == delivery.id).values(**values)
             )
             if dead:
-                self._place(session, delivery, "failed", now)
+                self._place(session, [(delivery, "failed")], now)
             if error is not None and error.disable_output:
                 disable_output(session, delivery.output, message)
         if not dead:
@@ -310,16 +308,15 @@ class Dispatcher:
             return max(0.0, float(error.retry_after))
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
-    def _place(self, session: Session, delivery: Delivery, state: str, now: datetime) -> None:
-        session.connection().execute(
-            update(Placement)
-            .where(
-                Placement.record_id == delivery.record_id,
-                Placement.output == delivery.output,
-                Placement.revision <= delivery.revision,
-            )
-            .values(state=state, updated_at=now)
-        )
+    def _place(
+        self, session: Session, placed: Sequence[tuple[Delivery, str]], now: datetime
+    ) -> None:
+        """Record in the ledger what each delivery left live, retracted or failed."""
+        rows = [
+            {"r": d.record_id, "o": d.output, "v": d.revision, "s": state, "t": now}
+            for d, state in sorted(placed, key=lambda pair: (pair[0].record_id, pair[0].output))
+        ]
+        session.connection().execute(_PLACE, rows)
 
     def _hook(self, name: str, **kwargs: Any) -> None:
         if self.hooks is None:
@@ -378,9 +375,24 @@ class Dispatcher:
             delivery.next_attempt_at = now
             delivery.enqueued_at = now
             delivery.updated_at = now
-            self._place(session, delivery, "pending", now)
+            self._place(session, [(delivery, "pending")], now)
         self.enqueue([delivery], now)
         return delivery
+
+
+_PLACE = (
+    update(Placement)
+    .where(
+        Placement.record_id == bindparam("r"),
+        Placement.output == bindparam("o"),
+        Placement.revision <= bindparam("v"),
+    )
+    .values(state=bindparam("s"), updated_at=bindparam("t"))
+)
+
+
+def _ledger_state(delivery: Delivery) -> str:
+    return "retracted" if delivery.event == "retracted" else "live"
 
 
 def _event(delivery: Delivery, record: Record) -> Event:
