@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from publisher.errors import ConfigError, NotFound
 from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import Event, OutputRecord
-from publisher_plugins.feed_formats import FORMATS, FeedView, clean, entry_id
+from publisher_plugins.feed_formats import FORMATS, FeedView, clean, digest, entry_id
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +219,9 @@ class _FeedBatch:
         stones = [s for s in state["tombstones"] if s["ref"] != ref]
         in_feed = not key or key.removeprefix("topics/") in self.output.topics(record)
         if entry is not None and in_feed:
-            entries.append(entry)
+            _insert_newest_first(entries, entry, _entry_order)
         if stone is not None:
-            stones.append(stone)
-        entries.sort(key=lambda e: (e["published"], e["record_id"]), reverse=True)
-        stones.sort(key=lambda s: (s["when"], s["ref"]), reverse=True)
+            _insert_newest_first(stones, stone, _stone_order)
         entries = entries[: 2 * settings.max_entries]  # a buffer for retractions
         stones = stones[: settings.max_tombstones]
         if entries != state["entries"] or stones != state["tombstones"]:
@@ -279,6 +277,29 @@ class _FeedBatch:
         ]
 
 
+def _entry_order(entry: Mapping[str, Any]) -> tuple[str, str]:
+    return entry["published"], entry["record_id"]
+
+
+def _stone_order(stone: Mapping[str, Any]) -> tuple[str, str]:
+    return stone["when"], stone["ref"]
+
+
+def _insert_newest_first(
+    items: list[Any], item: Any, order: Callable[[Any], tuple[str, str]]
+) -> None:
+    """Insert into a list kept newest first (states are written sorted, so read sorted)."""
+    key = order(item)
+    low, high = 0, len(items)
+    while low < high:
+        middle = (low + high) // 2
+        if order(items[middle]) > key:
+            low = middle + 1
+        else:
+            high = middle
+    items.insert(low, item)
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text("utf-8"))
@@ -303,7 +324,7 @@ def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, A
         if isinstance(item, Mapping) and _url(item.get("webUrl"))
     ]
     provider = fields.get("provider")
-    return {
+    entry = {
         "record_id": record.id,
         "id": entry_id(record.id),
         "revision": event.revision,
@@ -319,6 +340,8 @@ def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, A
         "author": clean(str(provider.get("name") or "")) if isinstance(provider, Mapping) else "",
         "related": related,
     }
+    entry["digest"] = digest(entry)
+    return entry
 
 
 def _blueprint() -> Any:

@@ -434,3 +434,18 @@ def test_one_bad_record_in_a_batch_fails_alone(tmp_path: Path) -> None:
     outcomes = output.deliver_many([(bad, event(bad)), (good, event(good))])
     assert isinstance(outcomes[0], Exception) and outcomes[1] is None
     assert [e.title for e in parse(output.folder, "atom.xml").entries] == ["Story good"]
+
+
+def test_rendered_entries_are_reused_only_while_their_content_is_the_same(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    first = record("cache-1", title="First words")
+    output.publish(first, event(first))
+    before = (output.folder / "atom.xml").read_bytes()
+    output.publish(first, event(first))  # the same delivery again: nothing changes
+    assert (output.folder / "atom.xml").read_bytes() == before
+    # same id, same revision, same time, other content (as in another deployment)
+    other = make_output(tmp_path / "other")
+    changed = record("cache-1", title="First words", excerpt="Something else entirely")
+    other.publish(changed, event(changed))
+    (entry,) = parse(other.folder, "atom.xml").entries
+    assert entry.summary == "Something else entirely"
