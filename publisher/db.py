@@ -7,8 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Engine, create_engine, event
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.functions import FunctionElement
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
@@ -116,3 +118,31 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+
+
+class unindexed(FunctionElement[Any]):  # noqa: N801 - reads as SQL: unindexed(column)
+    """A column the query planner must not pick an index for (renders ``+column`` on SQLite).
+
+    Without statistics SQLite prefers ``ix_deliveries_due (status, ...)`` for any condition
+    on ``status``, so "the pending deliveries of this record" and "these ids, if pending"
+    walked every pending delivery. Wrapped in ``unindexed`` the condition is checked on the
+    rows the selective index (record, or primary key) found. Other databases plan with
+    statistics; there it is the bare column.
+    """
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from publisher.db import transaction
+from publisher.db import transaction, unindexed
 from publisher.models import Delivery, Placement
 
 #: a delivery enqueued for "now" may reach a worker whose clock is a little behind
@@ -80,8 +80,8 @@ def _lock_placements(connection: Any, pairs: list[tuple[str, str]]) -> None:
 def _free(now: datetime) -> ColumnElement[bool]:
     """Pending, due, and held by nobody."""
     return (
-        (Delivery.status == "pending")
-        & (Delivery.next_attempt_at <= now + CLOCK_SLACK)
+        (unindexed(Delivery.status) == "pending")
+        & (unindexed(Delivery.next_attempt_at) <= now + CLOCK_SLACK)
         & ((Delivery.lease_until.is_(None)) | (Delivery.lease_until < now))
     )
 
@@ -92,7 +92,7 @@ def _lease_statement(ids: list[str], now: datetime, seconds: float) -> Any:
         sibling.record_id == Delivery.record_id,
         sibling.output == Delivery.output,
         sibling.id != Delivery.id,
-        sibling.status == "pending",
+        unindexed(sibling.status) == "pending",
         sibling.lease_until > now,
     )
     return (

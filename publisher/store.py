@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from publisher.db import unindexed
 from publisher.errors import NotFound
 from publisher.models import Delivery, Placement, Record, RecordTopic, Revision, utcnow
 from publisher.records import content_hash, parse_instant
@@ -367,7 +368,7 @@ def _supersede(
         .where(
             Delivery.record_id == record_id,
             Delivery.output.in_(outputs),
-            Delivery.status == "pending",
+            unindexed(Delivery.status) == "pending",
             (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
         )
         .values(status="superseded", updated_at=now)

@@ -39,3 +39,39 @@ def test_sqlite_is_durable_by_default(tmp_path):
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
+
+
+def query_plan(engine, statement) -> str:
+    compiled = statement.compile(engine, compile_kwargs={"render_postcompile": True})
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values())
+        )
+        return " | ".join(row[3] for row in rows)
+
+
+def test_pending_checks_leave_the_choice_of_index_to_the_selective_one(tmp_path):
+    """SQLite without statistics would walk every pending delivery through ix_deliveries_due."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+    from sqlalchemy.dialects import postgresql
+
+    from publisher.db import unindexed
+    from publisher.leases import _lease_statement
+    from publisher.models import Delivery
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    plain = update(Delivery).where(Delivery.record_id == "r", Delivery.status == "pending")
+    wrapped = update(Delivery).where(
+        Delivery.record_id == "r", unindexed(Delivery.status) == "pending"
+    )
+    assert "ix_deliveries_due" in query_plan(engine, plain)  # what the wrapper is for
+    assert "ix_deliveries_due" not in query_plan(engine, wrapped)
+    lease_plan = query_plan(engine, _lease_statement(["a", "b"], now, 60))
+    assert "ix_deliveries_due" not in lease_plan
+    assert "ix_deliveries_record_output" in lease_plan  # the running-sibling check
+    assert "+deliveries" not in str(wrapped.compile(dialect=postgresql.dialect()))
