@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from publisher.background import Feeder, call_with_timeout
 from publisher.config import DEFAULTS
 from publisher.db import transaction
-from publisher.leases import lease
+from publisher.leases import lease, renew
 from publisher.logs import log_context
 from publisher.models import Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
@@ -51,6 +52,14 @@ class OutputSpec:
     @property
     def name(self) -> str:
         return self.output.name
+
+
+@dataclass
+class Held:
+    """The deliveries a worker leased for one message, and when it last (re)leased them."""
+
+    ids: list[str]
+    since: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -135,14 +144,14 @@ class Dispatcher:
         if waiting:  # due, but a sibling is running: look again shortly
             self._task.schedule((waiting,), delay=SIBLING_WAIT)
         if leased:
-            self._run(leased)
+            self._run(Held(leased))
 
-    def _run(self, leased: list[str]) -> None:
+    def _run(self, held: Held) -> None:
         with self.sessions() as session:
             jobs = session.execute(
                 select(Delivery, Record)
                 .join(Record, Record.id == Delivery.record_id)
-                .where(Delivery.id.in_(leased))
+                .where(Delivery.id.in_(held.ids))
                 .order_by(Delivery.created_at, Delivery.id)
             ).all()
         disabled = self.disabled_outputs()
@@ -154,7 +163,7 @@ class Dispatcher:
             else:
                 by_output.setdefault(delivery.output, []).append((delivery, record))
         for name, share in by_output.items():
-            self._attempt(self.outputs[name], share)
+            self._attempt(self.outputs[name], share, held)
 
     def _refusal(self, delivery: Delivery, disabled: set[str]) -> str | None:
         """Why a leased delivery ends dead without reaching its output, if it does."""
@@ -166,9 +175,9 @@ class Dispatcher:
             return "output is disabled"
         return None
 
-    def _attempt(self, spec: OutputSpec, share: list[tuple[Delivery, Record]]) -> None:
+    def _attempt(self, spec: OutputSpec, share: list[tuple[Delivery, Record]], held: Held) -> None:
         items = [(self._view(spec, record), _event(delivery, record)) for delivery, record in share]
-        outcomes = self._call(spec, share, items)
+        outcomes = self._call(spec, share, items, held)
         succeeded = [
             (delivery, event)
             for (delivery, _), (_, event), outcome in zip(share, items, outcomes, strict=True)
@@ -187,19 +196,35 @@ class Dispatcher:
         spec: OutputSpec,
         share: list[tuple[Delivery, Record]],
         items: list[tuple[OutputRecord, Event]],
+        held: Held,
     ) -> list[BaseException | None]:
         """One outcome per item: None for delivered, else what went wrong."""
         many = getattr(spec.output, "deliver_many", None)
         if many is None:
-            return [
-                self._call_one(spec, d, item) for (d, _), item in zip(share, items, strict=True)
-            ]
+            return self._call_each(spec, share, items, held)
         answer: list[BaseException | None] = []
         with log_context(output=spec.name, deliveries=len(items)):
             error = call_with_timeout(lambda: answer.extend(many(items)), (), spec.timeout)
         if error is None and len(answer) != len(items):
             error = RuntimeError(f"deliver_many gave {len(answer)} outcomes for {len(items)}")
         return [error] * len(items) if error is not None else answer
+
+    def _call_each(
+        self,
+        spec: OutputSpec,
+        share: list[tuple[Delivery, Record]],
+        items: list[tuple[OutputRecord, Event]],
+        held: Held,
+    ) -> list[BaseException | None]:
+        """One call per item. A long run of slow calls renews the lease of what the message
+        still holds (of every output), so no other worker takes those over meanwhile."""
+        outcomes: list[BaseException | None] = []
+        for delivery, item in zip((d for d, _ in share), items, strict=True):
+            if time.monotonic() - held.since > self.lease_seconds / 2:
+                renew(self.sessions, held.ids, utcnow(), self.lease_seconds)
+                held.since = time.monotonic()
+            outcomes.append(self._call_one(spec, delivery, item))
+        return outcomes
 
     def _call_one(
         self, spec: OutputSpec, delivery: Delivery, item: tuple[OutputRecord, Event]

@@ -105,3 +105,23 @@ def _lease_statement(ids: list[str], now: datetime, seconds: float) -> Any:
         )
         .returning(Delivery.id)
     )
+
+
+def renew(
+    sessions: sessionmaker[Session], ids: Sequence[str], now: datetime, seconds: float
+) -> None:
+    """Extend the lease of deliveries this worker still holds (a long batch of slow calls).
+
+    Only rows still pending and leased are touched: one that another worker took over
+    after an expiry keeps that worker's lease.
+    """
+    with transaction(sessions) as session:
+        session.connection().execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(list(ids)),
+                unindexed(Delivery.status) == "pending",
+                Delivery.lease_until.is_not(None),
+            )
+            .values(lease_until=now + timedelta(seconds=seconds), updated_at=now)
+        )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from publisher.leases import lease
+from publisher.leases import lease, renew
 from publisher.models import Delivery, utcnow
 
 
@@ -61,3 +64,41 @@ def test_a_batch_is_leased_oldest_first_and_counts_a_receive_each(app, seed_json
     leased, waiting = lease(sessions, list(reversed(ids)), utcnow(), 60)
     assert (leased, waiting) == (ids, [])
     assert {d.receives for d in pending(app)} == {1}
+
+
+def test_renewing_keeps_what_this_worker_holds_and_nothing_else(app, seed_json):
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    held, free = pending(app, "recorder")[0], pending(app, "files")[0]
+    sessions = app.extensions["publisher"].sessions
+    then = utcnow()
+    lease(sessions, [held.id], then, 60)
+    renew(sessions, [held.id, free.id], then + timedelta(seconds=50), 60)
+    rows = {d.id: d for d in pending(app, "recorder") + pending(app, "files")}
+    assert rows[held.id].lease_until == then + timedelta(seconds=110)
+    assert rows[free.id].lease_until is None  # not leased by this worker: left alone
+
+
+def test_a_long_run_of_slow_calls_keeps_its_deliveries_leased(make_app, base_settings, seed_json):
+    log = base_settings["plugins"]["recording"]["log"]
+    app = make_app(
+        plugins={"recording": {"log": log, "slow_seconds": 0.3}},
+        delivery={"lease_seconds": 0.4},
+    )
+    records = [dict(seed_json, id=f"slow-{n}", published=True) for n in range(3)]
+    app.extensions["publisher.intake"].take(records)
+    ids = [d.id for d in pending(app, "slow")]
+    dispatcher = app.extensions["publisher"].dispatcher
+    worker = threading.Thread(target=dispatcher.run_delivery, args=(ids,))
+    worker.start()
+
+    def starts() -> int:
+        return Path(log).read_text().count('"start"') if Path(log).exists() else 0
+
+    while starts() < 2 and worker.is_alive():
+        time.sleep(0.01)
+    time.sleep(0.15)  # the first lease (0.4 s) has run out; the renewed one has not
+    taken, _ = lease(dispatcher.sessions, ids, utcnow(), 60)
+    worker.join()
+    assert taken == []
+    assert {d.status for d in pending(app, "slow")} == set()  # all three done by the worker
