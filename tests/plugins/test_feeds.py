@@ -44,7 +44,7 @@ def make_output(tmp_path: Path, **options: Any) -> feeds.FeedsOutput:
 
 
 def seed_fields() -> dict[str, Any]:
-    text = Path("/work/shared/examples/seed-record.md").read_text("utf-8")
+    text = (Path(__file__).parents[1] / "data" / "seed-record.md").read_text("utf-8")
     fields = yaml.safe_load(text.split("---\n")[1])
     fields.pop("secured")
     fields["published"] = True

@@ -64,7 +64,7 @@ def test_default_folder_and_layout(tmp_path: Path) -> None:
 
 
 def test_seed_record_round_trips_through_front_matter(tmp_path: Path) -> None:
-    seed = Path("/work/shared/examples/seed-record.md").read_text("utf-8")
+    seed = (Path(__file__).parents[1] / "data" / "seed-record.md").read_text("utf-8")
     fields = yaml.safe_load(seed.split("---\n")[1])
     fields["published"] = True
     fields["publishedDateTime"] = fields["publishedDateTime"].isoformat()
