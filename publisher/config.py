@@ -50,6 +50,7 @@ DEFAULTS: Settings = {
         "max_receives": 5,
         "sweep_interval": 5.0,
         "batch_size": 100,  # most deliveries in one queue message / one deliver_many call
+        "parallel_calls": 4,  # one-by-one output calls of one message running at once
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process

@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,7 +76,9 @@ class Dispatcher:
     lease_seconds: float = 120.0
     max_receives: int = 5
     #: most delivery ids in one queue message (and so in one call of ``deliver_many``)
-    batch_size: int = 50
+    batch_size: int = 100
+    #: one-by-one output calls of one message that run at once
+    parallel_calls: int = 4
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
     background_enqueue: bool = False
@@ -216,15 +219,27 @@ class Dispatcher:
         items: list[tuple[OutputRecord, Event]],
         held: Held,
     ) -> list[BaseException | None]:
-        """One call per item. A long run of slow calls renews the lease of what the message
-        still holds (of every output), so no other worker takes those over meanwhile."""
-        outcomes: list[BaseException | None] = []
-        for delivery, item in zip((d for d, _ in share), items, strict=True):
-            if time.monotonic() - held.since > self.lease_seconds / 2:
-                renew(self.sessions, held.ids, utcnow(), self.lease_seconds)
-                held.since = time.monotonic()
-            outcomes.append(self._call_one(spec, delivery, item))
-        return outcomes
+        """One call per item, ``parallel_calls`` at a time (an output without
+        ``deliver_many`` is usually a network call: a batch must not make it sequential).
+
+        The items are distinct records, so their order does not matter. While the calls
+        run, the lease of what the message still holds (of every output) is renewed, so no
+        other worker takes those over meanwhile.
+        """
+        workers = max(1, min(self.parallel_calls, len(items)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="publisher-call") as pool:
+            futures = [
+                pool.submit(self._call_one, spec, delivery, item)
+                for (delivery, _), item in zip(share, items, strict=True)
+            ]
+            while wait(futures, timeout=self.lease_seconds / 4).not_done:
+                self._keep(held)
+        return [future.result() for future in futures]
+
+    def _keep(self, held: Held) -> None:
+        if time.monotonic() - held.since > self.lease_seconds / 2:
+            renew(self.sessions, held.ids, utcnow(), self.lease_seconds)
+            held.since = time.monotonic()
 
     def _call_one(
         self, spec: OutputSpec, delivery: Delivery, item: tuple[OutputRecord, Event]

@@ -82,6 +82,7 @@ def build_services(settings: Settings) -> Services:
         lease_seconds=float(delivery["lease_seconds"]),
         max_receives=int(delivery["max_receives"]),
         batch_size=int(delivery["batch_size"]),
+        parallel_calls=int(delivery["parallel_calls"]),
     )
     return services
 

@@ -443,3 +443,17 @@ def test_an_output_that_answers_for_too_few_fails_the_whole_batch(
         rows = session.scalars(select(Delivery).where(Delivery.output == "batcher")).all()
     assert {d.status for d in rows} == {"pending"}  # retried later, not lost
     assert all("deliver_many gave 0 outcomes for 2" in d.error for d in rows)
+
+
+def test_one_by_one_calls_of_a_batch_run_side_by_side(make_app, base_settings, seed_json):
+    """An output without deliver_many (a network call, usually) is not made sequential."""
+    log = Path(base_settings["plugins"]["recording"]["log"])
+    app = make_app(
+        plugins={"recording": {"log": str(log), "slow_seconds": 0.5}},
+        delivery={"parallel_calls": 3},
+    )
+    records = [dict(seed_json, id=f"side-{n}", published=True) for n in range(3)]
+    app.extensions["publisher.intake"].take(records)
+    drain(app)
+    slow = [json.loads(line) for line in log.read_text().splitlines() if '"slow"' in line]
+    assert [entry["action"] for entry in slow] == ["start"] * 3 + ["publish"] * 3

@@ -83,7 +83,7 @@ def test_a_long_run_of_slow_calls_keeps_its_deliveries_leased(make_app, base_set
     log = base_settings["plugins"]["recording"]["log"]
     app = make_app(
         plugins={"recording": {"log": log, "slow_seconds": 0.3}},
-        delivery={"lease_seconds": 0.4},
+        delivery={"lease_seconds": 0.4, "parallel_calls": 1},  # one call after the other
     )
     records = [dict(seed_json, id=f"slow-{n}", published=True) for n in range(3)]
     app.extensions["publisher.intake"].take(records)
