@@ -180,11 +180,12 @@ class Intake:
         return answer
 
     def _store_once(self, items: Sequence[Prepared], defer: bool) -> list[ItemResult]:
-        routes = self.services.dispatcher.routes()
         volatile = self.settings["volatile_fields"]
         results: list[ItemResult] = []
         stored: list[tuple[Stored, Prepared]] = []
         with transaction(self.services.sessions) as session:
+            # read in the write transaction: no second connection per request
+            routes = self.services.dispatcher.routes(session.connection())
             for item in items:
                 if item.quarantine:
                     session.add(_quarantine_row(item))

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from publisher.errors import Forbidden, NotFound, Unauthenticated
@@ -16,6 +16,10 @@ from publisher.models import Token, utcnow
 
 SCOPES = ("submit", "read", "read-protected", "admin")
 PREFIX = "pub_"
+#: built once: this runs on every API request (see store.py on prebuilt statements)
+_BY_HASH = select(Token.id, Token.token_hash, Token.scopes, Token.revoked_at).where(
+    Token.token_hash == bindparam("digest")
+)
 
 
 def hash_token(token: str) -> str:
@@ -48,10 +52,7 @@ def authenticate(connection: Connection | Session, token: str | None) -> Princip
     if not token:
         raise Unauthenticated("a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
     digest = hash_token(token)
-    query = select(Token.id, Token.token_hash, Token.scopes, Token.revoked_at).where(
-        Token.token_hash == digest
-    )
-    row = connection.execute(query).first()
+    row = connection.execute(_BY_HASH, {"digest": digest}).first()
     # the lookup is by hash, so timing reveals nothing about the token; compare anyway
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthenticated(
