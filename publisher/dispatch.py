@@ -83,11 +83,12 @@ class Dispatcher:
         return [Route(s.name, s.wants) for s in self.outputs.values() if s.name not in disabled]
 
     def disabled_outputs(self, connection: Connection | None = None) -> set[str]:
+        # rows, not scalars(): scalars() rebuilds the result's key map on every call
         if connection is not None:
-            return set(connection.scalars(_DISABLED))
+            return {name for (name,) in connection.execute(_DISABLED)}
         # a plain connection, not a session: this runs on every delivery
         with self.engine.connect() as own:
-            return set(own.scalars(_DISABLED))
+            return {name for (name,) in own.execute(_DISABLED)}
 
     def enqueue(
         self, deliveries: Sequence[Planned | Delivery], now: datetime | None = None
