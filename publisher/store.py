@@ -131,7 +131,7 @@ _INSERT_DELIVERIES = insert(Delivery)
 
 
 def save_record(
-    session: Session,
+    connection: Connection,
     incoming: Incoming,
     routes: Sequence[Route],
     *,
@@ -145,7 +145,6 @@ def save_record(
     per delivery in the ingesting process).
     """
     now = now or utcnow()
-    connection = session.connection()
     chash = content_hash(incoming.fields, incoming.body)
     mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
     prior = connection.execute(_PRIOR, {"b_id": incoming.id}).first()
@@ -181,7 +180,7 @@ def save_record(
     )
     _set_topics(connection, record.id, incoming.fields.get("topics") or [], new=new)
     deliveries = plan_deliveries(
-        session, record, event, routes, now, incoming.request_id, new=new, defer=defer
+        connection, record, event, routes, now, incoming.request_id, new=new, defer=defer
     )
     status = "created" if new else "revised"
     return Stored(record.id, record.revision, status, event, record.state, deliveries)
@@ -251,7 +250,7 @@ def _set_topics(
 
 
 def plan_deliveries(
-    session: Session,
+    connection: Connection,
     record: Record | RecordRow,
     event: str | None,
     routes: Sequence[Route],
@@ -269,7 +268,6 @@ def plan_deliveries(
     """
     if event is None:
         return []
-    connection = session.connection()
     known = not new  # a record created in this transaction has no placements nor deliveries
     placements = _placements(connection, record.id) if known else {}
     publishable = record.published and not (record.expires_at and record.expires_at <= now)
@@ -418,7 +416,7 @@ def retract_record(
     record.published = False
     record.state = "retracted"
     record.updated_at = now
-    deliveries = plan_deliveries(session, record, "retracted", routes, now, request_id)
+    deliveries = plan_deliveries(session.connection(), record, "retracted", routes, now, request_id)
     return Stored(record.id, record.revision, "retracted", "retracted", record.state, deliveries)
 
 
