@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
-from publisher.db import make_engine, upgrade
+from publisher.db import make_engine, upgrade, write_connection, writer_lock
 from publisher.models import Base
 from publisher.queue import make_huey
 
@@ -51,3 +55,46 @@ def test_sqlite_queue_commits_without_fsync_but_consistently(tmp_path):
     assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
     huey.storage.enqueue(b"message")
     assert huey.storage.dequeue() == b"message"
+
+
+def test_sqlite_writers_queue_on_the_writer_lock(tmp_path):
+    """A second writer waits on the lock file until the first has committed (it does not
+    sleep in SQLite's busy handler), and sees what the first wrote."""
+    engine = _engine_with_a_table(tmp_path / "lock.db")
+    events: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with write_connection(engine) as connection:
+            inside.set()
+            time.sleep(0.2)
+            connection.execute(text("INSERT INTO t (name) VALUES ('a')"))
+            events.append("first commits")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    with write_connection(engine) as connection:
+        events.append("second begins")
+        names = connection.execute(text("SELECT name FROM t")).scalars().all()
+    thread.join()
+    engine.dispose()
+    assert events == ["first commits", "second begins"]
+    assert names == ["a"]
+    assert (tmp_path / "lock.db-writer.lock").exists()
+
+
+def test_a_nested_writer_does_not_wait_for_itself(tmp_path):
+    engine = _engine_with_a_table(tmp_path / "nested.db")
+    with writer_lock(engine), writer_lock(engine), write_connection(engine) as connection:
+        connection.execute(text("INSERT INTO t (name) VALUES ('b')"))
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    engine.dispose()
+
+
+def _engine_with_a_table(path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{path}")
+    with write_connection(engine) as connection:
+        connection.execute(text("CREATE TABLE t (name TEXT)"))
+    return engine
