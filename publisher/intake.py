@@ -25,7 +25,7 @@ from publisher.records import public_fields, record_id
 from publisher.schemas import validate_record
 from publisher.secure import secure_record
 from publisher.services import Services
-from publisher.store import Incoming, Stored, retract_record, save_record
+from publisher.store import Incoming, Stored, retract_record, save_records
 
 log = logging.getLogger("publisher.intake")
 RETRIES = 5
@@ -183,31 +183,25 @@ class Intake:
 
     def _store_once(self, items: Sequence[Prepared], defer: bool) -> list[ItemResult]:
         volatile = self.settings["volatile_fields"]
-        results: list[ItemResult] = []
-        stored: list[tuple[Stored, Prepared]] = []
+        kept = [item for item in items if not item.quarantine]
         with write_connection(self.services.engine) as connection:
             # read in the write transaction: no second connection per request
             routes = self.services.dispatcher.routes(connection)
             for item in items:
                 if item.quarantine:
                     connection.execute(_INSERT_QUARANTINE, _quarantine_row(item))
-                    results.append(ItemResult("quarantined", id=item.incoming.id))
-                    continue
-                outcome = save_record(
-                    connection, item.incoming, routes, volatile=volatile, defer=defer
-                )
-                stored.append((outcome, item))
-                results.append(
-                    ItemResult(
-                        outcome.status,
-                        id=outcome.id,
-                        revision=outcome.revision,
-                        event=outcome.event,
-                        warnings=item.incoming.warnings,
-                    )
-                )
+            outcomes = save_records(
+                connection, [item.incoming for item in kept], routes, volatile=volatile, defer=defer
+            )
+        stored = list(zip(outcomes, kept, strict=True))
         self._after_commit(stored, enqueue=not defer)
-        return results
+        outcome_of = {id(item): outcome for outcome, item in stored}
+        return [
+            ItemResult("quarantined", id=item.incoming.id)
+            if item.quarantine
+            else _result(outcome_of[id(item)], item)
+            for item in items
+        ]
 
     def _after_commit(self, stored: Sequence[tuple[Stored, Prepared]], enqueue: bool) -> None:
         if enqueue:
@@ -242,6 +236,16 @@ class Intake:
             raise
         except Exception:  # noqa: BLE001 - an observing plugin must not break intake
             log.exception("plugin hook %s failed", hook)
+
+
+def _result(outcome: Stored, item: Prepared) -> ItemResult:
+    return ItemResult(
+        outcome.status,
+        id=outcome.id,
+        revision=outcome.revision,
+        event=outcome.event,
+        warnings=item.incoming.warnings,
+    )
 
 
 def _retryable(exc: Exception) -> bool:
