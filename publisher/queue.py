@@ -13,7 +13,7 @@ On SQLite the queue commits without an fsync (WAL, ``synchronous=NORMAL``): a me
 only a hint to look at a row of the record store, which is durable; a message lost to a
 power cut is sent again by the sweeper (``Dispatcher.sweep``, the inbox's sweep). A process
 crash loses nothing, and the file stays consistent either way. That makes an enqueue ~0.03
-ms of CPU instead of ~0.15 ms plus an fsync (docs/performance.md).
+ms of CPU instead of ~0.15 ms plus an fsync.
 """
 
 from __future__ import annotations

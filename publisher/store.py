@@ -89,7 +89,7 @@ class Stored:
 # Built once, at import: SQLAlchemy memoises a statement object's cache key and finds its
 # compiled form in the engine's cache, where a statement built per call costs a new clause
 # tree, its coercions and its cache key every time (~100 us against ~18 us per statement on
-# SQLite, docs/performance.md). Values travel as bound parameters; an UPDATE without
+# SQLite, measured on the token lookup). Values travel as bound parameters; an UPDATE without
 # ``values()`` sets the columns named by its parameters' keys.
 
 _PRIOR = (
