@@ -1,11 +1,12 @@
 """Records, revisions, the ledger and pending deliveries, written in one transaction.
 
-A ``202`` means ``save_record`` committed: the validated record and one pending delivery per
-output that must hear of it. Nothing here talks to the queue or to outputs.
+A ``202`` means ``save_records`` committed: the validated records and one pending delivery
+per output that must hear of each. Nothing here talks to the queue or to outputs.
 
-The write path runs plain SQL statements on the session's connection: a request writes a
-handful of rows, and the ORM's unit of work and session synchronisation cost more than the
-statements themselves (see docs/performance.md). Reads for the API use the ORM.
+The write path runs prebuilt Core statements on a plain connection (intake's
+``write_connection``; retraction passes its session's): a request writes a handful of rows,
+and the ORM's unit of work and session synchronisation cost more than the statements
+themselves (see docs/performance.md). Reads for the API use the ORM.
 """
 
 from __future__ import annotations
