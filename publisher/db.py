@@ -138,7 +138,11 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     if path is None or getattr(_held, "depth", 0):
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # one per use: fork- and thread-safe
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # one per use: fork- and thread-safe
+    except OSError:  # e.g. a read-only folder: SQLite's busy timeout alone, as before
+        yield
+        return
     try:
         _acquire(fd)
         _held.depth = 1
