@@ -56,6 +56,9 @@ DEFAULTS: Settings = {
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
     "webhooks": {"tolerance_seconds": 300, "remember_ids_days": 7},
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
+    # a live API token is remembered this long per process: a revocation made elsewhere
+    # takes effect within it (0 = look every token up on every request)
+    "token_cache_seconds": 1.0,
     "logging": {"level": "INFO", "format": "auto"},  # auto: text on a terminal, else JSON
     "dev_key": True,  # make a development key on first run when the keyring is empty
 }

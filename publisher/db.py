@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, create_engine, event
+from sqlalchemy import ColumnElement, Connection, Engine, create_engine, event
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.functions import FunctionElement
@@ -15,6 +19,8 @@ from sqlalchemy.sql.functions import FunctionElement
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
 IMMEDIATE = "publisher_begin_immediate"
+WRITER_WAIT = 30.0  # seconds a writer waits for the writer lock, as SQLite's busy_timeout
+_held = threading.local()
 
 
 def normalize_url(url: str) -> str:
@@ -99,9 +105,78 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work that writes: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
+    with writer_lock(factory.kw["bind"]), factory() as session, session.begin():
         session.connection(execution_options={IMMEDIATE: True})
         yield session
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """One write transaction on a plain connection: commit on success, roll back on error.
+
+    For write paths that run only Core statements (intake): an ORM session around them
+    costs ~0.1 ms per transaction for a unit of work they never use.
+    """
+    with writer_lock(engine), engine.connect() as connection:
+        connection.execution_options(**{IMMEDIATE: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def writer_lock(engine: Engine) -> Iterator[None]:
+    """On SQLite, queue this process's writers with the other processes' on a lock file.
+
+    Why: SQLite has one writer at a time, and a writer that finds the database locked
+    sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) before it looks again, so under
+    load two gunicorn workers spend most of their time asleep while the lock is free. The
+    lock file (``<database>-writer.lock``, ``flock``) is polled every 0.1-1 ms instead, and
+    held from before ``BEGIN IMMEDIATE`` until after ``COMMIT``. Nothing else changes: after
+    ``WRITER_WAIT`` seconds the writer goes on and SQLite's busy timeout decides, as before;
+    a writer already inside a write transaction in this thread does not wait for itself.
+    Other databases need no such lock.
+    """
+    path = _writer_lock_path(engine)
+    if path is None or getattr(_held, "depth", 0):
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # one per use: fork- and thread-safe
+    except OSError:  # e.g. a read-only folder: SQLite's busy timeout alone, as before
+        yield
+        return
+    try:
+        _acquire(fd)
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int) -> bool:
+    deadline = time.monotonic() + WRITER_WAIT
+    pause = 0.0001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
+
+
+def _writer_lock_path(engine: Engine) -> str | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return f"{database}-writer.lock"
 
 
 def alembic_config(url: str) -> Any:

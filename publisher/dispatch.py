@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey import Huey
-from sqlalchemy import Engine, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from publisher.background import Feeder, call_with_timeout
@@ -38,6 +38,8 @@ log = logging.getLogger("publisher.dispatch")
 TASK_NAME = "publisher.deliver"
 SWEEP_BATCH = 1000
 SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling looks again
+#: built once: intake reads it on every request (see store.py on prebuilt statements)
+_DISABLED = select(OutputState.name).where(OutputState.enabled.is_(False))
 
 
 @dataclass
@@ -92,15 +94,18 @@ class Dispatcher:
     def engine(self) -> Engine:
         return self.sessions.kw["bind"]
 
-    def routes(self) -> list[Route]:
-        disabled = self.disabled_outputs()
+    def routes(self, connection: Connection | None = None) -> list[Route]:
+        """The enabled outputs; pass the caller's open transaction to read them there."""
+        disabled = self.disabled_outputs(connection)
         return [Route(s.name, s.wants) for s in self.outputs.values() if s.name not in disabled]
 
-    def disabled_outputs(self) -> set[str]:
-        # a plain connection, not a session: this runs on every request
-        query = select(OutputState.name).where(OutputState.enabled.is_(False))
-        with self.engine.connect() as connection:
-            return set(connection.scalars(query))
+    def disabled_outputs(self, connection: Connection | None = None) -> set[str]:
+        # rows, not scalars(): scalars() rebuilds the result's key map on every call
+        if connection is not None:
+            return {name for (name,) in connection.execute(_DISABLED)}
+        # a plain connection, not a session: this runs on every delivery
+        with self.engine.connect() as own:
+            return {name for (name,) in own.execute(_DISABLED)}
 
     def enqueue(
         self, deliveries: Sequence[Planned | Delivery], now: datetime | None = None

@@ -97,10 +97,16 @@ class _Refused(Exception):
 def open_secured(
     value: str | None, record_fields: Mapping[str, Any], keyring: Keyring
 ) -> SecuredResult:
-    """Open a record's ``secured`` value; a JWS is checked over the record's other fields."""
+    """Open a record's ``secured`` value; a JWS is checked over the record's other fields.
+
+    Only a JWS signs the record, so only a JWS pays for its canonical form (a JCS text of
+    the whole record, the largest cost of opening a legacy or JWE envelope otherwise).
+    """
     if value is None or (isinstance(value, str) and not value.strip()):
         return ABSENT
     try:
+        if detect_format(value) != "jws":
+            return open_envelope(value, keyring)
         payload = canonical_bytes(record_fields)
     except Exception:  # every failure, even a bug, must look the same
         return INVALID

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from publisher.config import source_policy
-from publisher.db import transaction
+from publisher.db import transaction, write_connection
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
@@ -24,12 +25,13 @@ from publisher.records import public_fields, record_id
 from publisher.schemas import validate_record
 from publisher.secure import secure_record
 from publisher.services import Services
-from publisher.store import Incoming, Stored, retract_record, save_record
+from publisher.store import Incoming, Stored, retract_record, save_records
 
 log = logging.getLogger("publisher.intake")
 RETRIES = 5
 #: PostgreSQL: deadlock detected, serialization failure
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
+_INSERT_QUARANTINE = insert(QuarantineItem)  # built once, as store.py's statements
 
 
 @dataclass
@@ -180,31 +182,26 @@ class Intake:
         return answer
 
     def _store_once(self, items: Sequence[Prepared], defer: bool) -> list[ItemResult]:
-        routes = self.services.dispatcher.routes()
         volatile = self.settings["volatile_fields"]
-        results: list[ItemResult] = []
-        stored: list[tuple[Stored, Prepared]] = []
-        with transaction(self.services.sessions) as session:
+        kept = [item for item in items if not item.quarantine]
+        with write_connection(self.services.engine) as connection:
+            # read in the write transaction: no second connection per request
+            routes = self.services.dispatcher.routes(connection)
             for item in items:
                 if item.quarantine:
-                    session.add(_quarantine_row(item))
-                    results.append(ItemResult("quarantined", id=item.incoming.id))
-                    continue
-                outcome = save_record(
-                    session, item.incoming, routes, volatile=volatile, defer=defer
-                )
-                stored.append((outcome, item))
-                results.append(
-                    ItemResult(
-                        outcome.status,
-                        id=outcome.id,
-                        revision=outcome.revision,
-                        event=outcome.event,
-                        warnings=item.incoming.warnings,
-                    )
-                )
+                    connection.execute(_INSERT_QUARANTINE, _quarantine_row(item))
+            outcomes = save_records(
+                connection, [item.incoming for item in kept], routes, volatile=volatile, defer=defer
+            )
+        stored = list(zip(outcomes, kept, strict=True))
         self._after_commit(stored, enqueue=not defer)
-        return results
+        outcome_of = {id(item): outcome for outcome, item in stored}
+        return [
+            ItemResult("quarantined", id=item.incoming.id)
+            if item.quarantine
+            else _result(outcome_of[id(item)], item)
+            for item in items
+        ]
 
     def _after_commit(self, stored: Sequence[tuple[Stored, Prepared]], enqueue: bool) -> None:
         if enqueue:
@@ -241,21 +238,31 @@ class Intake:
             log.exception("plugin hook %s failed", hook)
 
 
+def _result(outcome: Stored, item: Prepared) -> ItemResult:
+    return ItemResult(
+        outcome.status,
+        id=outcome.id,
+        revision=outcome.revision,
+        event=outcome.event,
+        warnings=item.incoming.warnings,
+    )
+
+
 def _retryable(exc: Exception) -> bool:
     if isinstance(exc, IntegrityError):
         return True
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
-def _quarantine_row(item: Prepared) -> QuarantineItem:
+def _quarantine_row(item: Prepared) -> dict[str, Any]:
     fields = dict(item.incoming.fields)
     fields["body"] = item.incoming.body
-    return QuarantineItem(
-        source=item.incoming.source,
-        content_type="application/json",
-        payload=json.dumps(fields, default=str).encode(),
-        reason=item.quarantine or "unknown",
-        errors={"secured": [EnvelopeError.MESSAGE]},
-        record_id=item.incoming.id,
-        created_at=utcnow(),
-    )
+    return {
+        "source": item.incoming.source,
+        "content_type": "application/json",
+        "payload": json.dumps(fields, default=str).encode(),
+        "reason": item.quarantine or "unknown",
+        "errors": {"secured": [EnvelopeError.MESSAGE]},
+        "record_id": item.incoming.id,
+        "created_at": utcnow(),
+    }

@@ -8,14 +8,22 @@ On Redis the queue's keys are ``huey.redis.<name>``, ``huey.schedule.<name>`` an
 ``redis://host:6379/0?name=staging`` lets several deployments (or test runs) share one
 Redis without seeing each other's tasks. Every web and worker process of one deployment
 must use the same URL.
+
+On SQLite the queue commits without an fsync (WAL, ``synchronous=NORMAL``): a message is
+only a hint to look at a row of the record store, which is durable; a message lost to a
+power cut is sent again by the sweeper (``Dispatcher.sweep``, the inbox's sweep). A process
+crash loses nothing, and the file stays consistent either way. That makes an enqueue ~0.03
+ms of CPU instead of ~0.15 ms plus an fsync.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+from huey.storage import SqliteStorage
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -33,6 +41,15 @@ def split_queue_name(queue_url: str, default: str = "publisher") -> tuple[str, s
     return url, names[-1] if names else default
 
 
+class QueueStorage(SqliteStorage):
+    """huey's SQLite storage, committing without an fsync (see the module's docstring)."""
+
+    def _create_connection(self) -> sqlite3.Connection:
+        connection = super()._create_connection()
+        connection.execute("pragma synchronous=NORMAL")
+        return connection
+
+
 def make_huey(queue_url: str, *, name: str = "publisher") -> Huey:
     """Build the huey instance (once per app or worker, never at import)."""
     if queue_url.startswith(REDIS_SCHEMES):
@@ -42,7 +59,7 @@ def make_huey(queue_url: str, *, name: str = "publisher") -> Huey:
         return MemoryHuey(name, utc=True)
     path = queue_url.removeprefix("sqlite:///").removeprefix("sqlite://")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(name, filename=path, utc=True, timeout=30)
+    return SqliteHuey(name, filename=path, utc=True, timeout=30, storage_class=QueueStorage)
 
 
 def queue_depth(huey: Huey) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
@@ -21,6 +21,7 @@ from publisher.outputs import Output
 from publisher.plugins import collect_outputs, make_plugin_manager
 from publisher.queue import make_huey
 from publisher.routing import compile_rule
+from publisher.tokens import TokenCache
 
 log = logging.getLogger("publisher")
 
@@ -35,6 +36,7 @@ class Services:
     outputs: dict[str, tuple[str, Output]]
     dispatcher: Dispatcher
     keyring: Keyring
+    token_cache: TokenCache = field(default_factory=lambda: TokenCache(0))
 
     def open_protected(self, fields: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Decrypted protected fields of a record, for outputs and readers cleared for them."""
@@ -70,6 +72,7 @@ def build_services(settings: Settings) -> Services:
         outputs,
         None,
         keyring,  # type: ignore[arg-type]
+        TokenCache(float(settings["token_cache_seconds"])),
     )
     delivery = settings["delivery"]
     services.dispatcher = Dispatcher(

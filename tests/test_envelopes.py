@@ -265,6 +265,17 @@ def test_sign_record_is_detached_and_verifies(tmp_path: Path) -> None:
     assert open_envelope(token, keyring) == INVALID  # detached needs the record
 
 
+def test_only_a_jws_needs_the_record_in_its_canonical_form(tmp_path: Path) -> None:
+    """A record JCS cannot write (an integer beyond I-JSON) fails a JWS check, but an
+    envelope that signs nothing is judged on its own."""
+    keyring, _ = _keyring_with(tmp_path, "ES256")
+    seed = _seed()
+    token = sign_record(seed, keyring)
+    huge = {**seed, "heat": 2**60}
+    assert open_secured(token, {**huge, "secured": token}, keyring) == INVALID
+    assert open_secured(seed["secured"], huge, keyring).status == "sealed"
+
+
 def test_after_rotate_old_and_new_envelopes_open(tmp_path: Path) -> None:
     folder = tmp_path / "keys"
     old_kid = rotate(folder, "dir")

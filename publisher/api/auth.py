@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from publisher.ratelimit import check_token_rate
-from publisher.tokens import Principal, authenticate, require_scope
+from publisher.tokens import Principal, authenticate_cached, require_scope
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,8 +22,8 @@ def bearer_token() -> str | None:
 
 def current_token(scope: str) -> Principal:
     services = current_app.extensions["publisher"]
-    with services.engine.connect() as connection:  # one light read on every request
-        token = authenticate(connection, bearer_token())
+    # a live token is remembered for a second (TokenCache); else one light read
+    token = authenticate_cached(services.token_cache, bearer_token(), services.engine.connect)
     check_token_rate(current_app, token.id)
     require_scope(token, scope)
     g.token = token

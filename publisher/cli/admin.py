@@ -42,9 +42,10 @@ def tokens_create(scopes: tuple[str, ...], name: str) -> None:
 @click.argument("token_id", type=int)
 @with_appcontext
 def tokens_revoke(token_id: int) -> None:
-    """Revoke a token at once."""
+    """Revoke a token: at once here, within ``token_cache_seconds`` in running servers."""
     with transaction(services().sessions) as session:
         revoke_token(session, token_id)
+    services().token_cache.clear()
     click.echo(f"token {token_id} revoked")
 
 

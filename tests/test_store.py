@@ -1,0 +1,101 @@
+"""save_records writes what save_record writes, record by record, in the same order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from publisher.db import make_engine, upgrade, write_connection
+from publisher.store import Incoming, Route, Stored, save_record, save_records
+
+ROUTES = [Route("files"), Route("feeds", lambda fields: fields.get("quality", 0) >= 20)]
+#: columns that differ between two runs by nature (clock, random ids)
+VOLATILE = {"created_at", "updated_at", "next_attempt_at", "seq"}
+
+
+def _incoming(record_id: str, **fields: Any) -> Incoming:
+    return Incoming(id=record_id, fields={"title": record_id, **fields}, body="text")
+
+
+def _engine(path: Path) -> Engine:
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return make_engine(url, synchronous="NORMAL")
+
+
+def _tables(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    tables = {}
+    with engine.connect() as connection:
+        for name, order in (
+            ("records", "seq"),
+            ("revisions", "record_id, revision"),
+            ("record_topics", "record_id, topic"),
+            ("placements", "record_id, output"),
+            ("deliveries", "record_id, output, event, status"),
+        ):
+            rows = connection.execute(text(f"SELECT * FROM {name} ORDER BY {order}"))  # noqa: S608
+            skip = VOLATILE | ({"id"} if name == "deliveries" else set())
+            tables[name] = [
+                {k: _comparable(k, v) for k, v in row._mapping.items() if k not in skip}
+                for row in rows
+            ]
+    return tables
+
+
+def _comparable(column: str, value: Any) -> Any:
+    return value is not None if column == "enqueued_at" else value
+
+
+def _summary(stored: list[Stored]) -> list[tuple[Any, ...]]:
+    return [
+        (s.id, s.revision, s.status, s.event, s.state, [(d.output, d.event) for d in s.deliveries])
+        for s in stored
+    ]
+
+
+def test_a_batch_stores_what_one_by_one_stores(tmp_path: Path) -> None:
+    first = [_incoming("a", published=True, quality=30, topics=["x", "y"]), _incoming("b")]
+    batch = [
+        _incoming("a", published=True, quality=10, topics=["y"]),  # revised, feeds retracted
+        _incoming("b"),  # unchanged draft
+        _incoming("c", published=True, topics=["x", "x"]),  # new
+        _incoming("d", published=True, quality=40),  # new, then again in the same batch
+        _incoming("d", published=True, quality=40, heat=3),
+        _incoming("e", published=False),  # a new draft
+    ]
+    answers = []
+    tables = []
+    for name, bulk in (("bulk", True), ("single", False)):
+        engine = _engine(tmp_path / f"{name}.db")
+        with write_connection(engine) as connection:
+            save_records(connection, first, ROUTES)
+        with write_connection(engine) as connection:
+            if bulk:
+                stored = save_records(connection, batch, ROUTES)
+            else:
+                stored = [save_record(connection, incoming, ROUTES) for incoming in batch]
+        answers.append(_summary(stored))
+        tables.append(_tables(engine))
+        engine.dispose()
+    assert answers[0] == answers[1]
+    assert [s[2] for s in answers[0]] == [
+        "revised",
+        "unchanged",
+        "created",
+        "created",
+        "revised",
+        "created",
+    ]
+    assert tables[0] == tables[1]
+    assert [r["id"] for r in tables[0]["records"]] == ["a", "b", "c", "d", "e"]
+    assert [(r["record_id"], r["revision"]) for r in tables[0]["revisions"]] == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("c", 1),
+        ("d", 1),
+        ("d", 2),
+        ("e", 1),
+    ]
