@@ -52,7 +52,12 @@ DEFAULTS: Settings = {
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
-    "webhooks": {"tolerance_seconds": 300, "remember_ids_days": 7},
+    "webhooks": {
+        "tolerance_seconds": 300,
+        "remember_ids_days": 7,
+        "secrets_cache_seconds": 5.0,  # a new or revoked secret takes effect within this
+        "group_commit_max": 64,  # inbox rows of concurrent requests per commit (1 = off)
+    },
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
     "logging": {"level": "INFO", "format": "auto"},  # auto: text on a terminal, else JSON
     "dev_key": True,  # make a development key on first run when the keyring is empty

@@ -1,11 +1,15 @@
 """The webhook inbox and the quarantine.
 
-A verified webhook is committed raw to ``inbox`` (one commit) before the sender gets its
-``202``: senders want a fast 2xx and retry otherwise, so parsing, validating and opening
-happen afterwards, in the huey task ``publisher.inbox``, through the same :class:`Intake`
-as the API. The unique ``(source, webhook_id)`` makes a repeated delivery a no-op; inbox
-rows are kept ``webhooks.remember_ids_days`` (at least four, longer than the Standard
-Webhooks retry schedule) so that a late retry is still recognised.
+A verified webhook is committed raw to ``inbox`` before the sender gets its ``202``:
+senders want a fast 2xx and retry otherwise, so parsing, validating and opening happen
+afterwards, in the huey task ``publisher.inbox``, through the same :class:`Intake` as the
+API. Concurrent requests of one process share a transaction and its durable commit
+(:mod:`publisher.groupcommit`); each is answered only once that commit succeeded, and all of
+them get a ``503`` if it failed. The unique ``(source, webhook_id)`` makes a repeated
+delivery a no-op (``INSERT ... ON CONFLICT DO NOTHING``, so a repeat does not fail the
+other rows of its batch); inbox rows are kept ``webhooks.remember_ids_days`` (at least
+four, longer than the Standard Webhooks retry schedule) so that a late retry is still
+recognised.
 
 An inbox row moves ``pending -> processing -> done | quarantined``. The claim is an atomic
 ``UPDATE ... WHERE status = 'pending'``, so a task enqueued twice runs once. :meth:`sweep`
@@ -19,19 +23,22 @@ a secret or decrypted plaintext. An operator fixes the configuration or schema a
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from publisher.background import Feeder
 from publisher.db import transaction
-from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError
+from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError, Unavailable
+from publisher.groupcommit import CommitFailed, GroupCommitter
 from publisher.intake import Intake, ItemResult
 from publisher.models import InboxItem, QuarantineItem, utcnow
 from publisher.queries import decode_cursor, encode_cursor
@@ -41,12 +48,19 @@ from publisher.webhooks import Verifier
 log = logging.getLogger("publisher.inbox")
 
 TASK_NAME = "publisher.inbox"
+BATCH_TASK_NAME = "publisher.inbox.batch"  # the new rows of one group commit, one message
 SWEEP_GRACE = 5.0  # seconds a pending row may wait for its first task before the sweeper acts
 MIN_REMEMBER_DAYS = 4  # Standard Webhooks senders retry for about three days
 DEFAULT_QUARANTINE_DAYS = 30
 PRUNE_EVERY = 3600.0  # seconds between prunes run by the sweeper
 DEFAULT_CONTENT_TYPE = "application/json"
 MAX_ID = 2**63 - 1  # larger ids cannot exist (and SQLite cannot even compare them)
+UNIQUE_KEY = ("source", "webhook_id")
+#: the INSERT of each dialect that can skip a conflicting row and return the others' ids
+_INSERTS: dict[str, Callable[..., Any]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,10 @@ class InboxProcessor:
         self.settings = services.settings
         self.verifier = Verifier(services.sessions, services.settings)
         self._task = services.huey.task(name=TASK_NAME, retries=0)(self.process)
+        self._batch_task = services.huey.task(name=BATCH_TASK_NAME, retries=0)(self.process_batch)
         self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
         self._feeder_thread: Feeder | None = None
+        self._committer_of: tuple[int, GroupCommitter[dict[str, Any], int | None]] | None = None
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
         self._pruned_at = 0.0
 
@@ -94,7 +110,11 @@ class InboxProcessor:
         content_type: str | None,
         request_id: str | None = None,
     ) -> Received:
-        """Commit the raw payload, then enqueue it; a repeated webhook-id is a duplicate."""
+        """Commit the raw payload (with those of concurrent requests), then enqueue it.
+
+        A repeated webhook-id is a duplicate; a failed commit is :class:`Unavailable` (503:
+        the sender retries), never a 202.
+        """
         row = {
             "source": source,
             "webhook_id": webhook_id,
@@ -105,23 +125,63 @@ class InboxProcessor:
             "received_at": utcnow(),
         }
         try:
-            with transaction(self.sessions) as session:  # the one durable write of a webhook
-                statement = insert(InboxItem).values(**row).returning(InboxItem.id)
-                item_id = session.connection().execute(statement).scalar_one()
-        except IntegrityError:
+            item_id = self._committer().submit(row)
+        except CommitFailed as exc:
+            log.error("inbox commit failed: %s", type(exc.__cause__).__name__)
+            raise Unavailable("the inbox is unavailable; retry later") from None
+        if item_id is None:
             log.info("webhook %r from %r is a repeat; ignored", webhook_id, source)
             return Received(None, duplicate=True)
-        if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
-            self._feeder().put([item_id])
-        else:
-            self._enqueue(item_id)
         return Received(item_id, duplicate=False)
+
+    def _committer(self) -> GroupCommitter[dict[str, Any], int | None]:
+        """This process's committer: made after a fork, never inherited from the parent."""
+        pid = os.getpid()
+        if self._committer_of is None or self._committer_of[0] != pid:
+            most = int((self.settings.get("webhooks") or {}).get("group_commit_max", 64))
+            self._committer_of = (pid, GroupCommitter(self._write, most))
+        return self._committer_of[1]
+
+    def _write(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """The group commit's write: commit the rows, then hand the new ones to the queue."""
+        ids = self._insert(rows)
+        self._enqueue_new([i for i in ids if i is not None])
+        return ids
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """One transaction and one durable commit for the batch: ids, None for repeats."""
+        try:
+            with transaction(self.sessions) as session:
+                return insert_new(session.connection(), rows)
+        except IntegrityError:
+            if len(rows) == 1:
+                return [None]
+            # a constraint other than the unique id failed: alone, one row cannot fail others
+            return [self._insert([row])[0] for row in rows]
+
+    def _enqueue_new(self, item_ids: list[int]) -> None:
+        if not item_ids:
+            return
+        if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
+            self._feeder().put(item_ids)
+        else:
+            self._enqueue_many(item_ids)
 
     def _feeder(self) -> Feeder:
         if self._feeder_thread is None or not self._feeder_thread.usable():
-            self._feeder_thread = Feeder(lambda ids: [self._enqueue(i) for i in ids])
+            self._feeder_thread = Feeder(self._enqueue_many)
             self._feeder_thread.start()
         return self._feeder_thread
+
+    def _enqueue_many(self, item_ids: Sequence[int]) -> None:
+        """One queue message for the rows of one commit (a queue write costs a commit too)."""
+        if len(item_ids) == 1:
+            self._enqueue(item_ids[0])
+            return
+        try:
+            self._batch_task(list(item_ids))
+        except Exception:  # noqa: BLE001 - committed already: the sweeper will enqueue them
+            log.warning("could not enqueue %d inbox items; the sweeper will", len(item_ids))
 
     def _enqueue(self, item_id: int) -> None:
         try:
@@ -148,6 +208,21 @@ class InboxProcessor:
         if status == "quarantined":
             log.warning("inbox item %s from %r quarantined", item_id, item.source)
         return status
+
+    def process_batch(self, item_ids: list[int]) -> list[str | None]:
+        """The huey task for the rows of one group commit: each one as :meth:`process`.
+
+        A row whose processing failed on the database is released (see :meth:`process`)
+        and left to the sweeper; the others go on.
+        """
+        statuses: list[str | None] = []
+        for item_id in item_ids:
+            try:
+                statuses.append(self.process(item_id))
+            except SQLAlchemyError:
+                log.warning("inbox item %s failed on the database; the sweeper will retry", item_id)
+                statuses.append(None)
+        return statuses
 
     def _claim(self, item_id: int) -> InboxItem | None:
         with transaction(self.sessions) as session:
@@ -298,6 +373,28 @@ class InboxProcessor:
                 .where(QuarantineItem.id == item_id)
                 .values(reason=reason[:40], errors=dict(errors))
             )
+
+
+def insert_new(connection: Connection, rows: list[dict[str, Any]]) -> list[int | None]:
+    """Insert inbox rows in one statement; each row's new id, or None for a repeat.
+
+    A repeat is a ``(source, webhook_id)`` already stored, or met earlier in ``rows``. ``ON
+    CONFLICT DO NOTHING`` skips it instead of failing the statement, and ``RETURNING``
+    names the rows that went in (by key: the order of returned rows is not guaranteed).
+    """
+    keys = [(row["source"], row["webhook_id"]) for row in rows]
+    first: dict[tuple[str, str], int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    unique = [rows[index] for index in first.values()]
+    statement = (
+        _INSERTS[connection.dialect.name](InboxItem)
+        .values(unique)
+        .on_conflict_do_nothing(index_elements=list(UNIQUE_KEY))
+        .returning(InboxItem.id, InboxItem.source, InboxItem.webhook_id)
+    )
+    inserted = {(source, hook): item_id for item_id, source, hook in connection.execute(statement)}
+    return [inserted.get(key) if first[key] == i else None for i, key in enumerate(keys)]
 
 
 def list_quarantined(
