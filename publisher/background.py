@@ -41,7 +41,13 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.feed(self.waiting.get())
+            self.feed(self.drain(self.waiting.get()))
+
+    def drain(self, ids: list[str]) -> list[str]:
+        """``ids`` and every list put since: one feed, so a feed may batch its queue writes."""
+        while not self.waiting.empty():
+            ids = ids + self.waiting.get_nowait()
+        return ids
 
     def flush(self) -> None:
         while not self.waiting.empty():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -36,17 +37,25 @@ class CommitFailed(Exception):
 
 
 class _Waiter(Generic[T, R]):
-    """One caller's item, and how its batch went."""
+    """One caller's item, and how its batch went.
 
-    __slots__ = ("item", "woken", "done", "lead", "result", "error")
+    It sleeps on a plain lock, held from the start and released to wake it: cheaper than an
+    ``Event`` (a condition variable around a lock), and each release follows an acquire.
+    """
+
+    __slots__ = ("item", "sleep", "done", "result", "error")
 
     def __init__(self, item: T) -> None:
         self.item = item
-        self.woken = threading.Event()
+        self.sleep = threading.Lock()
+        self.sleep.acquire()
         self.done = False
-        self.lead = False  # set with ``woken`` when this caller is to lead the next batch
         self.result: R | None = None
         self.error: BaseException | None = None
+
+    def settle(self, result: R | None, error: BaseException | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.sleep.release()
 
     def outcome(self) -> R:
         if self.error is not None:
@@ -58,13 +67,20 @@ class GroupCommitter(Generic[T, R]):
     """Runs ``write(items) -> results`` (one result per item, in order) for many threads.
 
     ``write`` must commit all of its items or none, and raise if it did not commit.
+    ``gate``, if given, is entered by a leader *before* it takes its batch: a lock shared
+    with other processes, say, so that what queues while the leader waits for it joins
+    the batch.
     """
 
     def __init__(
-        self, write: Callable[[list[T]], Sequence[R]], max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        write: Callable[[list[T]], Sequence[R]],
+        max_batch: int = DEFAULT_MAX_BATCH,
+        gate: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.write = write
         self.max_batch = max(1, max_batch)
+        self.gate = gate
         self._lock = threading.Lock()
         self._queue: list[_Waiter[T, R]] = []
         self._busy = False  # a leader is running; while it is, queued items wait for it
@@ -80,7 +96,7 @@ class GroupCommitter(Generic[T, R]):
             leads = not self._busy
             self._busy = True
         if not leads:
-            waiter.woken.wait()
+            waiter.sleep.acquire()  # until its batch is settled or it is to lead
             if waiter.done:
                 return waiter.outcome()
         self._lead()
@@ -88,19 +104,34 @@ class GroupCommitter(Generic[T, R]):
 
     def _lead(self) -> None:
         """Commit one batch (this caller's item is its first), then pass the lead on."""
+        batch: list[_Waiter[T, R]] = []
+        try:
+            with self.gate():
+                batch = self._take()
+                self._run(batch)
+        except BaseException as exc:  # noqa: BLE001 - the gate failed: fail its batch
+            if not batch:
+                batch = self._take()
+                for waiter in batch:
+                    waiter.settle(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._pass_lead()
+
+    def _take(self) -> list[_Waiter[T, R]]:
         with self._lock:
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
-        try:
-            self._run(batch)
-        finally:
-            with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.woken.set()
-                else:
-                    self._busy = False
+        return batch
+
+    def _pass_lead(self) -> None:
+        """Wake the first caller that queued meanwhile to lead, or go idle."""
+        with self._lock:
+            if self._queue:
+                self._queue[0].sleep.release()
+            else:
+                self._busy = False
 
     def _run(self, batch: list[_Waiter[T, R]]) -> None:
         try:
@@ -109,13 +140,9 @@ class GroupCommitter(Generic[T, R]):
                 raise RuntimeError(f"write returned {len(results)} results for {len(batch)}")
         except BaseException as exc:  # noqa: BLE001 - every waiter of the batch gets it
             for waiter in batch:
-                waiter.error = exc
+                waiter.settle(None, exc)
             if not isinstance(exc, Exception):
                 raise  # an interrupt or exit goes on, once the waiters are woken
         else:
             for waiter, result in zip(batch, results, strict=True):
-                waiter.result = result
-        finally:
-            for waiter in batch:
-                waiter.done = True
-                waiter.woken.set()
+                waiter.settle(result, None)

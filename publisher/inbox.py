@@ -23,22 +23,21 @@ a secret or decrypted plaintext. An operator fixes the configuration or schema a
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from publisher.background import Feeder
 from publisher.db import transaction
 from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError, Unavailable
-from publisher.groupcommit import CommitFailed, GroupCommitter
+from publisher.groupcommit import CommitFailed
+from publisher.inboxwriter import InboxWriter
 from publisher.intake import Intake, ItemResult
 from publisher.models import InboxItem, QuarantineItem, utcnow
 from publisher.queries import decode_cursor, encode_cursor
@@ -55,12 +54,6 @@ DEFAULT_QUARANTINE_DAYS = 30
 PRUNE_EVERY = 3600.0  # seconds between prunes run by the sweeper
 DEFAULT_CONTENT_TYPE = "application/json"
 MAX_ID = 2**63 - 1  # larger ids cannot exist (and SQLite cannot even compare them)
-UNIQUE_KEY = ("source", "webhook_id")
-#: the INSERT of each dialect that can skip a conflicting row and return the others' ids
-_INSERTS: dict[str, Callable[..., Any]] = {
-    "sqlite": sqlite.insert,
-    "postgresql": postgresql.insert,
-}
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,8 @@ class InboxProcessor:
         self._batch_task = services.huey.task(name=BATCH_TASK_NAME, retries=0)(self.process_batch)
         self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
         self._feeder_thread: Feeder | None = None
-        self._committer_of: tuple[int, GroupCommitter[dict[str, Any], int | None]] | None = None
+        most = int((self.settings.get("webhooks") or {}).get("group_commit_max", 64))
+        self.writer = InboxWriter(services.engine, most, self._after_commit)
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
         self._pruned_at = 0.0
 
@@ -125,7 +119,7 @@ class InboxProcessor:
             "received_at": utcnow(),
         }
         try:
-            item_id = self._committer().submit(row)
+            item_id = self.writer.write(row)
         except CommitFailed as exc:
             log.error("inbox commit failed: %s", type(exc.__cause__).__name__)
             raise Unavailable("the inbox is unavailable; retry later") from None
@@ -134,34 +128,7 @@ class InboxProcessor:
             return Received(None, duplicate=True)
         return Received(item_id, duplicate=False)
 
-    def _committer(self) -> GroupCommitter[dict[str, Any], int | None]:
-        """This process's committer: made after a fork, never inherited from the parent."""
-        pid = os.getpid()
-        if self._committer_of is None or self._committer_of[0] != pid:
-            most = int((self.settings.get("webhooks") or {}).get("group_commit_max", 64))
-            self._committer_of = (pid, GroupCommitter(self._write, most))
-        return self._committer_of[1]
-
-    def _write(self, rows: list[dict[str, Any]]) -> list[int | None]:
-        """The group commit's write: commit the rows, then hand the new ones to the queue."""
-        ids = self._insert(rows)
-        self._enqueue_new([i for i in ids if i is not None])
-        return ids
-
-    def _insert(self, rows: list[dict[str, Any]]) -> list[int | None]:
-        """One transaction and one durable commit for the batch: ids, None for repeats."""
-        try:
-            with transaction(self.sessions) as session:
-                return insert_new(session.connection(), rows)
-        except IntegrityError:
-            if len(rows) == 1:
-                return [None]
-            # a constraint other than the unique id failed: alone, one row cannot fail others
-            return [self._insert([row])[0] for row in rows]
-
-    def _enqueue_new(self, item_ids: list[int]) -> None:
-        if not item_ids:
-            return
+    def _after_commit(self, item_ids: list[int]) -> None:
         if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
             self._feeder().put(item_ids)
         else:
@@ -373,28 +340,6 @@ class InboxProcessor:
                 .where(QuarantineItem.id == item_id)
                 .values(reason=reason[:40], errors=dict(errors))
             )
-
-
-def insert_new(connection: Connection, rows: list[dict[str, Any]]) -> list[int | None]:
-    """Insert inbox rows in one statement; each row's new id, or None for a repeat.
-
-    A repeat is a ``(source, webhook_id)`` already stored, or met earlier in ``rows``. ``ON
-    CONFLICT DO NOTHING`` skips it instead of failing the statement, and ``RETURNING``
-    names the rows that went in (by key: the order of returned rows is not guaranteed).
-    """
-    keys = [(row["source"], row["webhook_id"]) for row in rows]
-    first: dict[tuple[str, str], int] = {}
-    for index, key in enumerate(keys):
-        first.setdefault(key, index)
-    unique = [rows[index] for index in first.values()]
-    statement = (
-        _INSERTS[connection.dialect.name](InboxItem)
-        .values(unique)
-        .on_conflict_do_nothing(index_elements=list(UNIQUE_KEY))
-        .returning(InboxItem.id, InboxItem.source, InboxItem.webhook_id)
-    )
-    inserted = {(source, hook): item_id for item_id, source, hook in connection.execute(statement)}
-    return [inserted.get(key) if first[key] == i else None for i, key in enumerate(keys)]
 
 
 def list_quarantined(
