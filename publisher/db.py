@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -103,16 +103,31 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @contextmanager
-def write_connection(engine: Engine) -> Iterator[Connection]:
-    """A write transaction on a plain connection: :func:`transaction` without the Session.
+def raw_write(engine: Engine) -> Iterator[Any]:
+    """A write transaction on a pooled driver connection; yields a DBAPI cursor.
 
-    For hot paths that run plain SQL only; like ``transaction``, it begins IMMEDIATE on
-    SQLite, commits on success and rolls back on any error.
+    For the one hot path that runs a single prebuilt statement (the webhook inbox): no
+    SQLAlchemy connection, events or result objects, which cost more than the insert. Like
+    :func:`transaction` it begins IMMEDIATE on SQLite (the pool's connections run in
+    autocommit, see ``_sqlite_pragmas``), commits on success and rolls back on any error.
+    Errors are the driver's own (``engine.dialect.dbapi.IntegrityError``, ...).
     """
-    with engine.connect() as connection:
-        connection.execution_options(**{IMMEDIATE: True})
-        with connection.begin():
-            yield connection
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            if engine.dialect.name == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            connection.commit()
+        except BaseException:
+            with suppress(Exception):  # a broken connection: the pool finds out on checkout
+                connection.rollback()
+            raise
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool
 
 
 def alembic_config(url: str) -> Any:

@@ -7,9 +7,10 @@ This is the whole of a webhook's durable work, so it is built for cost:
   ``(source, webhook_id)`` is a repeat, only once that commit succeeded;
 - one ``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING`` per batch, so a
   repeat does not fail the rest of its batch. Its SQL is written here once per batch size
-  and run on the driver: SQLAlchemy compiled a multi-row ``INSERT`` anew on every call (a
-  sixth of a worker's CPU under load). The columns' bind processors are still applied, so
-  values are stored exactly as the ORM stores them;
+  and run on a driver cursor (:func:`publisher.db.raw_write`): SQLAlchemy compiled a
+  multi-row ``INSERT`` anew on every call (a sixth of a worker's CPU under load), and its
+  connection, events and result objects cost more than the insert itself. The columns'
+  bind processors are still applied, so values are stored exactly as the ORM stores them;
 - on a SQLite file, a leader waits for the database's single writer slot on a ``flock``
   before it takes its batch: SQLite's own busy handler polls with sleeps of 1 to 100 ms,
   far longer than the other process's commit, and while a leader waits in the kernel,
@@ -21,15 +22,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Dialect, Engine
-from sqlalchemy.exc import IntegrityError
 
-from publisher.db import write_connection
-from publisher.fileio import locked
+from publisher.db import raw_write
+from publisher.fileio import FileLock
 from publisher.groupcommit import GroupCommitter
 from publisher.models import InboxItem
 
@@ -50,6 +50,7 @@ class InboxWriter:
         self.engine = engine
         self.max_batch = max_batch
         self.after_commit = after_commit  # the new ids, once committed: enqueue them
+        self._writers = _writers_lock(engine)
         self._committer_of: tuple[int, GroupCommitter[Row, int | None]] | None = None
 
     def write(self, row: Row) -> int | None:
@@ -60,15 +61,10 @@ class InboxWriter:
         """This process's committer: made after a fork, never inherited from the parent."""
         pid = os.getpid()
         if self._committer_of is None or self._committer_of[0] != pid:
-            committer = GroupCommitter(self._write, self.max_batch, self._writers_queue)
+            gate = self._writers.hold if self._writers else nullcontext
+            committer = GroupCommitter(self._write, self.max_batch, gate)
             self._committer_of = (pid, committer)
         return self._committer_of[1]
-
-    def _writers_queue(self) -> AbstractContextManager[object]:
-        url = self.engine.url
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return nullcontext()
-        return locked(Path(f"{url.database}.inbox-lock"))
 
     def _write(self, rows: list[Row]) -> list[int | None]:
         ids = self._insert(rows)
@@ -79,16 +75,24 @@ class InboxWriter:
 
     def _insert(self, rows: list[Row]) -> list[int | None]:
         try:
-            with write_connection(self.engine) as connection:
-                return insert_new(connection, rows)
-        except IntegrityError:
+            with raw_write(self.engine) as cursor:
+                return insert_new(cursor, self.engine.dialect, rows)
+        except self.engine.dialect.dbapi.IntegrityError:
             if len(rows) == 1:
                 return [None]
             # a constraint other than the unique id failed: alone, one row cannot fail others
             return [self._insert([row])[0] for row in rows]
 
 
-def insert_new(connection: Any, rows: list[Row]) -> list[int | None]:
+def _writers_lock(engine: Engine) -> FileLock | None:
+    """The ``flock`` beside a SQLite file that leaders queue on; None elsewhere."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return FileLock(Path(f"{url.database}.inbox-lock"))
+
+
+def insert_new(cursor: Any, dialect: Dialect, rows: list[Row]) -> list[int | None]:
     """Insert inbox rows in one statement; each row's new id, or None for a repeat.
 
     A repeat is a ``(source, webhook_id)`` already stored, or met earlier in ``rows``.
@@ -99,7 +103,6 @@ def insert_new(connection: Any, rows: list[Row]) -> list[int | None]:
     first: dict[tuple[str, str], int] = {}
     for index, key in enumerate(keys):
         first.setdefault(key, index)
-    dialect = connection.dialect
     processors = _bind_processors(dialect)
     params: list[Any] = []
     for index in first.values():
@@ -109,9 +112,8 @@ def insert_new(connection: Any, rows: list[Row]) -> list[int | None]:
             for name, process in zip(COLUMNS, processors, strict=True)
         )
     sql = _insert_sql(dialect.name, dialect.paramstyle, len(first))
-    inserted = {
-        (source, hook): i for i, source, hook in connection.exec_driver_sql(sql, tuple(params))
-    }
+    cursor.execute(sql, tuple(params))
+    inserted = {(source, hook): item_id for item_id, source, hook in cursor.fetchall()}
     return [inserted.get(key) if first[key] == i else None for i, key in enumerate(keys)]
 
 
