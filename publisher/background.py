@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -25,9 +26,11 @@ class Feeder(threading.Thread):
     the sweeper enqueues those deliveries once they are ``lease_seconds`` old.
     """
 
-    def __init__(self, feed: Callable[[Sequence[str]], None]) -> None:
+    def __init__(self, feed: Callable[[Sequence[str]], None], linger: float = 0.0) -> None:
         super().__init__(name="publisher-feeder", daemon=True)
         self.feed = feed
+        # seconds to wait after the first id for more to join its feed (0: feed at once)
+        self.linger = linger
         self.pid = os.getpid()
         self.waiting: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         atexit.register(self.flush)
@@ -41,7 +44,10 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.feed(self.drain(self.waiting.get()))
+            first = self.waiting.get()
+            if self.linger:
+                time.sleep(self.linger)
+            self.feed(self.drain(first))
 
     def drain(self, ids: list[str]) -> list[str]:
         """``ids`` and every list put since: one feed, so a feed may batch its queue writes."""

@@ -48,6 +48,9 @@ log = logging.getLogger("publisher.inbox")
 
 TASK_NAME = "publisher.inbox"
 BATCH_TASK_NAME = "publisher.inbox.batch"  # the new rows of one group commit, one message
+#: seconds the web process's feeder gathers new inbox ids into one queue message: a queue
+#: write is a durable commit too, and costs a busy web process as much CPU as a request
+FEED_LINGER = 0.05
 SWEEP_GRACE = 5.0  # seconds a pending row may wait for its first task before the sweeper acts
 MIN_REMEMBER_DAYS = 4  # Standard Webhooks senders retry for about three days
 DEFAULT_QUARANTINE_DAYS = 30
@@ -136,7 +139,7 @@ class InboxProcessor:
 
     def _feeder(self) -> Feeder:
         if self._feeder_thread is None or not self._feeder_thread.usable():
-            self._feeder_thread = Feeder(self._enqueue_many)
+            self._feeder_thread = Feeder(self._enqueue_many, linger=FEED_LINGER)
             self._feeder_thread.start()
         return self._feeder_thread
 
