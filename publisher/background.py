@@ -31,6 +31,7 @@ class Feeder(threading.Thread):
         self.feed = feed
         # seconds to wait after the first id for more to join its feed (0: feed at once)
         self.linger = linger
+        self.lingering: list[str] = []
         self.pid = os.getpid()
         self.waiting: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         atexit.register(self.flush)
@@ -46,7 +47,9 @@ class Feeder(threading.Thread):
         while True:
             first = self.waiting.get()
             if self.linger:
+                self.lingering = first  # taken from the queue, so ``flush`` must see it
                 time.sleep(self.linger)
+                self.lingering = []
             self.feed(self.drain(first))
 
     def drain(self, ids: list[str]) -> list[str]:
@@ -56,6 +59,11 @@ class Feeder(threading.Thread):
         return ids
 
     def flush(self) -> None:
+        # what the thread holds while it lingers too (if it feeds it as well, a task is
+        # enqueued twice, which its consumer tolerates: the claim runs it once)
+        held, self.lingering = self.lingering, []
+        if held:
+            self.feed(held)
         while not self.waiting.empty():
             self.feed(self.waiting.get_nowait())
 

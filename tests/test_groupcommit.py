@@ -156,3 +156,14 @@ def test_the_feeder_hands_everything_waiting_to_one_feed():
     feeder.put(["d"])
     feeder.feed(feeder.drain(feeder.waiting.get()))
     assert fed == [["a", "b", "c", "d"]]
+
+
+def test_ids_the_feeder_holds_while_it_lingers_are_flushed_at_exit():
+    fed: list[list[str]] = []
+    feeder = Feeder(fed.append, linger=60.0)  # lingers far longer than the test
+    feeder.put(["a"])
+    feeder.start()
+    wait_until(lambda: feeder.lingering == ["a"])  # taken from the queue, held
+    feeder.put(["b"])
+    feeder.flush()  # what atexit runs: the held id is not lost with the daemon thread
+    assert fed == [["a"], ["b"]]
