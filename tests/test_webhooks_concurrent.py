@@ -83,14 +83,19 @@ def inbox_rows(app: Flask) -> list[InboxItem]:
 
 
 @contextmanager
-def first_commit_held(app: Flask, queued: int) -> Iterator[list[list[str]]]:
-    """Hold the first batch until ``queued`` requests wait behind it; yields the batches."""
+def first_commit_held(app: Flask, total: int) -> Iterator[list[list[str]]]:
+    """Hold the first batch until all ``total`` requests are in it or queued behind it.
+
+    Yields the batches: the first (its leader and whoever queued before the leader took
+    it), then the others, together.
+    """
     writer = inbox_processor(app).writer
     insert, batches = writer._insert, []
 
     def held(rows: list[dict[str, Any]]) -> list[int | None]:
         if not batches:
-            wait_until(lambda: len(writer._committer()._queue) >= queued, seconds=30)
+            queue = writer._committer()._queue
+            wait_until(lambda: len(rows) + len(queue) >= total, seconds=60)
         batches.append([row["webhook_id"] for row in rows])
         return insert(rows)
 
@@ -106,7 +111,7 @@ def test_concurrent_webhooks_are_each_committed_once_in_shared_batches(hook_app,
     assert (status, answer["status"]) == (202, "accepted")
     # a third of the ids are repeats: of the stored one, or of each other within the batch
     msg_ids = [f"msg_{n % 16}" for n in range(REQUESTS - 2)] + ["msg_stored", "msg_stored"]
-    with first_commit_held(hook_app, queued=REQUESTS - 1) as batches:
+    with first_commit_held(hook_app, total=REQUESTS) as batches:
         answers = post_all(server, msg_ids)
     assert {status for status, _ in answers} == {202}
     assert max(len(batch) for batch in batches) > 1  # the requests shared commits
@@ -138,7 +143,7 @@ def test_a_failed_commit_answers_503_to_every_request_of_its_batch(hook_app, ser
 
     monkeypatch.setattr(inboxwriter, "raw_write", commit_fails_once)
     msg_ids = [f"msg_{n}" for n in range(REQUESTS)]
-    with first_commit_held(hook_app, queued=REQUESTS - 1) as batches:
+    with first_commit_held(hook_app, total=REQUESTS) as batches:
         answers = post_all(server, msg_ids)
     failed = set(batches[1])
     assert len(failed) > 1
