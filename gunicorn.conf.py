@@ -15,7 +15,8 @@ bind = os.environ.get("PUBLISHER_BIND", "127.0.0.1:8000")
 # request at a time, cannot do. Put a buffering reverse proxy or load balancer in front for
 # slow clients. PUBLISHER_WORKER_CLASS=sync restores one request per process.
 worker_class = os.environ.get("PUBLISHER_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("PUBLISHER_THREADS", "8"))
+# gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread
+threads = int(os.environ.get("PUBLISHER_THREADS", "8" if worker_class == "gthread" else "1"))
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 # no preload: each worker builds its own app (engine pool, huey connection) after the fork,
 # so no database or Redis socket is ever shared between processes

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from publisher.fileio import FileLock
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
 IMMEDIATE = "publisher_begin_immediate"
+WRITER_WAIT = 30.0  # seconds a writer waits for SQLite's writer slot, as busy_timeout does
+_writer_queues: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
 
 
 def normalize_url(url: str) -> str:
@@ -47,6 +54,9 @@ def make_engine(
         _ensure_sqlite_folder(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_pragmas(engine, synchronous)
+        database = engine.url.database
+        if database and database != ":memory:":
+            _writer_queues[engine] = WriterQueue(Path(f"{database}.write-lock"))
         return engine
     return create_engine(
         url,
@@ -94,10 +104,52 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class WriterQueue:
+    """The queue for SQLite's one writer: threads on a lock, processes on a ``flock``.
+
+    SQLite makes a writer that finds the database locked poll, in its busy handler, with
+    sleeps of 1 to 100 ms: far longer than the commit it waits for, and unfair, so under
+    threaded web workers a writer could wait for seconds while others went ahead. Here a
+    waiting writer blocks in the kernel and wakes as soon as the slot is free; by the time
+    it has it, it meets no lock in SQLite. Per process (made again after a fork).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = FileLock(path)
+        self._threads_of: tuple[int, threading.Lock] | None = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        threads = self._threads()
+        if not threads.acquire(timeout=WRITER_WAIT):
+            raise TimeoutError(f"no turn to write in {WRITER_WAIT:g} s")
+        try:
+            with self.file.hold():  # the flock's holder is the process: one thread at a time
+                yield
+        finally:
+            threads.release()
+
+    def _threads(self) -> threading.Lock:
+        pid = os.getpid()
+        if self._threads_of is None or self._threads_of[0] != pid:
+            self._threads_of = (pid, threading.Lock())
+        return self._threads_of[1]
+
+
+def writer_turn(engine: Engine) -> AbstractContextManager[None]:
+    """Wait for the turn to write on ``engine`` (SQLite files; elsewhere at once)."""
+    queue = _writer_queues.get(engine)
+    return queue.hold() if queue is not None else nullcontext()
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work that writes: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
+    """One unit of work that writes: commit on success, roll back on any error.
+
+    On a SQLite file it first waits for its turn (:class:`WriterQueue`); a transaction
+    must not open another one inside it (it would wait for itself).
+    """
+    with writer_turn(factory.kw["bind"]), factory() as session, session.begin():
         session.connection(execution_options={IMMEDIATE: True})
         yield session
 

@@ -11,10 +11,9 @@ This is the whole of a webhook's durable work, so it is built for cost:
   multi-row ``INSERT`` anew on every call (a sixth of a worker's CPU under load), and its
   connection, events and result objects cost more than the insert itself. The columns'
   bind processors are still applied, so values are stored exactly as the ORM stores them;
-- on a SQLite file, a leader waits for the database's single writer slot on a ``flock``
-  before it takes its batch: SQLite's own busy handler polls with sleeps of 1 to 100 ms,
-  far longer than the other process's commit, and while a leader waits in the kernel,
-  more requests join its batch. PostgreSQL needs no such thing.
+- on a SQLite file, a leader waits for its turn to write (:func:`publisher.db.writer_turn`,
+  a lock and a ``flock`` rather than SQLite's sleeping busy handler) *before* it takes its
+  batch, so what arrives while it waits joins the batch. PostgreSQL needs no such thing.
 """
 
 from __future__ import annotations
@@ -22,14 +21,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Dialect, Engine
 
-from publisher.db import raw_write
-from publisher.fileio import FileLock
+from publisher.db import raw_write, writer_turn
 from publisher.groupcommit import GroupCommitter
 from publisher.models import InboxItem
 
@@ -50,7 +47,6 @@ class InboxWriter:
         self.engine = engine
         self.max_batch = max_batch
         self.after_commit = after_commit  # the new ids, once committed: enqueue them
-        self._writers = _writers_lock(engine)
         self._committer_of: tuple[int, GroupCommitter[Row, int | None]] | None = None
 
     def write(self, row: Row) -> int | None:
@@ -61,10 +57,12 @@ class InboxWriter:
         """This process's committer: made after a fork, never inherited from the parent."""
         pid = os.getpid()
         if self._committer_of is None or self._committer_of[0] != pid:
-            gate = self._writers.hold if self._writers else nullcontext
-            committer = GroupCommitter(self._write, self.max_batch, gate)
+            committer = GroupCommitter(self._write, self.max_batch, self._turn)
             self._committer_of = (pid, committer)
         return self._committer_of[1]
+
+    def _turn(self) -> AbstractContextManager[None]:
+        return writer_turn(self.engine)
 
     def _write(self, rows: list[Row]) -> list[int | None]:
         ids = self._insert(rows)
@@ -82,14 +80,6 @@ class InboxWriter:
                 return [None]
             # a constraint other than the unique id failed: alone, one row cannot fail others
             return [self._insert([row])[0] for row in rows]
-
-
-def _writers_lock(engine: Engine) -> FileLock | None:
-    """The ``flock`` beside a SQLite file that leaders queue on; None elsewhere."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return FileLock(Path(f"{url.database}.inbox-lock"))
 
 
 def insert_new(cursor: Any, dialect: Dialect, rows: list[Row]) -> list[int | None]:
