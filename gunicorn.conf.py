@@ -10,9 +10,14 @@ import multiprocessing
 import os
 
 bind = os.environ.get("PUBLISHER_BIND", "127.0.0.1:8000")
-# sync workers: intake is CPU-bound parsing plus one short database transaction per request;
-# put a buffering reverse proxy or load balancer in front for slow clients
-worker_class = "sync"
+# threaded workers: concurrent webhook requests of one worker share one inbox transaction
+# and its durable commit (group commit, publisher/groupcommit.py), which a sync worker, one
+# request at a time, cannot do. The API intake, CPU-bound inside its write transaction, is
+# slower threaded on SQLite (docs/deploy.md, "Sizing"): PUBLISHER_WORKER_CLASS=sync for an
+# API-heavy host. Put a buffering reverse proxy or load balancer in front for slow clients.
+worker_class = os.environ.get("PUBLISHER_WORKER_CLASS", "gthread")
+# gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread
+threads = int(os.environ.get("PUBLISHER_THREADS", "8" if worker_class == "gthread" else "1"))
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 # no preload: each worker builds its own app (engine pool, huey connection) after the fork,
 # so no database or Redis socket is ever shared between processes

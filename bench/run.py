@@ -3,7 +3,8 @@
 Starts what it needs (gunicorn, a load generator, consumers), measures, prints a table,
 on the embedded defaults and, when PostgreSQL and Redis answer, on PostgreSQL + Redis:
 
-1. intake of a ~5 KB record under gunicorn (sync, 2 workers): the API, a signed webhook, and
+1. intake of a ~5 KB record under gunicorn (2 workers, the worker class and threads of
+   ``gunicorn.conf.py``): the API, a signed webhook, and
    a bare Flask endpoint that reads the body and answers 202 (same settings, same run);
 2. delivery: deliveries/s through the built-in outputs vs a huey no-op task, same storage;
 3. batch: ``publisher ingest`` of 10,000 records;
@@ -170,7 +171,6 @@ def gunicorn(app: str, config: Path | None, workers: int = 2) -> Iterator[tuple[
         str(BIN / "gunicorn"),
         "-c", str(ROOT / "gunicorn.conf.py"),
         "--workers", str(workers),
-        "--worker-class", "sync",
         "--bind", f"127.0.0.1:{port}",
         "--pythonpath", f"{ROOT},{BENCH}",
         "--log-level", "warning",

@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -25,10 +26,12 @@ class Feeder(threading.Thread):
     the sweeper enqueues those deliveries once they are ``lease_seconds`` old.
     """
 
-    def __init__(self, feed: Callable[[Sequence[Any]], None], most: int = 500) -> None:
+    def __init__(self, feed: Callable[[Sequence[str]], None], linger: float = 0.0) -> None:
         super().__init__(name="publisher-feeder", daemon=True)
         self.feed = feed
-        self.most = most
+        # seconds to wait after the first id for more to join its feed (0: feed at once)
+        self.linger = linger
+        self.lingering: list[str] = []
         self.pid = os.getpid()
         self.waiting: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
         atexit.register(self.flush)
@@ -42,20 +45,27 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.feed(self._gather(self.waiting.get()))
+            first = self.waiting.get()
+            if self.linger:
+                self.lingering = first  # taken from the queue, so ``flush`` must see it
+                time.sleep(self.linger)
+                self.lingering = []
+            self.feed(self.drain(first))
 
-    def _gather(self, ids: list[str]) -> list[str]:
-        """Everything queued meanwhile joins ``ids``: under load, fewer and fuller messages."""
-        while len(ids) < self.most:
-            try:
-                ids = ids + self.waiting.get_nowait()
-            except queue.Empty:
-                break
+    def drain(self, ids: list[str]) -> list[str]:
+        """``ids`` and every list put since: one feed, so a feed may batch its queue writes."""
+        while not self.waiting.empty():
+            ids = ids + self.waiting.get_nowait()
         return ids
 
     def flush(self) -> None:
+        # what the thread holds while it lingers too (if it feeds it as well, a task is
+        # enqueued twice, which its consumer tolerates: the claim runs it once)
+        held, self.lingering = self.lingering, []
+        if held:
+            self.feed(held)
         while not self.waiting.empty():
-            self.feed(self._gather(self.waiting.get_nowait()))
+            self.feed(self.drain(self.waiting.get_nowait()))
 
 
 class SweeperThread(threading.Thread):

@@ -54,7 +54,12 @@ DEFAULTS: Settings = {
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
-    "webhooks": {"tolerance_seconds": 300, "remember_ids_days": 7},
+    "webhooks": {
+        "tolerance_seconds": 300,
+        "remember_ids_days": 7,
+        "secrets_cache_seconds": 5.0,  # a new or revoked secret takes effect within this
+        "group_commit_max": 64,  # inbox rows of concurrent requests per commit (1 = off)
+    },
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
     # a live API token is remembered this long per process: a revocation made elsewhere
     # takes effect within it (0 = look every token up on every request)

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -125,39 +125,69 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def writer_lock(engine: Engine) -> Iterator[None]:
-    """On SQLite, queue this process's writers with the other processes' on a lock file.
+    """On SQLite, writers take turns: threads on a lock of this process, processes on a file.
 
     Why: SQLite has one writer at a time, and a writer that finds the database locked
-    sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) before it looks again, so under
-    load two gunicorn workers spend most of their time asleep while the lock is free. The
-    lock file (``<database>-writer.lock``, ``flock``) is polled every 0.1-1 ms instead, and
-    held from before ``BEGIN IMMEDIATE`` until after ``COMMIT``. Nothing else changes: after
-    ``WRITER_WAIT`` seconds the writer goes on and SQLite's busy timeout decides, as before;
-    a writer already inside a write transaction in this thread does not wait for itself.
-    Other databases need no such lock.
+    sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) before it looks again: far longer
+    than the commit it waits for, and unfair, so under threaded web workers a writer could
+    wait for seconds while others went ahead. Here the threads of a process block on a lock
+    (woken as soon as it is free, no CPU spent waiting), and the one thread holding it polls
+    the lock file (``<database>-writer.lock``, ``flock``) every 0.1-1 ms against the other
+    processes; both are held from before ``BEGIN IMMEDIATE`` until after ``COMMIT``, so the
+    writer meets no lock inside SQLite. Nothing else changes: after ``WRITER_WAIT`` seconds a
+    writer goes on and SQLite's busy timeout decides, as before; a writer already inside a
+    write transaction in this thread does not wait for itself. Other databases need no lock.
     """
     path = _writer_lock_path(engine)
     if path is None or getattr(_held, "depth", 0):
         yield
         return
+    deadline = time.monotonic() + WRITER_WAIT
+    threads = _threads_lock(path)
+    if not threads.acquire(timeout=WRITER_WAIT):
+        yield  # SQLite's busy timeout decides
+        return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # one per use: fork- and thread-safe
+        with _file_lock(path, deadline):
+            _held.depth = 1
+            try:
+                yield
+            finally:
+                _held.depth = 0
+    finally:
+        threads.release()
+
+
+@contextmanager
+def _file_lock(path: str, deadline: float) -> Iterator[None]:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # one per use: fork-safe
     except OSError:  # e.g. a read-only folder: SQLite's busy timeout alone, as before
         yield
         return
     try:
-        _acquire(fd)
-        _held.depth = 1
-        try:
-            yield
-        finally:
-            _held.depth = 0
+        _acquire(fd, deadline)
+        yield
     finally:
         os.close(fd)  # releases the lock
 
 
-def _acquire(fd: int) -> bool:
-    deadline = time.monotonic() + WRITER_WAIT
+_threads_locks: dict[str, tuple[int, threading.Lock]] = {}
+_threads_locks_guard = threading.Lock()
+
+
+def _threads_lock(path: str) -> threading.Lock:
+    """This process's lock for ``path`` (made anew in a forked child)."""
+    pid = os.getpid()
+    with _threads_locks_guard:
+        owner, lock = _threads_locks.get(path, (None, None))
+        if owner != pid or lock is None:
+            lock = threading.Lock()
+            _threads_locks[path] = (pid, lock)
+        return lock
+
+
+def _acquire(fd: int, deadline: float) -> bool:
     pause = 0.0001
     while True:
         try:
@@ -177,6 +207,34 @@ def _writer_lock_path(engine: Engine) -> str | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return f"{database}-writer.lock"
+
+
+@contextmanager
+def raw_write(engine: Engine) -> Iterator[Any]:
+    """A write transaction on a pooled driver connection; yields a DBAPI cursor.
+
+    For the one hot path that runs a single prebuilt statement (the webhook inbox): no
+    SQLAlchemy connection, events or result objects, which cost more than the insert. Like
+    :func:`transaction` it begins IMMEDIATE on SQLite (the pool's connections run in
+    autocommit, see ``_sqlite_pragmas``), commits on success and rolls back on any error.
+    Errors are the driver's own (``engine.dialect.dbapi.IntegrityError``, ...).
+    """
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            if engine.dialect.name == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            connection.commit()
+        except BaseException:
+            with suppress(Exception):  # a broken connection: the pool finds out on checkout
+                connection.rollback()
+            raise
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool
 
 
 def alembic_config(url: str) -> Any:

@@ -76,6 +76,12 @@ class TooManyRequests(PublisherError):
     status, code = 429, "rate_limited"
 
 
+class Unavailable(PublisherError):
+    """A store or queue we depend on failed for now: nothing was accepted, retry later."""
+
+    status, code = 503, "unavailable"
+
+
 class ConfigError(PublisherError):
     """The configuration (file, environment, plugin section) is wrong; raised at start-up."""
 

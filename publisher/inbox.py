@@ -1,11 +1,15 @@
 """The webhook inbox and the quarantine.
 
-A verified webhook is committed raw to ``inbox`` (one commit) before the sender gets its
-``202``: senders want a fast 2xx and retry otherwise, so parsing, validating and opening
-happen afterwards, in the huey task ``publisher.inbox``, through the same :class:`Intake`
-as the API. The unique ``(source, webhook_id)`` makes a repeated delivery a no-op; inbox
-rows are kept ``webhooks.remember_ids_days`` (at least four, longer than the Standard
-Webhooks retry schedule) so that a late retry is still recognised.
+A verified webhook is committed raw to ``inbox`` before the sender gets its ``202``:
+senders want a fast 2xx and retry otherwise, so parsing, validating and opening happen
+afterwards, in the huey task ``publisher.inbox``, through the same :class:`Intake` as the
+API. Concurrent requests of one process share a transaction and its durable commit
+(:mod:`publisher.groupcommit`); each is answered only once that commit succeeded, and all of
+them get a ``503`` if it failed. The unique ``(source, webhook_id)`` makes a repeated
+delivery a no-op (``INSERT ... ON CONFLICT DO NOTHING``, so a repeat does not fail the
+other rows of its batch); inbox rows are kept ``webhooks.remember_ids_days`` (at least
+four, longer than the Standard Webhooks retry schedule) so that a late retry is still
+recognised.
 
 An inbox row moves ``pending -> processing -> done | quarantined``. The claim is an atomic
 ``UPDATE ... WHERE status = 'pending'``, so a task enqueued twice runs once. :meth:`sweep`
@@ -20,18 +24,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from publisher.background import Feeder
 from publisher.db import transaction
-from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError
+from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError, Unavailable
+from publisher.groupcommit import CommitFailed
+from publisher.inboxwriter import InboxWriter
 from publisher.intake import Intake, ItemResult
 from publisher.models import InboxItem, QuarantineItem, utcnow
 from publisher.queries import decode_cursor, encode_cursor
@@ -41,6 +47,10 @@ from publisher.webhooks import Verifier
 log = logging.getLogger("publisher.inbox")
 
 TASK_NAME = "publisher.inbox"
+BATCH_TASK_NAME = "publisher.inbox.batch"  # the new rows of one group commit, one message
+#: seconds the web process's feeder gathers new inbox ids into one queue message: a queue
+#: write is a durable commit too, and costs a busy web process as much CPU as a request
+FEED_LINGER = 0.05
 SWEEP_GRACE = 5.0  # seconds a pending row may wait for its first task before the sweeper acts
 MIN_REMEMBER_DAYS = 4  # Standard Webhooks senders retry for about three days
 DEFAULT_QUARANTINE_DAYS = 30
@@ -79,8 +89,11 @@ class InboxProcessor:
         self.settings = services.settings
         self.verifier = Verifier(services.sessions, services.settings)
         self._task = services.huey.task(name=TASK_NAME, retries=0)(self.process)
+        self._batch_task = services.huey.task(name=BATCH_TASK_NAME, retries=0)(self.process_batch)
         self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
         self._feeder_thread: Feeder | None = None
+        most = int((self.settings.get("webhooks") or {}).get("group_commit_max", 64))
+        self.writer = InboxWriter(services.engine, most, self._after_commit)
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
         self._pruned_at = 0.0
 
@@ -94,7 +107,11 @@ class InboxProcessor:
         content_type: str | None,
         request_id: str | None = None,
     ) -> Received:
-        """Commit the raw payload, then enqueue it; a repeated webhook-id is a duplicate."""
+        """Commit the raw payload (with those of concurrent requests), then enqueue it.
+
+        A repeated webhook-id is a duplicate; a failed commit is :class:`Unavailable` (503:
+        the sender retries), never a 202.
+        """
         row = {
             "source": source,
             "webhook_id": webhook_id,
@@ -105,23 +122,36 @@ class InboxProcessor:
             "received_at": utcnow(),
         }
         try:
-            with transaction(self.sessions) as session:  # the one durable write of a webhook
-                statement = insert(InboxItem).values(**row).returning(InboxItem.id)
-                item_id = session.connection().execute(statement).scalar_one()
-        except IntegrityError:
+            item_id = self.writer.write(row)
+        except CommitFailed as exc:
+            log.error("inbox commit failed: %s", type(exc.__cause__).__name__)
+            raise Unavailable("the inbox is unavailable; retry later") from None
+        if item_id is None:
             log.info("webhook %r from %r is a repeat; ignored", webhook_id, source)
             return Received(None, duplicate=True)
-        if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
-            self._feeder().put([item_id])
-        else:
-            self._enqueue(item_id)
         return Received(item_id, duplicate=False)
+
+    def _after_commit(self, item_ids: list[int]) -> None:
+        if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
+            self._feeder().put(item_ids)
+        else:
+            self._enqueue_many(item_ids)
 
     def _feeder(self) -> Feeder:
         if self._feeder_thread is None or not self._feeder_thread.usable():
-            self._feeder_thread = Feeder(lambda ids: [self._enqueue(i) for i in ids])
+            self._feeder_thread = Feeder(self._enqueue_many, linger=FEED_LINGER)
             self._feeder_thread.start()
         return self._feeder_thread
+
+    def _enqueue_many(self, item_ids: Sequence[int]) -> None:
+        """One queue message for the rows of one commit (a queue write costs a commit too)."""
+        if len(item_ids) == 1:
+            self._enqueue(item_ids[0])
+            return
+        try:
+            self._batch_task(list(item_ids))
+        except Exception:  # noqa: BLE001 - committed already: the sweeper will enqueue them
+            log.warning("could not enqueue %d inbox items; the sweeper will", len(item_ids))
 
     def _enqueue(self, item_id: int) -> None:
         try:
@@ -148,6 +178,21 @@ class InboxProcessor:
         if status == "quarantined":
             log.warning("inbox item %s from %r quarantined", item_id, item.source)
         return status
+
+    def process_batch(self, item_ids: list[int]) -> list[str | None]:
+        """The huey task for the rows of one group commit: each one as :meth:`process`.
+
+        A row whose processing failed on the database is released (see :meth:`process`)
+        and left to the sweeper; the others go on.
+        """
+        statuses: list[str | None] = []
+        for item_id in item_ids:
+            try:
+                statuses.append(self.process(item_id))
+            except SQLAlchemyError:
+                log.warning("inbox item %s failed on the database; the sweeper will retry", item_id)
+                statuses.append(None)
+        return statuses
 
     def _claim(self, item_id: int) -> InboxItem | None:
         with transaction(self.sessions) as session:

@@ -42,6 +42,8 @@ log = logging.getLogger("publisher.webhooks")
 MESSAGE = "Unauthenticated"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 DEFAULT_TOLERANCE = 300
+DEFAULT_CACHE_SECONDS = 5.0
+MAX_CACHED_SOURCES = 1000
 MAX_SIGNATURES = 10  # entries in one webhook-signature header we look at
 _WEBHOOK_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII; fits inbox.webhook_id
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -121,34 +123,69 @@ def _offered_signatures(header: str) -> list[bytes]:
 
 
 class Verifier:
-    """Verifies deliveries for the sources of one app (database and configuration)."""
+    """Verifies deliveries for the sources of one app (database and configuration).
+
+    A source's keys are read once per ``webhooks.secrets_cache_seconds`` (5 by default, 0 =
+    every request) and kept in the process: the database read cost more than the rest of
+    the verification. So a secret added, rotated out or revoked in the ``sources`` table
+    takes effect in every web process within that time. Unknown sources are remembered
+    too (as having no key), or a flood of them would each cost a read.
+    """
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         settings: Settings,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
+        self._cached: dict[str, tuple[float, list[bytes]]] = {}  # source -> (read at, keys)
 
     @property
     def tolerance(self) -> float:
         webhooks = self.settings.get("webhooks") or {}
         return float(webhooks.get("tolerance_seconds", DEFAULT_TOLERANCE))
 
+    @property
+    def cache_seconds(self) -> float:
+        webhooks = self.settings.get("webhooks") or {}
+        return float(webhooks.get("secrets_cache_seconds", DEFAULT_CACHE_SECONDS))
+
     def secrets(self, source: str) -> list[str]:
         """Every current secret of ``source``: the ``sources`` table, then configuration."""
         stored: list[str] = []
         if len(source) <= 100:
-            with self.sessions.kw["bind"].connect() as connection:  # on every webhook
+            with self.sessions.kw["bind"].connect() as connection:
                 query = select(Source.secrets).where(Source.name == source)
                 stored = list(connection.scalar(query) or [])
         configured = ((self.settings.get("sources") or {}).get(source) or {}).get("secrets")
         return stored + _as_list(configured)
 
     def keys(self, source: str) -> list[bytes]:
+        """The HMAC keys of ``source``, from the cache while it is fresh."""
+        now = self.monotonic()
+        cached = self._cached.get(source)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        keys = self._read_keys(source)
+        if self.cache_seconds > 0:
+            if len(self._cached) >= MAX_CACHED_SOURCES:
+                self._cached.clear()  # bounded; a flood of names costs reads, not memory
+            self._cached[source] = (now, keys)
+        return keys
+
+    def forget(self, source: str | None = None) -> None:
+        """Drop the cached keys of ``source`` (or all): the next request reads them again."""
+        if source is None:
+            self._cached.clear()
+        else:
+            self._cached.pop(source, None)
+
+    def _read_keys(self, source: str) -> list[bytes]:
         keys = []
         for secret in self.secrets(source):
             try:

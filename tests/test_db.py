@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, text
 
-from publisher.db import make_engine, upgrade, write_connection, writer_lock
+from publisher import db
+from publisher.db import (
+    make_engine,
+    make_sessionmaker,
+    transaction,
+    upgrade,
+    write_connection,
+    writer_lock,
+)
 from publisher.models import Base
 from publisher.queue import make_huey
 
@@ -134,3 +143,40 @@ def _engine_with_a_table(path: Path) -> Engine:
     with write_connection(engine) as connection:
         connection.execute(text("CREATE TABLE t (name TEXT)"))
     return engine
+
+
+def test_sqlite_writers_of_many_threads_take_turns_and_all_commit(tmp_path):
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE counter (n INTEGER)"))
+        connection.execute(text("INSERT INTO counter VALUES (0)"))
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def bump() -> None:
+        with transaction(sessions) as session:
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            value = session.execute(text("SELECT n FROM counter")).scalar_one()
+            session.execute(text("UPDATE counter SET n = :n"), {"n": value + 1})
+            with guard:
+                inside[0] -= 1
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: bump(), range(200)))
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM counter")).scalar_one() == 200
+    assert most[0] == 1  # one writer at a time, by the queue, not by SQLite's busy handler
+    assert (tmp_path / "turns.db-writer.lock").exists()
+    engine.dispose()
+
+
+def test_the_writer_lock_of_threads_is_the_processs_own_after_a_fork(tmp_path, monkeypatch):
+    path = str(tmp_path / "x.db-writer.lock")
+    parent = db._threads_lock(path)
+    assert db._threads_lock(path) is parent
+    monkeypatch.setattr(db.os, "getpid", lambda: -1)  # as seen from a child
+    assert db._threads_lock(path) is not parent

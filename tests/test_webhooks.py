@@ -13,8 +13,11 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
+from publisher import webhooks
 from publisher.api.webhooks import inbox_processor
 from publisher.cli.admin import sources_add
+from publisher.db import transaction
+from publisher.models import Source, utcnow
 from publisher.webhooks import Refused, Signed, secret_key, sign, verify_signature
 from tests.conftest import drain
 
@@ -194,3 +197,82 @@ def test_no_secret_reaches_the_logs(app, client, seed_md, caplog):
     assert "refused" in text  # the refusals were logged, with their reason
     for secret in (SECRET, OTHER, SECRET.removeprefix("whsec_"), envelope.split('"')[1][:40]):
         assert secret not in text
+
+
+# -- the per-process cache of source keys ---------------------------------------------------
+
+
+def _store_secrets(app, name: str, secrets: list[str]) -> None:  # noqa: ANN001
+    """Change a source's secrets in the database, as another process would (no forget)."""
+    with transaction(app.extensions["publisher"].sessions) as session:
+        source = session.get(Source, name)
+        if source is None:
+            session.add(Source(name=name, secrets=secrets, created_at=utcnow()))
+        else:
+            source.secrets = secrets
+
+
+def _pinned_cache_clock(app) -> list[float]:  # noqa: ANN001
+    now = [1000.0]
+    inbox_processor(app).verifier.monotonic = lambda: now[0]
+    return now
+
+
+def test_a_secret_added_elsewhere_takes_effect_when_the_cache_expires(make_app, seed_md):
+    app = make_app(sources={"cms": {"secrets": [SECRET]}}, webhooks={"secrets_cache_seconds": 5})
+    now, client = _pinned_cache_clock(app), app.test_client()
+    assert send(client, seed_md, secret=SECRET).status_code == 202  # cms's keys now cached
+    _store_secrets(app, "cms", [OTHER])
+    _assert_refused(send(client, seed_md, secret=OTHER))  # not read again yet
+    now[0] += 4.9
+    _assert_refused(send(client, seed_md, secret=OTHER))
+    now[0] += 0.1
+    assert send(client, seed_md, secret=OTHER).status_code == 202  # read again: it works
+    assert send(client, seed_md, secret=SECRET).status_code == 202  # configuration still
+
+
+def test_a_revoked_secret_stops_working_within_the_cache_time(make_app, seed_md):
+    app = make_app(webhooks={"secrets_cache_seconds": 2})
+    _store_secrets(app, "cms", [OTHER])
+    now, client = _pinned_cache_clock(app), app.test_client()
+    assert send(client, seed_md, secret=OTHER).status_code == 202
+    _store_secrets(app, "cms", [])
+    assert send(client, seed_md, secret=OTHER).status_code == 202  # within the cache time
+    now[0] += 2
+    _assert_refused(send(client, seed_md, secret=OTHER))
+
+
+def test_an_unknown_source_is_cached_as_one_without_keys(make_app, seed_md):
+    app = make_app(webhooks={"secrets_cache_seconds": 5})
+    now, client = _pinned_cache_clock(app), app.test_client()
+    _assert_refused(send(client, seed_md, source="late", secret=OTHER))
+    _store_secrets(app, "late", [OTHER])
+    _assert_refused(send(client, seed_md, source="late", secret=OTHER))
+    now[0] += 5
+    assert send(client, seed_md, source="late", secret=OTHER).status_code == 202
+
+
+def test_a_cache_time_of_zero_reads_the_secrets_on_every_request(make_app, seed_md):
+    app = make_app(webhooks={"secrets_cache_seconds": 0})
+    client = app.test_client()
+    _assert_refused(send(client, seed_md, secret=OTHER))
+    _store_secrets(app, "cms", [OTHER])
+    assert send(client, seed_md, secret=OTHER).status_code == 202
+    assert inbox_processor(app).verifier._cached == {}
+
+
+def test_the_cache_is_bounded_whatever_source_names_arrive(make_app, seed_md, monkeypatch):
+    monkeypatch.setattr(webhooks, "MAX_CACHED_SOURCES", 3)
+    app = make_app()
+    client = app.test_client()
+    for n in range(10):
+        _assert_refused(send(client, seed_md, source=f"nobody-{n}"))
+        assert len(inbox_processor(app).verifier._cached) <= 3
+
+
+def test_sources_add_takes_effect_at_once_in_its_own_process(app, client, seed_md):
+    assert send(client, seed_md, secret=SECRET).status_code == 202  # cms's keys now cached
+    result = app.test_cli_runner().invoke(sources_add, ["cms"])
+    assert result.exit_code == 0, result.output
+    added = result.stdout.strip().splitlines()[-1]
+    assert send(client, seed_md, secret=added).status_code == 202

@@ -182,7 +182,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 "webhook-id, taken in once)",
             ),
         },
-        errors=(401, 413, 429),
+        errors=(401, 413, 429, 503),
         description="Signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, "
         "`webhook-signature`) with the source's secret, over the raw body.",
     ),
@@ -296,6 +296,7 @@ ERRORS = {
     415: ("UnsupportedType", "Unsupported Content-Type or charset"),
     422: ("Invalid", "Invalid: `errors` maps field paths to messages"),
     429: ("RateLimited", "Too many requests: retry after `Retry-After` seconds"),
+    503: ("Unavailable", "The store failed for now: nothing was kept, retry later"),
 }
 ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},

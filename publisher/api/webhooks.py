@@ -22,6 +22,9 @@ def inbox_processor(app: Flask) -> InboxProcessor:
     A worker must build it before it consumes, or it will not know the ``publisher.inbox``
     task: ``create_app`` calls this once for that reason.
     """
+    processor = app.extensions.get(EXTENSION)
+    if processor is not None:  # every request but the first: no lock
+        return processor
     with _lock:
         processor = app.extensions.get(EXTENSION)
         if processor is None:

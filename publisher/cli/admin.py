@@ -7,11 +7,13 @@ import sys
 from base64 import b64encode
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from publisher import db, store
 from publisher.api.records import delivery_dict
+from publisher.api.webhooks import inbox_processor
 from publisher.cli.common import echo_json, services
 from publisher.config import load_settings
 from publisher.db import transaction
@@ -77,6 +79,8 @@ def sources_add(name: str) -> None:
             session.add(Source(name=name, secrets=[secret], created_at=utcnow()))
         else:
             source.secrets = [*source.secrets, secret]
+    # this process's cache at once; other processes within webhooks.secrets_cache_seconds
+    inbox_processor(current_app).verifier.forget(name)
     click.echo(f"source {name!r}: POST /webhooks/{name}", err=True)
     click.echo(secret)
 
