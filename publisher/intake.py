@@ -16,8 +16,9 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from publisher.config import source_policy
-from publisher.db import transaction, write_connection
+from publisher.db import transaction, write_connection, writer_lock
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
+from publisher.groupcommit import CommitFailed, GroupCommitter
 from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
@@ -68,6 +69,14 @@ class ItemResult:
         return answer
 
 
+@dataclass
+class Written:
+    """What one transaction stored: an answer per item, and the records it stored."""
+
+    results: list[ItemResult]
+    stored: list[tuple[Stored, Prepared]]
+
+
 class Intake:
     """Takes records in for one app's services."""
 
@@ -75,6 +84,9 @@ class Intake:
         self.services = services
         self.settings = services.settings
         self.hooks = services.pm.hook
+        self._group: GroupCommitter[list[Prepared], Written] = GroupCommitter(
+            self._write_groups, gate=lambda: writer_lock(services.engine)
+        )
 
     def submit(
         self,
@@ -161,14 +173,43 @@ class Intake:
         return Prepared(incoming, quarantine=reason, raw=raw)
 
     def _store(self, items: Sequence[Prepared], defer: bool = False) -> list[ItemResult]:
+        """Store ``items`` in one transaction, then enqueue and tell the observers.
+
+        Concurrent requests of this process share their transaction and its durable commit
+        (:class:`~publisher.groupcommit.GroupCommitter`): each returns once the commit that
+        holds its records succeeded, as before. If a shared batch fails, this request's
+        items are written again alone, so one request's trouble never fails another's.
+        """
         if not items:
             return []
+        if defer:  # ``publisher ingest``: batches of its own, one caller
+            written = self._write(items, defer=True)
+        else:
+            try:
+                written = self._group.submit(list(items))
+            except CommitFailed:
+                written = self._write(items)
+        self._after_commit(written.stored, enqueue=not defer)
+        return written.results
+
+    def _write_groups(self, groups: list[list[Prepared]]) -> list[Written]:
+        """The group committer's write: every request's items in one transaction."""
+        written = self._write([item for group in groups for item in group])
+        answers, start = [], 0
+        for group in groups:
+            mine = {id(item) for item in group}
+            stored = [pair for pair in written.stored if id(pair[1]) in mine]
+            answers.append(Written(written.results[start : start + len(group)], stored))
+            start += len(group)
+        return answers
+
+    def _write(self, items: Sequence[Prepared], defer: bool = False) -> Written:
         # one lock order for every transaction (by record id), so two batches touching the
         # same records cannot deadlock each other on PostgreSQL
         order = sorted(range(len(items)), key=lambda i: items[i].incoming.id)
         for attempt in range(RETRIES):
             try:
-                results = self._store_once([items[i] for i in order], defer)
+                written = self._write_once([items[i] for i in order], defer)
                 break
             except (IntegrityError, OperationalError) as exc:
                 # two processes created the same new record at once (the loser retries and
@@ -177,11 +218,11 @@ class Intake:
                 if attempt == RETRIES - 1 or not _retryable(exc):
                     raise
         answer: list[ItemResult] = [None] * len(items)  # type: ignore[list-item]
-        for position, result in zip(order, results, strict=True):
+        for position, result in zip(order, written.results, strict=True):
             answer[position] = result
-        return answer
+        return Written(answer, written.stored)
 
-    def _store_once(self, items: Sequence[Prepared], defer: bool) -> list[ItemResult]:
+    def _write_once(self, items: Sequence[Prepared], defer: bool) -> Written:
         volatile = self.settings["volatile_fields"]
         kept = [item for item in items if not item.quarantine]
         with write_connection(self.services.engine) as connection:
@@ -194,14 +235,14 @@ class Intake:
                 connection, [item.incoming for item in kept], routes, volatile=volatile, defer=defer
             )
         stored = list(zip(outcomes, kept, strict=True))
-        self._after_commit(stored, enqueue=not defer)
         outcome_of = {id(item): outcome for outcome, item in stored}
-        return [
+        results = [
             ItemResult("quarantined", id=item.incoming.id)
             if item.quarantine
             else _result(outcome_of[id(item)], item)
             for item in items
         ]
+        return Written(results, stored)
 
     def _after_commit(self, stored: Sequence[tuple[Stored, Prepared]], enqueue: bool) -> None:
         if enqueue:
