@@ -10,11 +10,11 @@ import multiprocessing
 import os
 
 bind = os.environ.get("PUBLISHER_BIND", "127.0.0.1:8000")
-# threaded workers: concurrent webhook requests of one worker share one inbox transaction
-# and its durable commit (group commit, publisher/groupcommit.py), which a sync worker, one
-# request at a time, cannot do. The API intake, CPU-bound inside its write transaction, is
-# slower threaded on SQLite (docs/deploy.md, "Sizing"): PUBLISHER_WORKER_CLASS=sync for an
-# API-heavy host. Put a buffering reverse proxy or load balancer in front for slow clients.
+# threaded workers: concurrent requests of one worker (webhooks, API submissions) share one
+# transaction and its durable commit (group commit, publisher/groupcommit.py), which a sync
+# worker, one request at a time, cannot do (docs/deploy.md, "Sizing").
+# PUBLISHER_WORKER_CLASS=sync goes back to one request per process.
+# Put a buffering reverse proxy or load balancer in front for slow clients.
 worker_class = os.environ.get("PUBLISHER_WORKER_CLASS", "gthread")
 # gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread
 threads = int(os.environ.get("PUBLISHER_THREADS", "8" if worker_class == "gthread" else "1"))
