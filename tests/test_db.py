@@ -180,3 +180,22 @@ def test_the_writer_lock_of_threads_is_the_processs_own_after_a_fork(tmp_path, m
     assert db._threads_lock(path) is parent
     monkeypatch.setattr(db.os, "getpid", lambda: -1)  # as seen from a child
     assert db._threads_lock(path) is not parent
+
+
+def test_processes_starting_at_once_on_a_fresh_sqlite_file_all_migrate(tmp_path):
+    """gunicorn's workers each run the upgrade on start; they must not race on the DDL."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    script = "import sys; from publisher.db import upgrade; upgrade(sys.argv[1])"
+    starts = [
+        subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outcomes = [(p.wait(timeout=60), p.stderr.read()) for p in starts]
+    assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
