@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,15 +41,17 @@ def main() -> None:
     huey.flush()
     template = json.loads(Path(args.record).read_text())
     intake = app.extensions["publisher.intake"]
+    run = uuid.uuid4().hex[:8]  # rounds may share a database (PostgreSQL): new records each
     for start in range(0, args.records, 500):
         batch = []
         for n in range(start, min(args.records, start + 500)):
-            item = dict(template, id=f"dlv-{args.mode}-{n}", title=f"Delivery bench {n}")
+            item = dict(template, id=f"dlv-{args.mode}-{run}-{n}", title=f"Delivery bench {n}")
             batch.append(item)
         intake.take(batch, source="bench")
+    mine = Delivery.record_id.startswith(f"dlv-{args.mode}-{run}-")
     with services.sessions() as session:
         total = session.scalar(
-            select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
+            select(func.count()).select_from(Delivery).where(mine, Delivery.status == "pending")
         )
     done = [0]
     lock = threading.Lock()
@@ -72,9 +75,8 @@ def main() -> None:
             finished = done[0]
         else:
             with services.sessions() as session:
-                finished = session.scalar(
-                    select(func.count()).select_from(Delivery).where(Delivery.status == "done")
-                )
+                done_now = select(func.count()).select_from(Delivery)
+                finished = session.scalar(done_now.where(mine, Delivery.status == "done"))
         if finished >= total:
             break
         time.sleep(0.05)
