@@ -341,7 +341,7 @@ def section_intake(settings: dict[str, Any], work: Path, args: Any) -> dict[str,
     token = make_token(settings)
     rounds: list[dict[str, Any]] = []
     with gunicorn("bare_app:app", None) as (bare, _), gunicorn("wsgi:app", config) as (port, _):
-        webhooks = has_webhooks(port)
+        webhooks = _has_webhooks(port)
         for number in range(args.rounds):
             say(f"  intake round {number + 1}/{args.rounds}")
             row = {"bare": load(bare, "vary", "/ingest", work=work, duration=args.duration)}
@@ -355,18 +355,6 @@ def section_intake(settings: dict[str, Any], work: Path, args: Any) -> dict[str,
     if not webhooks:
         rows["webhook"] = {"note": "POST /webhooks/<source> is not there yet: row skipped"}
     return rows
-
-
-def has_webhooks(port: int) -> bool:
-    probe = urllib.request.Request(
-        f"http://127.0.0.1:{port}/webhooks/bench", data=b"{}", method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        urllib.request.urlopen(probe, timeout=10)
-    except urllib.error.HTTPError as exc:
-        return exc.code not in (404, 405)
-    return True
 
 
 def load_signed(port: int, work: Path, duration: float, bare_rps: float) -> dict[str, float]:

@@ -29,7 +29,7 @@ import requests
 from publisher.errors import ConfigError, NotFound
 from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
-from publisher.outputs import Event, OutputRecord
+from publisher.outputs import Event, OutputRecord, each_outcome
 from publisher_plugins.feed_formats import FORMATS, FeedView, clean, digest, entry_id
 
 log = logging.getLogger(__name__)
@@ -119,15 +119,9 @@ class FeedsOutput:
     ) -> list[BaseException | None]:
         """A batch at once: each feed's state is read once, and each feed the batch changed
         is rendered and written once (rendering dominates the cost of a publish)."""
-        outcomes: list[BaseException | None] = []
         with self._locked():
             batch = _FeedBatch(self)
-            for record, event in items:
-                try:
-                    batch.take(record, event)
-                    outcomes.append(None)
-                except Exception as exc:  # noqa: BLE001 - this delivery fails, not the batch
-                    outcomes.append(exc)
+            outcomes = each_outcome(items, batch.publish, batch.retract)
             changed = batch.write()
         self._ping(changed)
         return outcomes
@@ -174,13 +168,7 @@ class _FeedBatch:
         self.indexes: dict[str, dict[str, Any] | None] = {}
         self.touched: set[str] = set()
 
-    def take(self, record: OutputRecord, event: Event) -> None:
-        if event.kind == "retracted":
-            self._retract(record, event)
-        else:
-            self._publish(record, event)
-
-    def _publish(self, record: OutputRecord, event: Event) -> None:
+    def publish(self, record: OutputRecord, event: Event) -> None:
         index = self._index(record.id)
         if _is_stale(index, event.revision):
             return
@@ -192,7 +180,7 @@ class _FeedBatch:
             self._apply(key, topic, record, entry)
         self._set_index(record.id, {"revision": event.revision, "topics": topics})
 
-    def _retract(self, record: OutputRecord, event: Event) -> None:
+    def retract(self, record: OutputRecord, event: Event) -> None:
         index = self._index(record.id)
         if index and int(index.get("revision", 0)) > event.revision:
             return

@@ -29,7 +29,7 @@ import yaml
 from publisher.errors import ConfigError
 from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
-from publisher.outputs import Event, OutputRecord
+from publisher.outputs import Event, OutputRecord, each_outcome
 
 LAYOUTS = ("category", "type", "flat")
 MAX_SLUG = 60
@@ -82,15 +82,9 @@ class FilesOutput:
         self, items: Sequence[tuple[OutputRecord, Event]]
     ) -> list[BaseException | None]:
         """A batch under one lock, its files flushed to disk together (``atomic_write_many``)."""
-        outcomes: list[BaseException | None] = []
         with self._locked():
             plan = _Plan(self)
-            for record, event in items:
-                try:
-                    plan.take(record, event)
-                    outcomes.append(None)
-                except Exception as exc:  # noqa: BLE001 - this delivery fails, not the batch
-                    outcomes.append(exc)
+            outcomes = each_outcome(items, plan.publish, plan.retract)
             plan.carry_out()
         return outcomes
 
@@ -144,13 +138,7 @@ class _Plan:
         self.entries: dict[str, dict[str, Any] | None] = {}
         self.touched: set[str] = set()
 
-    def take(self, record: OutputRecord, event: Event) -> None:
-        if event.kind == "retracted":
-            self._retract(record, event)
-        else:
-            self._publish(record, event)
-
-    def _publish(self, record: OutputRecord, event: Event) -> None:
+    def publish(self, record: OutputRecord, event: Event) -> None:
         target = self.output.path_for(record)
         entry = self._entry(record.id)
         if _is_stale(entry, event.revision):
@@ -160,7 +148,7 @@ class _Plan:
         self._remove_previous(entry, target)
         self._set_entry(record.id, {"path": self._relative(target), "revision": event.revision})
 
-    def _retract(self, record: OutputRecord, event: Event) -> None:
+    def retract(self, record: OutputRecord, event: Event) -> None:
         entry = self._entry(record.id)
         if entry and int(entry.get("revision", 0)) > event.revision:
             return  # a late retry: a newer revision already decided

@@ -7,7 +7,7 @@ delivery with its own status, attempts and error. A plugin returns them from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -112,3 +112,22 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
         self.permanent = permanent or disable_output
         self.disable_output = disable_output
+
+
+def each_outcome(
+    items: Sequence[tuple[OutputRecord, Event]],
+    publish: Callable[[OutputRecord, Event], None],
+    retract: Callable[[OutputRecord, Event], None],
+) -> list[BaseException | None]:
+    """``publish`` or ``retract`` each item, in order; per item ``None``, or what it raised.
+
+    The loop of a ``deliver_many``: one item that fails fails its own delivery only.
+    """
+    outcomes: list[BaseException | None] = []
+    for record, event in items:
+        try:
+            (retract if event.kind == "retracted" else publish)(record, event)
+            outcomes.append(None)
+        except Exception as exc:  # noqa: BLE001 - this delivery fails, not the batch
+            outcomes.append(exc)
+    return outcomes
