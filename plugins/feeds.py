@@ -29,7 +29,7 @@ import requests
 from publisher.errors import ConfigError, NotFound
 from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
-from publisher.outputs import Event, OutputRecord, each_outcome
+from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
 from publisher_plugins.feed_formats import FORMATS, FeedView, clean, digest, entry_id
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def register_routes(app: Any) -> None:
     app.register_blueprint(_blueprint())
 
 
-class FeedsOutput:
+class FeedsOutput(BatchOutput):
     """Keeps the feeds' state and files; one lock for every change."""
 
     name = "feeds"
@@ -107,12 +107,6 @@ class FeedsOutput:
     def __init__(self, settings: FeedSettings) -> None:
         self.settings = settings
         self.folder = settings.folder
-
-    def publish(self, record: OutputRecord, event: Event) -> None:
-        self._one(record, event)
-
-    def retract(self, record: OutputRecord, event: Event) -> None:
-        self._one(record, event)
 
     def deliver_many(
         self, items: Sequence[tuple[OutputRecord, Event]]
@@ -125,11 +119,6 @@ class FeedsOutput:
             changed = batch.write()
         self._ping(changed)
         return outcomes
-
-    def _one(self, record: OutputRecord, event: Event) -> None:
-        (outcome,) = self.deliver_many([(record, event)])
-        if outcome is not None:
-            raise outcome
 
     def topics(self, record: OutputRecord) -> dict[str, str]:
         """The record's topic feeds (slug -> name), at most ``max_topics``."""

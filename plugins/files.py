@@ -29,7 +29,7 @@ import yaml
 from publisher.errors import ConfigError
 from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
-from publisher.outputs import Event, OutputRecord, each_outcome
+from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
 
 LAYOUTS = ("category", "type", "flat")
 MAX_SLUG = 60
@@ -63,7 +63,7 @@ def record_hash(record_id: str, length: int = 10) -> str:
 
 
 @dataclass
-class FilesOutput:
+class FilesOutput(BatchOutput):
     """Writes, moves and removes the Markdown file of each record."""
 
     folder: Path
@@ -71,12 +71,6 @@ class FilesOutput:
     section_prefix: str = ""
     name: str = "files"
     accepts_protected: bool = False
-
-    def publish(self, record: OutputRecord, event: Event) -> None:
-        self._one(record, event)
-
-    def retract(self, record: OutputRecord, event: Event) -> None:
-        self._one(record, event)
 
     def deliver_many(
         self, items: Sequence[tuple[OutputRecord, Event]]
@@ -87,11 +81,6 @@ class FilesOutput:
             outcomes = each_outcome(items, plan.publish, plan.retract)
             plan.carry_out()
         return outcomes
-
-    def _one(self, record: OutputRecord, event: Event) -> None:
-        (outcome,) = self.deliver_many([(record, event)])
-        if outcome is not None:
-            raise outcome
 
     def path_for(self, record: OutputRecord) -> Path:
         """The file of ``record``, verified to lie inside the folder."""

@@ -92,6 +92,29 @@ class BaseOutput:
         return None
 
 
+class BatchOutput:
+    """A base for outputs written as ``deliver_many``: publish and retract are batches of one.
+
+    Subclasses define ``name``, ``accepts_protected`` and ``deliver_many``.
+    """
+
+    def deliver_many(
+        self, items: Sequence[tuple[OutputRecord, Event]]
+    ) -> list[BaseException | None]:  # pragma: no cover - subclasses define it
+        raise NotImplementedError
+
+    def publish(self, record: OutputRecord, event: Event) -> None:
+        self._one(record, event)
+
+    def retract(self, record: OutputRecord, event: Event) -> None:
+        self._one(record, event)
+
+    def _one(self, record: OutputRecord, event: Event) -> None:
+        (outcome,) = self.deliver_many([(record, event)])
+        if outcome is not None:
+            raise outcome
+
+
 class DeliveryError(Exception):
     """An attempt failed; the delivery is retried on the output's schedule.
 
