@@ -16,7 +16,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 #: from this many files on, a batch is flushed with one ``syncfs`` per file system
 SYNCFS_FROM = 4
@@ -146,32 +145,3 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class FileLock:
-    """``locked`` for a hot path: the lock file is opened once per process, not per use.
-
-    The lock belongs to the open file, so the threads of one process do not exclude each
-    other through it: the caller lets one thread at a time hold it (the group commit's
-    leader). A forked child opens its own file rather than share its parent's lock.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle_of: tuple[int, BinaryIO] | None = None
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        handle = self._handle()
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _handle(self) -> BinaryIO:
-        pid = os.getpid()
-        if self._handle_of is None or self._handle_of[0] != pid:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle_of = (pid, open(self.path, "a+b"))  # noqa: SIM115 - kept open
-        return self._handle_of[1]
