@@ -141,3 +141,28 @@ def test_a_forged_cursor_is_a_400_not_a_500(client, auth):
         answer = client.get(f"/api/v1/records?cursor={cursor}", headers=auth)
         assert answer.status_code == 400, raw
         assert answer.json["errors"] == {"cursor": ["invalid cursor"]}
+
+
+def test_a_store_that_is_down_answers_503_and_a_refused_statement_500(
+    app, client, auth, seed_json, monkeypatch
+):
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    intake = app.extensions["publisher.intake"]
+    failure = [OperationalError("INSERT ...", {}, Exception("server closed the connection"))]
+
+    def failing(*args, **kwargs):  # the group's write, then the write alone: both fail
+        raise failure[0]
+
+    monkeypatch.setattr(intake, "_write", failing)
+    body, headers = json.dumps(seed_json), {**auth, "Content-Type": "application/json"}
+    down = client.post("/api/v1/records", data=body, headers=headers)
+    assert (down.status_code, down.json["code"], down.headers["Retry-After"]) == (
+        503,
+        "unavailable",
+        "5",
+    )
+    assert "server closed" not in down.get_data(as_text=True)  # no driver detail leaks
+    failure[0] = IntegrityError("INSERT ...", {}, Exception("a constraint the code missed"))
+    bug = client.post("/api/v1/records", data=body, headers=headers)
+    assert (bug.status_code, bug.json["code"]) == (500, "internal_error")

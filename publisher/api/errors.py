@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from publisher.errors import PublisherError
@@ -41,6 +43,22 @@ def register(app: Flask) -> None:
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
         return response
+
+    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(DBAPIError)
+    def _store_unavailable(exc: Exception) -> Response:
+        # the database went away or stayed locked: nothing of this request was kept, and
+        # the client should come back, as from a 503 anywhere (the log has the details)
+        operational = isinstance(exc, OperationalError | PoolTimeout)
+        if not operational and not getattr(exc, "connection_invalidated", False):
+            return _unexpected(exc)  # a statement the database refused: a bug, not an outage
+        log.error("store unavailable: %s", type(exc).__name__)
+        return error_response(
+            503,
+            "unavailable",
+            "the store is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

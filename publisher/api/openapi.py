@@ -118,7 +118,8 @@ def _schemas() -> dict[str, Any]:
 
 def _operation(op: Op, endpoint: str) -> dict[str, Any]:
     responses: dict[str, Any] = {str(s): r for s, r in op.responses.items()}
-    statuses = set(op.errors) | ({401, 403, 429} if op.scope else set())
+    # any operation with a token reads the store, which may be down for a moment (503)
+    statuses = set(op.errors) | ({401, 403, 429, 503} if op.scope else set())
     for status in sorted(statuses):
         responses[str(status)] = ERRORS[status][0]
     operation: dict[str, Any] = {
