@@ -79,7 +79,11 @@ def machine() -> dict[str, str]:
         "memory": memory,
         "os": platform.platform(),
         "python": platform.python_version(),
-        "load generator": "wrk " + _wrk_version() if shutil.which("wrk") else "bench/loadgen.py",
+        "load generator": "wrk " + _wrk_version()
+        if shutil.which("wrk")
+        else "bench/loadgen.py (wrk not installed: a Python load generator takes more of the "
+        "shared CPU from the bare baseline than from the app, so intake ratios read high; "
+        "apt-get install wrk for figures comparable with docs/performance.md)",
     }
 
 
