@@ -51,6 +51,9 @@ DEFAULTS: Settings = {
         "sweep_interval": 5.0,
         "batch_size": 100,  # most deliveries in one queue message / one deliver_many call
         "parallel_calls": 4,  # one-by-one output calls of one message running at once
+        "lane_threads": 2,  # messages of one output running at once in a process (0: no lanes)
+        "lane_backlog": 1000,  # messages one output's lane holds before they wait in the queue
+        "drift_check_interval": 3600.0,  # seconds between inventory checks (0: never)
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process

@@ -86,6 +86,9 @@ def build_services(settings: Settings) -> Services:
         max_receives=int(delivery["max_receives"]),
         batch_size=int(delivery["batch_size"]),
         parallel_calls=int(delivery["parallel_calls"]),
+        lane_threads=int(delivery["lane_threads"]),
+        lane_backlog=int(delivery["lane_backlog"]),
+        drift_check_interval=float(delivery["drift_check_interval"]),
     )
     return services
 

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from publisher.api.auth import requires
-from publisher.api.records import delivery_dict
+from publisher.api.records import delivery_dicts
 from publisher.errors import MalformedInput
 from publisher.models import Delivery
 
@@ -29,13 +29,17 @@ def list_deliveries() -> Response:
         query = query.where(Delivery.output == request.args["output"])
     with current_app.extensions["publisher"].sessions() as session:
         rows = list(session.scalars(query))
-    return jsonify({"items": [delivery_dict(d) for d in rows]})
+        items = delivery_dicts(session, rows)
+    return jsonify({"items": items})
 
 
 @bp.post("/deliveries/<delivery_id>/redeliver")
 @requires("admin")
 def redeliver(delivery_id: str) -> Response:
-    delivery = current_app.extensions["publisher"].dispatcher.redeliver(delivery_id)
-    response = jsonify(delivery_dict(delivery))
+    services = current_app.extensions["publisher"]
+    delivery = services.dispatcher.redeliver(delivery_id)
+    with services.sessions() as session:
+        (answer,) = delivery_dicts(session, [session.get(Delivery, delivery.id)])
+    response = jsonify(answer)
     response.status_code = 202
     return response

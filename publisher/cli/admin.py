@@ -11,13 +11,12 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from publisher import db, store
-from publisher.api.records import delivery_dict
+from publisher import db
 from publisher.api.webhooks import inbox_processor
 from publisher.cli.common import echo_json, services
 from publisher.config import load_settings
 from publisher.db import transaction
-from publisher.dispatch import disable_output, enable_output
+from publisher.errors import PublisherError
 from publisher.models import Delivery, Source, utcnow
 from publisher.plugins import describe_plugins
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
@@ -137,9 +136,11 @@ def deliveries(failed: bool, pending: bool, record_id: str | None) -> None:
         query = query.where(Delivery.status == "pending")
     if record_id:
         query = query.where(Delivery.record_id == record_id)
-    with services().sessions() as session:
+    svc = services()
+    with svc.sessions() as session:
         for row in session.scalars(query):
-            echo_json(delivery_dict(row))
+            (item,) = svc.dispatcher.describe(session, [row])
+            echo_json(item)
 
 
 @click.command("redeliver")
@@ -156,24 +157,34 @@ def redeliver(delivery_ids: tuple[str, ...], all_failed: bool) -> None:
     if not ids:
         click.echo("nothing to redeliver", err=True)
         sys.exit(1)
+    failed = 0
     for delivery_id in ids:
-        svc.dispatcher.redeliver(delivery_id)
+        try:
+            svc.dispatcher.redeliver(delivery_id)
+        except PublisherError as exc:  # one out-of-date delivery does not stop the others
+            failed += 1
+            click.echo(f"{delivery_id}: {exc.message}", err=True)
+            continue
         click.echo(f"{delivery_id} pending")
+    if failed:
+        sys.exit(1)
 
 
 @click.command("reconcile")
 @click.argument("output")
 @with_appcontext
 def reconcile(output: str) -> None:
-    """Replay what OUTPUT should hold, after it drifted (e.g. its folder was wiped)."""
+    """Repair what OUTPUT holds that drifted from what it should hold.
+
+    An output with ``inventory()`` is compared record by record (missing, stale, should be
+    gone) and only that is repaired; one without is sent its desired state again under the
+    original delivery ids, so its receivers can drop what they already have.
+    """
     svc = services()
-    route = next((r for r in svc.dispatcher.routes() if r.name == output), None)
-    if route is None:
-        raise click.BadParameter(f"no enabled output named {output!r}", param_hint="OUTPUT")
-    with transaction(svc.sessions) as session:
-        planned = store.replay_output(session, route)
-    svc.dispatcher.enqueue(planned)
-    click.echo(f"{len(planned)} deliveries planned for {output}")
+    if output not in svc.dispatcher.outputs:
+        raise click.BadParameter(f"no output named {output!r}", param_hint="OUTPUT")
+    counts = svc.dispatcher.reconcile(output)
+    click.echo(", ".join(f"{count} {what}" for what, count in counts.items()) + f" ({output})")
 
 
 @click.group("outputs")
@@ -195,18 +206,23 @@ def outputs_list() -> None:
 @click.argument("name")
 @with_appcontext
 def outputs_enable(name: str) -> None:
-    with transaction(services().sessions) as session:
-        enable_output(session, name)
-    click.echo(f"{name} enabled")
+    sent = _known_output(name).set_enabled(name, True)
+    click.echo(f"{name} enabled; {sent} deliveries waiting for it sent")
 
 
 @outputs.command("disable")
 @click.argument("name")
 @with_appcontext
 def outputs_disable(name: str) -> None:
-    with transaction(services().sessions) as session:
-        disable_output(session, name, "disabled by an operator")
-    click.echo(f"{name} disabled")
+    _known_output(name).set_enabled(name, False, "disabled by an operator")
+    click.echo(f"{name} disabled; its deliveries wait for it, pending")
+
+
+def _known_output(name: str):  # noqa: ANN202 - the dispatcher
+    dispatcher = services().dispatcher
+    if name not in dispatcher.outputs:
+        raise click.BadParameter(f"no output named {name!r}", param_hint="NAME")
+    return dispatcher
 
 
 def register(cli: click.Group) -> None:
