@@ -6,6 +6,8 @@ is treated the same whichever door it came through.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Sequence
@@ -17,12 +19,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from publisher.config import source_policy
 from publisher.db import transaction, write_connection, writer_lock
+from publisher.envelopes import SecuredResult
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
+from publisher.keyring import Keyring
 from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
-from publisher.records import public_fields, record_id
+from publisher.records import canonical_json, public_fields, record_id
 from publisher.schemas import validate_record
 from publisher.secure import secure_record
 from publisher.services import Services
@@ -168,6 +172,7 @@ class Intake:
             secured_status=outcome.result.status,
             warnings=validated.warnings,
             request_id=request_id,
+            secured_digest=secured_digest(outcome.result, self.services.keyring),
         )
         reason = "secured" if outcome.action == "quarantine" else None
         return Prepared(incoming, quarantine=reason, raw=raw)
@@ -307,3 +312,29 @@ def _quarantine_row(item: Prepared) -> dict[str, Any]:
         "record_id": item.incoming.id,
         "created_at": utcnow(),
     }
+
+
+def secured_digest(result: SecuredResult, keyring: Keyring) -> str | None:
+    """What ``secured`` holds, for telling an edit from the same content sealed again.
+
+    Senders seal with a fresh IV or CEK each time, so the envelope's bytes change while its
+    content does not. An opened envelope counts by a digest of its plaintext, keyed with
+    the opening key (a digest of low-entropy protected data must not be guessable from the
+    database); a verified signature counts by its key alone (it covers the other fields).
+    None keeps the envelope's bytes (nothing could be opened).
+    """
+    if not result.opened or result.kid is None:
+        return None
+    if result.status == "verified":
+        return f"verified:{result.kid}"
+    entry = keyring.get(result.kid)
+    if entry is None or result.protected is None:
+        return None
+    material = (
+        entry.key
+        if isinstance(entry.key, bytes)
+        else json.dumps(entry.key.as_dict(private=True), sort_keys=True).encode()
+    )
+    key = hmac.new(b"publisher secured digest", material, hashlib.sha256).digest()
+    digest = hmac.new(key, canonical_json(result.protected), hashlib.sha256).hexdigest()
+    return f"opened:{result.kid}:{digest}"

@@ -16,7 +16,7 @@ from publisher import db
 from publisher.config import Settings
 from publisher.dispatch import Dispatcher, OutputSpec
 from publisher.errors import ConfigError
-from publisher.keyring import Keyring, ensure_dev_key
+from publisher.keyring import Keyring, LiveKeyring, ensure_dev_key
 from publisher.outputs import Output
 from publisher.plugins import collect_outputs, make_plugin_manager
 from publisher.queue import make_huey
@@ -102,7 +102,7 @@ def _load_keyring(settings: Settings) -> Keyring:
                 kid,
                 settings["keys_dir"],
             )
-    return Keyring.load(settings["keys_dir"])
+    return LiveKeyring(settings["keys_dir"])
 
 
 def output_specs(

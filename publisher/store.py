@@ -46,6 +46,14 @@ class Incoming:
     secured_status: str = "absent"
     warnings: list[str] = field(default_factory=list)
     request_id: str | None = None
+    #: stands for ``secured`` in the content hashes (see ``intake.secured_digest``)
+    secured_digest: str | None = None
+
+    def hashed_fields(self) -> Mapping[str, Any]:
+        """The fields as revision detection compares them."""
+        if self.secured_digest is None:
+            return self.fields
+        return {**self.fields, "secured": self.secured_digest}
 
 
 @dataclass(frozen=True)
@@ -205,13 +213,13 @@ def save_record(
         stored = _plan_new(rows, incoming, routes, volatile, now, defer)
         rows.write(connection)
         return stored
-    chash = content_hash(incoming.fields, incoming.body)
+    chash = content_hash(incoming.hashed_fields(), incoming.body)
     published = bool(incoming.fields.get("published", True))
     # the same content again is no change, unless the record was retracted through the
     # API/CLI since: then sending it (published) again publishes it again
     if prior.content_hash == chash and prior.published == published:
         return Stored(incoming.id, prior.revision, "unchanged", None, prior.state)
-    mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
+    mhash = content_hash(incoming.hashed_fields(), incoming.body, ignore=volatile)
     event = _record_event(bool(prior.published), published, prior.meaning_hash != mhash)
     record = _record_row(incoming, prior.revision + 1, published)
     record.state = _state(record, prior.state, now)
@@ -263,8 +271,8 @@ def _plan_new(
     defer: bool,
 ) -> Stored:
     """A record's first revision: its rows go to ``rows``; a draft has no deliveries."""
-    chash = content_hash(incoming.fields, incoming.body)
-    mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
+    chash = content_hash(incoming.hashed_fields(), incoming.body)
+    mhash = content_hash(incoming.hashed_fields(), incoming.body, ignore=volatile)
     published = bool(incoming.fields.get("published", True))
     event = _record_event(False, published, True)
     record = _record_row(incoming, 1, published)

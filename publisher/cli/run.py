@@ -39,6 +39,8 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
         svc.dispatcher.sweep(grace=0)
     click.echo(f"publisher serving on http://{host}:{port} (worker: {'on' if embedded else 'off'})")
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: finish in-flight work
+    # a key added to or removed from the keys folder is seen within a second anyway
+    signal.signal(signal.SIGHUP, lambda *_: svc.keyring.reload())
     try:
         waitress.serve(app, host=host, port=port, threads=threads, ident="publisher")
     except KeyboardInterrupt:
