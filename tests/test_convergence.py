@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select, text, update
 
+from publisher.envelopes import seal
+from publisher.keyring import Keyring, generate_key, write_key
 from publisher.models import Delivery, Placement
 from tests.conftest import bearer, drain
 
@@ -234,3 +237,56 @@ def test_the_ledger_is_what_the_output_confirmed(app, client, auth, seed_json):
         rows = session.execute(select(Placement.output, Placement.held_revision)).all()
     assert {held for _, held in rows} == {1}
     assert ledger(client, auth, record_id)["recorder"] == "live"
+
+
+def test_the_same_protected_content_sealed_again_is_no_edit(make_app, base_settings, seed_json):
+    keys = Path(base_settings["keys_dir"])
+    write_key(keys, generate_key("dir", kid="enc-1"))
+    app = make_app()
+    client, auth = app.test_client(), bearer(app)
+    seed_json["published"] = True
+    seed_json["secured"] = seal({"contact": "desk@example.com"}, Keyring.load(keys), "jwe")
+    first = submit(client, auth, seed_json)
+    seed_json["secured"] = seal({"contact": "desk@example.com"}, Keyring.load(keys), "jwe")
+    assert submit(client, auth, seed_json)["status"] == "unchanged"  # a fresh IV, same content
+    seed_json["secured"] = seal({"contact": "news@example.com"}, Keyring.load(keys), "jwe")
+    assert submit(client, auth, seed_json) == {**first, "status": "revised", "revision": 2}
+
+
+def test_a_key_added_to_the_folder_is_used_without_a_restart(make_app, base_settings, seed_json):
+    keys = Path(base_settings["keys_dir"])
+    elsewhere = Keyring.from_jwks([generate_key("dir", kid="late-key")])
+    app = make_app(secured={"required": False, "on_sealed": "quarantine"})
+    client, auth = app.test_client(), bearer(app)
+    seed_json.update(published=True, id="late")
+    seed_json["secured"] = seal({"contact": "desk@example.com"}, elsewhere, "jwe")
+    assert submit(client, auth, seed_json)["status"] == "quarantined"
+    (item,) = client.get("/api/v1/quarantine", headers=auth).json["items"]
+
+    write_key(keys, next(iter(elsewhere)).key.as_dict(private=True) | {"kid": "late-key"})
+    time.sleep(1.1)  # the folder is looked at again at most once a second
+    answer = client.post(f"/api/v1/quarantine/{item['id']}/replay", headers=auth)
+    assert answer.status_code == 200, answer.json
+    read = client.get("/api/v1/records/late", headers=bearer(app, "read", "read-protected"))
+    assert read.json["secured"]["status"] == "decrypted"
+    assert read.json["secured"]["protected"] == {"contact": "desk@example.com"}
+
+
+def test_protected_data_that_cannot_be_opened_fails_the_delivery_visibly(
+    make_app, base_settings, seed_json, recorded
+):
+    keys = Path(base_settings["keys_dir"])
+    path = write_key(keys, generate_key("dir", kid="going-away"))
+    app = make_app()
+    client, auth = app.test_client(), bearer(app)
+    seed_json.update(published=True, id="protected")
+    seed_json["secured"] = seal({"contact": "desk@example.com"}, Keyring.load(keys), "jwe")
+    submit(client, auth, seed_json)
+    path.unlink()  # the key is gone before the worker runs
+    time.sleep(1.1)
+    drain(app)
+    (delivery,) = deliveries(client, auth, "protected", "protected-sink")
+    assert delivery["status"] == "pending" and delivery["attempts"] == 1
+    assert "cannot be opened" in delivery["error"]
+    assert [e for e in recorded() if e["output"] == "protected-sink"] == []
+    assert events(recorded) == [("published", 1)]  # public outputs are not held back
