@@ -486,10 +486,10 @@ class Dispatcher:
         if not dead and not stop:
             self._task.schedule(([delivery.id], delivery.output), eta=values["next_attempt_at"])
         log.warning(
-            "delivery failed: %s",
-            message,
+            "delivery failed",
             exc_info=_exc_info(raised),
             extra={
+                "error": message,
                 "delivery_id": delivery.id,
                 "output": delivery.output,
                 "record_id": delivery.record_id,
