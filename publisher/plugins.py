@@ -48,19 +48,33 @@ def make_plugin_manager(settings: Mapping[str, Any]) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     disabled = set((settings.get("plugins") or {}).get("disabled") or [])
-    for module_name in BUILTIN_PLUGINS:
-        name = module_name.rsplit(".", 1)[-1]
-        if name not in disabled:
-            pm.register(importlib.import_module(module_name), name=name)
-    if not os.environ.get(DISABLE_AUTOLOAD):
-        _load_entry_points(pm, disabled)
-    if settings.get("plugins_dir"):
-        _load_folder(pm, Path(settings["plugins_dir"]), disabled)
+    try:
+        for module_name in BUILTIN_PLUGINS:
+            name = module_name.rsplit(".", 1)[-1]
+            if name not in disabled:
+                pm.register(importlib.import_module(module_name), name=name)
+        if not os.environ.get(DISABLE_AUTOLOAD):
+            _load_entry_points(pm, disabled)
+        if settings.get("plugins_dir"):
+            _load_folder(pm, Path(settings["plugins_dir"]), disabled)
+    except pluggy.PluginValidationError as exc:  # e.g. a misspelt hook argument
+        raise ConfigError(f"plugin {_plugin_name(pm, exc.plugin)}: {_one_line(exc)}") from None
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"a plugin implements an unknown hook: {exc}") from exc
+        raise ConfigError(
+            f"plugin {_plugin_name(pm, exc.plugin)}: implements an unknown hook: {_one_line(exc)}"
+        ) from None
     return pm
+
+
+def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or getattr(plugin, "__name__", None) or repr(plugin)
+
+
+def _one_line(exc: Exception) -> str:
+    """pluggy's several-line message as one line, for a one-line start-up error."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:
@@ -98,6 +112,9 @@ def collect_outputs(
     pm: pluggy.PluginManager, settings: Mapping[str, Any]
 ) -> dict[str, tuple[str, Output]]:
     """Call ``register_outputs`` plugin by plugin: output name -> (plugin name, output)."""
+    from publisher.settings_schema import check_plugin_settings
+
+    check_plugin_settings(pm, settings)  # type: ignore[arg-type]  # each plugin's own schema
     config = MappingProxyType(dict(settings))
     found: dict[str, tuple[str, Output]] = {}
     for impl in pm.hook.register_outputs.get_hookimpls():
