@@ -11,12 +11,21 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from publisher.errors import ConfigError
-from publisher.settings_schema import Origins, check_settings, field_at, known_top_level, takes_text
+from publisher.settings_schema import (
+    Origins,
+    check_settings,
+    field_at,
+    known_top_level,
+    problems,
+    takes_text,
+)
 
 Settings = dict[str, Any]
 
@@ -136,6 +145,7 @@ def load_settings(
     checked = check_settings(settings, origins)
     if config_path:
         checked["config_path"] = str(Path(config_path).resolve())
+        origins[("config_path",)] = "PUBLISHER_CONFIG"
     return LoadedSettings(_resolve(checked), origins, raw_env)
 
 
@@ -185,9 +195,7 @@ def _set(settings: Settings, path: tuple[str, ...], value: Any, name: str) -> No
             child = parent[part] = {}
         if not isinstance(child, dict):
             where = ".".join(path[: depth + 1])
-            raise ConfigError(
-                "1 configuration problem", errors={f"{where} (from {name})": ["not a section"]}
-            )
+            raise problems({f"{where} (from {name})": ["not a section"]})
         parent = child
     parent[path[-1]] = value
 
@@ -254,3 +262,59 @@ def problem_lines(exc: ConfigError) -> list[str]:
         for path, messages in exc.errors.items()
         for message in messages
     ]
+
+
+#: Words that make a setting secret wherever they appear in its name (``secret``,
+#: ``secrets``, ``db_password``, ``api_token``...): its text is never printed.
+SECRET_WORDS = frozenset(
+    {"secret", "secrets", "password", "passwd", "token", "tokens", "key", "apikey", "credentials"}
+)
+MASK = "********"
+
+
+def effective(settings: Settings) -> list[tuple[str, Any, str]]:
+    """Every setting as (key path, value with secrets masked, where it came from)."""
+    from publisher.settings_schema import format_path, origin_of
+
+    origins: Origins = getattr(settings, "origins", {})
+    return [
+        (format_path(path), masked(path, value), origin_of(path, origins) or DEFAULT)
+        for path, value in _leaves(settings, ())
+    ]
+
+
+def _leaves(value: Any, path: tuple) -> Any:
+    if isinstance(value, Mapping) and (value or not path):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*path, index))
+    else:
+        yield path, value
+
+
+def masked(path: tuple, value: Any) -> Any:
+    """``value`` safe to print: secret-named text masked, passwords cut out of URLs."""
+    words = {w for part in path if isinstance(part, str) for w in re.split(r"[_\-.]", part)}
+    if words & SECRET_WORDS:
+        if isinstance(value, str) and value:
+            return MASK
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [MASK for _ in value]
+    if isinstance(value, str) and "://" in value:
+        return _url_without_password(value)
+    return value
+
+
+def _url_without_password(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))

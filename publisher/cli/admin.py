@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets as _secrets
 import sys
 from base64 import b64encode
@@ -15,11 +16,12 @@ from publisher import db, store
 from publisher.api.records import delivery_dict
 from publisher.api.webhooks import inbox_processor
 from publisher.cli.common import echo_json, services
-from publisher.config import load_settings
+from publisher.config import effective, load_settings
 from publisher.db import transaction
 from publisher.dispatch import disable_output, enable_output
 from publisher.models import Delivery, Source, utcnow
-from publisher.plugins import describe_plugins
+from publisher.plugins import describe_plugins, make_plugin_manager
+from publisher.settings_schema import check_plugin_settings
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
 
 
@@ -123,6 +125,24 @@ def plugins() -> None:
         click.echo(f"  outputs: {', '.join(info.outputs) or '-'}")
 
 
+@click.command("config")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def config(as_json: bool) -> None:
+    """Print the effective configuration, secrets masked, and where each value came from.
+
+    The origin is ``default``, the configuration file's path, the environment variable's
+    name, or ``overrides``. Plugins' sections are shown as their schemas load them.
+    Nothing is created on disk.
+    """
+    settings = load_settings()
+    check_plugin_settings(make_plugin_manager(settings), settings)
+    for key, value, origin in effective(settings):
+        if as_json:
+            click.echo(json.dumps({"key": key, "value": value, "origin": origin}, default=str))
+        else:
+            click.echo(f"{key} = {json.dumps(value, default=str)}  ({origin})")
+
+
 @click.command("deliveries")
 @click.option("--failed", is_flag=True, help="Only dead deliveries.")
 @click.option("--pending", is_flag=True, help="Only pending deliveries.")
@@ -210,5 +230,6 @@ def outputs_disable(name: str) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for command in (tokens, sources, database, plugins, deliveries, redeliver, reconcile, outputs):
+    commands = (tokens, sources, database, plugins, config, deliveries, redeliver, reconcile)
+    for command in (*commands, outputs):
         cli.add_command(command)
