@@ -105,7 +105,7 @@ class WebhookSettings(Schema):
 
     @validates("subscribers")
     def _unique_names(self, subscribers: list[dict[str, Any]], **kwargs: Any) -> None:
-        names = [sub["name"] for sub in subscribers]
+        names = [sub.get("name") for sub in subscribers]
         if len(set(names)) != len(names):
             raise ValidationError("names must be unique")
 

@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,23 +59,24 @@ def make_plugin_manager(settings: Mapping[str, Any]) -> pluggy.PluginManager:
         if settings.get("plugins_dir"):
             _load_folder(pm, Path(settings["plugins_dir"]), disabled)
     except pluggy.PluginValidationError as exc:  # e.g. a misspelt hook argument
-        raise ConfigError(f"plugin {_plugin_name(pm, exc.plugin)}: {_one_line(exc)}") from None
+        raise _plugin_error(exc) from None
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(
-            f"plugin {_plugin_name(pm, exc.plugin)}: implements an unknown hook: {_one_line(exc)}"
-        ) from None
+        raise _plugin_error(exc, "implements an unknown hook: ") from None
     return pm
 
 
-def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
-    return pm.get_name(plugin) or getattr(plugin, "__name__", None) or repr(plugin)
-
-
-def _one_line(exc: Exception) -> str:
-    """pluggy's several-line message as one line, for a one-line start-up error."""
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+def _plugin_error(exc: pluggy.PluginValidationError, what: str = "") -> ConfigError:
+    """pluggy's several-line message as one line that starts with the plugin's name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    head = re.match(r"Plugin '([^']+)'(?: for hook '([^']+)')?", lines[0]) if lines else None
+    if head:
+        name, hook = head.group(1), head.group(2)
+        lines = ([f"hook {hook}:"] if hook else []) + lines[1:]
+    else:
+        name = getattr(exc.plugin, "__name__", None) or repr(exc.plugin)
+    return ConfigError(f"plugin {name}: {what}{' '.join(lines)}")
 
 
 def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:

@@ -365,6 +365,8 @@ def check_plugin_settings(
         except ValidationError as exc:
             error = config_error(exc.messages, origins, ("plugins", name), plugin=name)
             found.update(error.errors)
+        except Exception as exc:  # noqa: BLE001 - a plugin's own validator broke: one line
+            found[f"plugin {name}: plugins.{name}"] = [f"its schema failed: {exc!r}"]
     for name, schema in schemas.items():
         if name not in sections:
             try:
