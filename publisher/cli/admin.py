@@ -15,7 +15,7 @@ from sqlalchemy import select
 from publisher import db, store
 from publisher.api.records import delivery_dict
 from publisher.api.webhooks import inbox_processor
-from publisher.cli.common import echo_json, services
+from publisher.cli.common import echo_json_line, services
 from publisher.config import effective, load_settings
 from publisher.db import transaction
 from publisher.dispatch import disable_output, enable_output
@@ -85,6 +85,56 @@ def sources_add(name: str) -> None:
     inbox_processor(current_app).verifier.forget(name)
     click.echo(f"source {name!r}: POST /webhooks/{name}", err=True)
     click.echo(secret)
+
+
+@sources.command("remove-secret")
+@click.argument("name")
+@click.argument("secret_or_prefix")
+@with_appcontext
+def sources_remove_secret(name: str, secret_or_prefix: str) -> None:
+    """Remove one of NAME's secrets, given whole or by a prefix that matches only it.
+
+    The last step of a rotation (docs/webhooks.md): this process forgets the secret at
+    once, every other within ``webhooks.secrets_cache_seconds``.
+    """
+    if len(secret_or_prefix) < MIN_SECRET_PREFIX:
+        raise click.BadParameter(
+            f"give at least {MIN_SECRET_PREFIX} characters of the secret",
+            param_hint="SECRET-OR-PREFIX",
+        )
+    svc = services()
+    configured = ((svc.settings["sources"].get(name) or {}).get("secrets")) or []
+    with transaction(svc.sessions) as session:
+        source = session.get(Source, name)
+        stored = list(source.secrets) if source is not None else []
+        matches = [s for s in stored if _matches(s, secret_or_prefix)]
+        if len(matches) != 1:
+            raise click.ClickException(
+                _no_single_match(name, matches, configured, secret_or_prefix)
+            )
+        source.secrets = [s for s in stored if s != matches[0]]  # type: ignore[union-attr]
+        left = len(source.secrets) + len(configured)  # type: ignore[union-attr]
+    inbox_processor(current_app).verifier.forget(name)
+    click.echo(f"source {name!r}: secret removed, {left} left")
+    if not left:
+        click.echo(f"warning: source {name!r} has no secret: its deliveries are refused", err=True)
+
+
+MIN_SECRET_PREFIX = 10  # "whsec_" and four characters
+
+
+def _matches(secret: str, given: str) -> bool:
+    if len(given) == len(secret):
+        return _secrets.compare_digest(secret.encode(), given.encode())
+    return secret.startswith(given)
+
+
+def _no_single_match(name: str, matches: list[str], configured: list[str], given: str) -> str:
+    if matches:
+        return f"{len(matches)} secrets of {name!r} start so: give more characters"
+    if any(_matches(s, given) for s in configured):
+        return f"that secret is in the configuration file: remove it from sources.{name}.secrets"
+    return f"no secret of source {name!r} matches"
 
 
 @sources.command("list")
@@ -159,7 +209,7 @@ def deliveries(failed: bool, pending: bool, record_id: str | None) -> None:
         query = query.where(Delivery.record_id == record_id)
     with services().sessions() as session:
         for row in session.scalars(query):
-            echo_json(delivery_dict(row))
+            echo_json_line(delivery_dict(row))
 
 
 @click.command("redeliver")

@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from tqdm import tqdm
 
-from publisher.cli.common import echo_json
+from publisher.cli.common import echo_json_line
 from publisher.errors import PublisherError
 from publisher.parsing import parse_body, parse_file
 
@@ -131,11 +131,11 @@ def validate(paths: tuple[str, ...], source: str, strict: bool) -> None:
 @click.argument("record_ids", nargs=-1, required=True)
 @with_appcontext
 def retract(record_ids: tuple[str, ...]) -> None:
-    """Retract records from every output that has them."""
+    """Retract records from every output that has them; one JSON line per record."""
     intake = current_app.extensions["publisher.intake"]
     for rid in record_ids:
         outcome = intake.retract(rid)
-        echo_json(
+        echo_json_line(
             {"id": outcome.id, "status": outcome.status, "deliveries": len(outcome.deliveries)}
         )
 
