@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from publisher.config import DEFAULTS, load_settings
@@ -192,3 +194,15 @@ def test_effective_masks_secrets_and_says_where_each_value_came_from(tmp_path):
     text = repr(rows)
     for secret in ("hunter2", "sesame", "tok-123", "c2VjcmV0"):
         assert secret not in text
+
+
+def test_the_deploy_example_passes_the_schema_once_its_placeholders_are_filled(tmp_path):
+    from publisher.plugins import make_plugin_manager
+    from publisher.settings_schema import check_plugin_settings
+
+    example = (Path(__file__).parent.parent / "deploy" / "publisher.yaml").read_text()
+    config = tmp_path / "publisher.yaml"
+    config.write_text(example.replace("whsec_REPLACE_ME", "whsec_c2VjcmV0c2VjcmV0c2VjcmV0"))
+    settings = load_settings(environ={"PUBLISHER_CONFIG": str(config)})
+    check_plugin_settings(make_plugin_manager(settings), settings)
+    assert settings["plugins"]["webhook"]["subscribers"][0]["name"] == "partner"
