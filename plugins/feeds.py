@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from marshmallow import Schema, fields, validate
 
 from publisher.errors import ConfigError, NotFound
 from publisher.fileio import atomic_write_many, locked
@@ -91,6 +92,26 @@ def topic_slug(topic: str) -> str:
 @hookimpl
 def register_outputs(config: Mapping[str, Any]) -> list[FeedsOutput]:
     return [FeedsOutput(FeedSettings.from_config(config))]
+
+
+class FeedsSettings(Schema):
+    """``plugins.feeds``, checked at start through ``register_config_schema``."""
+
+    folder = fields.String(load_default=None, allow_none=True)
+    max_entries = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    max_tombstones = fields.Integer(load_default=50, validate=validate.Range(min=0, max=1000))
+    max_topics = fields.Integer(load_default=20, validate=validate.Range(min=0))
+    websub_hub = fields.Url(
+        load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"}
+    )
+    hub_timeout = fields.Float(
+        load_default=5.0, validate=validate.Range(min=0, min_inclusive=False)
+    )
+
+
+@hookimpl
+def register_config_schema() -> type[Schema]:
+    return FeedsSettings
 
 
 @hookimpl

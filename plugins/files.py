@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from marshmallow import Schema, fields, validate
 
 from publisher.errors import ConfigError
 from publisher.fileio import atomic_write_many, locked
@@ -217,3 +218,21 @@ def _is_stale(entry: dict[str, Any] | None, revision: int) -> bool:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+class FilesSettings(Schema):
+    """``plugins.files``: checked at start (``register_config_schema``); add new keys here."""
+
+    folder = fields.String(load_default=None, allow_none=True)
+    layout = fields.String(
+        load_default="category",
+        validate=validate.OneOf(LAYOUTS, error="must be one of " + ", ".join(LAYOUTS)),
+    )
+    section_prefix = fields.String(
+        load_default="", validate=validate.OneOf(("", "_"), error="must be '' or '_'")
+    )
+
+
+@hookimpl
+def register_config_schema() -> type[Schema]:
+    return FilesSettings

@@ -23,6 +23,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
     import flask
+    import marshmallow
 
     from publisher.outputs import Event, Output, OutputRecord
 
@@ -43,6 +44,38 @@ def register_outputs(config: Mapping[str, Any]) -> Iterable[Output] | None:
     Each output needs a unique ``name``; the core adds per-output options itself (``when``
     routing rules, ``retry_schedule``, ``timeout``, ``enabled``) from
     ``outputs: {<name>: {...}}``.
+    """
+
+
+@hookspec
+def register_config_schema() -> type[marshmallow.Schema] | marshmallow.Schema | None:
+    """Return the marshmallow schema of this plugin's section (or ``None``).
+
+    The section is ``plugins: {<plugin name>: {...}}``, the plugin's name being the one it
+    is registered under (its entry-point name, its file's stem in the plugins folder, or
+    ``files``/``feeds``/``webhook`` for the built-ins); ``PUBLISHER_PLUGINS__<NAME>__<KEY>``
+    sets one key from the environment. The section is loaded through the schema at start,
+    before :func:`register_outputs` is called, and ``config["plugins"]["<name>"]`` then holds
+    the loaded, typed values, defaults included. Unknown keys (unless the schema's
+    ``Meta.unknown`` says otherwise), wrong types and failed validators stop ``serve``,
+    ``worker`` and ``wsgi:app`` with one line per problem naming the plugin and the key::
+
+        publisher: configuration: plugin sitemap: plugins.sitemap.max_urls: Must be ...
+
+    Example::
+
+        from marshmallow import Schema, fields, validate
+
+        class SitemapSettings(Schema):
+            folder = fields.String(load_default=None)
+            max_urls = fields.Integer(load_default=50_000, validate=validate.Range(min=1))
+
+        @hookimpl
+        def register_config_schema():
+            return SitemapSettings
+
+    Called once per app at start-up, in the process that builds it. Raising is a start-up
+    failure, as a bad section is.
     """
 
 

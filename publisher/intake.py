@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from publisher.config import source_policy
+from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
 from publisher.envelopes import SecuredResult
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
@@ -27,8 +27,8 @@ from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
 from publisher.records import canonical_json, public_fields, record_id
-from publisher.schemas import validate_record
-from publisher.secure import secure_record
+from publisher.schemas import Validated, validate_record
+from publisher.secure import SecuredOutcome, secure_record
 from publisher.services import Services
 from publisher.store import Incoming, Stored, retract_record, save_records
 
@@ -155,14 +155,10 @@ class Intake:
     def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""
         self._notify("record_received", source=source, raw=raw if isinstance(raw, dict) else {})
-        validated = validate_record(raw, strict=bool(self.settings["strict"]))
+        validated = validate(raw, self.settings)
         data = validated.data
-        data["id"] = record_id(data)
         self._notify("record_validated", record=data, warnings=validated.warnings)
-        # a JWS signs the fields as the sender sent them, so check it over the raw mapping
-        signed = raw if isinstance(raw, dict) else data
-        outcome = secure_record(signed, self.services.keyring, source_policy(self.settings, source))
-        outcome.raise_for_reject()
+        outcome = open_under_policy(raw, data, self.services.keyring, self.settings, source)
         body = str(data.pop("body", "") or "")
         incoming = Incoming(
             id=data["id"],
@@ -282,6 +278,39 @@ class Intake:
             raise
         except Exception:  # noqa: BLE001 - an observing plugin must not break intake
             log.exception("plugin hook %s failed", hook)
+
+
+def validate(raw: Any, settings: Settings) -> Validated:
+    """Check one raw item as every door does: the schema, strict mode, a derivable id."""
+    validated = validate_record(raw, strict=settings["strict"])
+    validated.data["id"] = record_id(validated.data)
+    return validated
+
+
+def open_under_policy(
+    raw: Any, data: dict[str, Any], keyring: Keyring, settings: Settings, source: str
+) -> SecuredOutcome:
+    """Open ``secured`` and apply ``source``'s policy; raises when the policy rejects."""
+    # a JWS signs the fields as the sender sent them, so check it over the raw mapping
+    signed = raw if isinstance(raw, dict) else data
+    outcome = secure_record(signed, keyring, source_policy(settings, source))
+    outcome.raise_for_reject()
+    return outcome
+
+
+def dry_run(raw: Any, settings: Settings, keyring: Keyring, source: str) -> ItemResult:
+    """What :meth:`Intake.take` would answer for ``raw``, storing nothing (``validate``).
+
+    The same checks in the same order; plugins' hooks are not called (nothing happened).
+    A record that would be stored is ``accepted``.
+    """
+    try:
+        validated = validate(raw, settings)
+        outcome = open_under_policy(raw, validated.data, keyring, settings, source)
+    except PublisherError as exc:
+        return ItemResult("invalid", errors=exc.errors, error=exc)
+    status = "quarantined" if outcome.action == "quarantine" else "accepted"
+    return ItemResult(status, id=validated.data["id"], warnings=validated.warnings)
 
 
 def _result(outcome: Stored, item: Prepared) -> ItemResult:

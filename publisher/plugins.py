@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,19 +49,34 @@ def make_plugin_manager(settings: Mapping[str, Any]) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     disabled = set((settings.get("plugins") or {}).get("disabled") or [])
-    for module_name in BUILTIN_PLUGINS:
-        name = module_name.rsplit(".", 1)[-1]
-        if name not in disabled:
-            pm.register(importlib.import_module(module_name), name=name)
-    if not os.environ.get(DISABLE_AUTOLOAD):
-        _load_entry_points(pm, disabled)
-    if settings.get("plugins_dir"):
-        _load_folder(pm, Path(settings["plugins_dir"]), disabled)
+    try:
+        for module_name in BUILTIN_PLUGINS:
+            name = module_name.rsplit(".", 1)[-1]
+            if name not in disabled:
+                pm.register(importlib.import_module(module_name), name=name)
+        if not os.environ.get(DISABLE_AUTOLOAD):
+            _load_entry_points(pm, disabled)
+        if settings.get("plugins_dir"):
+            _load_folder(pm, Path(settings["plugins_dir"]), disabled)
+    except pluggy.PluginValidationError as exc:  # e.g. a misspelt hook argument
+        raise _plugin_error(exc) from None
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"a plugin implements an unknown hook: {exc}") from exc
+        raise _plugin_error(exc, "implements an unknown hook: ") from None
     return pm
+
+
+def _plugin_error(exc: pluggy.PluginValidationError, what: str = "") -> ConfigError:
+    """pluggy's several-line message as one line that starts with the plugin's name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    head = re.match(r"Plugin '([^']+)'(?: for hook '([^']+)')?", lines[0]) if lines else None
+    if head:
+        name, hook = head.group(1), head.group(2)
+        lines = ([f"hook {hook}:"] if hook else []) + lines[1:]
+    else:
+        name = getattr(exc.plugin, "__name__", None) or repr(exc.plugin)
+    return ConfigError(f"plugin {name}: {what}{' '.join(lines)}")
 
 
 def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:
@@ -98,6 +114,9 @@ def collect_outputs(
     pm: pluggy.PluginManager, settings: Mapping[str, Any]
 ) -> dict[str, tuple[str, Output]]:
     """Call ``register_outputs`` plugin by plugin: output name -> (plugin name, output)."""
+    from publisher.settings_schema import check_plugin_settings
+
+    check_plugin_settings(pm, settings)  # type: ignore[arg-type]  # each plugin's own schema
     config = MappingProxyType(dict(settings))
     found: dict[str, tuple[str, Output]] = {}
     for impl in pm.hook.register_outputs.get_hookimpls():

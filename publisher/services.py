@@ -72,7 +72,7 @@ def build_services(settings: Settings) -> Services:
         outputs,
         None,
         keyring,  # type: ignore[arg-type]
-        TokenCache(float(settings["token_cache_seconds"])),
+        TokenCache(settings["token_cache_seconds"]),
     )
     delivery = settings["delivery"]
     services.dispatcher = Dispatcher(
@@ -81,14 +81,14 @@ def build_services(settings: Settings) -> Services:
         outputs=output_specs(outputs, settings),
         hooks=pm.hook,
         opener=services.open_protected,
-        jitter=float(delivery["jitter"]),
-        lease_seconds=float(delivery["lease_seconds"]),
-        max_receives=int(delivery["max_receives"]),
-        batch_size=int(delivery["batch_size"]),
-        parallel_calls=int(delivery["parallel_calls"]),
-        lane_threads=int(delivery["lane_threads"]),
-        lane_backlog=int(delivery["lane_backlog"]),
-        drift_check_interval=float(delivery["drift_check_interval"]),
+        jitter=delivery["jitter"],
+        lease_seconds=delivery["lease_seconds"],
+        max_receives=delivery["max_receives"],
+        batch_size=delivery["batch_size"],
+        parallel_calls=delivery["parallel_calls"],
+        lane_threads=delivery["lane_threads"],
+        lane_backlog=delivery["lane_backlog"],
+        drift_check_interval=delivery["drift_check_interval"],
     )
     return services
 

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, NoAppException
 
 from publisher import __version__
+
+#: sysexits' EX_CONFIG: the exit status of a command stopped by a configuration error
+EXIT_CONFIG = 78
+
+
+class ConfigProblem(NoAppException):
+    """A configuration error as Flask's CLI shows a failed app load: our lines, no traceback."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
 
 
 def _create_app():  # noqa: ANN202 - Flask's CLI calls this lazily
     from publisher.app import create_app
+    from publisher.config import problem_lines
+    from publisher.errors import ConfigError
 
-    return create_app()
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise ConfigProblem("\n".join(problem_lines(exc))) from None
 
 
 @click.group(
@@ -54,13 +74,19 @@ def _plugin_commands() -> None:
 
     try:
         pm = make_plugin_manager(load_settings())
-    except ConfigError as exc:
-        click.echo(f"publisher: {exc.message}", err=True)
-        return
+    except ConfigError:
+        return  # the command says what is wrong when it loads the app
     pm.hook.register_commands(cli=cli)
 
 
 def main() -> None:
-    """Entry point of the ``publisher`` script."""
+    """Entry point of the ``publisher`` script: a configuration error is lines, not a trace."""
+    from publisher.config import problem_lines
+    from publisher.errors import ConfigError
+
     _plugin_commands()
-    cli(prog_name="publisher")
+    try:
+        cli(prog_name="publisher")
+    except ConfigError as exc:  # commands that read the settings without the app
+        click.echo("\n".join(problem_lines(exc)), err=True)
+        sys.exit(EXIT_CONFIG)

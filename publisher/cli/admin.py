@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets as _secrets
 import sys
 from base64 import b64encode
@@ -13,12 +14,13 @@ from sqlalchemy import select
 
 from publisher import db
 from publisher.api.webhooks import inbox_processor
-from publisher.cli.common import echo_json, services
-from publisher.config import load_settings
+from publisher.cli.common import echo_json_line, services
+from publisher.config import effective, load_settings
 from publisher.db import transaction
 from publisher.errors import PublisherError
 from publisher.models import Delivery, Source, utcnow
-from publisher.plugins import describe_plugins
+from publisher.plugins import describe_plugins, make_plugin_manager
+from publisher.settings_schema import check_plugin_settings
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
 
 
@@ -84,6 +86,56 @@ def sources_add(name: str) -> None:
     click.echo(secret)
 
 
+@sources.command("remove-secret")
+@click.argument("name")
+@click.argument("secret_or_prefix")
+@with_appcontext
+def sources_remove_secret(name: str, secret_or_prefix: str) -> None:
+    """Remove one of NAME's secrets, given whole or by a prefix that matches only it.
+
+    The last step of a rotation (docs/webhooks.md): this process forgets the secret at
+    once, every other within ``webhooks.secrets_cache_seconds``.
+    """
+    if len(secret_or_prefix) < MIN_SECRET_PREFIX:
+        raise click.BadParameter(
+            f"give at least {MIN_SECRET_PREFIX} characters of the secret",
+            param_hint="SECRET-OR-PREFIX",
+        )
+    svc = services()
+    configured = ((svc.settings["sources"].get(name) or {}).get("secrets")) or []
+    with transaction(svc.sessions) as session:
+        source = session.get(Source, name)
+        stored = list(source.secrets) if source is not None else []
+        matches = [s for s in stored if _matches(s, secret_or_prefix)]
+        if len(matches) != 1:
+            raise click.ClickException(
+                _no_single_match(name, matches, configured, secret_or_prefix)
+            )
+        source.secrets = [s for s in stored if s != matches[0]]  # type: ignore[union-attr]
+        left = len(source.secrets) + len(configured)  # type: ignore[union-attr]
+    inbox_processor(current_app).verifier.forget(name)
+    click.echo(f"source {name!r}: secret removed, {left} left")
+    if not left:
+        click.echo(f"warning: source {name!r} has no secret: its deliveries are refused", err=True)
+
+
+MIN_SECRET_PREFIX = 10  # "whsec_" and four characters
+
+
+def _matches(secret: str, given: str) -> bool:
+    if len(given) == len(secret):
+        return _secrets.compare_digest(secret.encode(), given.encode())
+    return secret.startswith(given)
+
+
+def _no_single_match(name: str, matches: list[str], configured: list[str], given: str) -> str:
+    if matches:
+        return f"{len(matches)} secrets of {name!r} start so: give more characters"
+    if any(_matches(s, given) for s in configured):
+        return f"that secret is in the configuration file: remove it from sources.{name}.secrets"
+    return f"no secret of source {name!r} matches"
+
+
 @sources.command("list")
 @with_appcontext
 def sources_list() -> None:
@@ -122,6 +174,24 @@ def plugins() -> None:
         click.echo(f"  outputs: {', '.join(info.outputs) or '-'}")
 
 
+@click.command("config")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def config(as_json: bool) -> None:
+    """Print the effective configuration, secrets masked, and where each value came from.
+
+    The origin is ``default``, the configuration file's path, the environment variable's
+    name, or ``overrides``. Plugins' sections are shown as their schemas load them.
+    Nothing is created on disk.
+    """
+    settings = load_settings()
+    check_plugin_settings(make_plugin_manager(settings), settings)
+    for key, value, origin in effective(settings):
+        if as_json:
+            click.echo(json.dumps({"key": key, "value": value, "origin": origin}, default=str))
+        else:
+            click.echo(f"{key} = {json.dumps(value, default=str)}  ({origin})")
+
+
 @click.command("deliveries")
 @click.option("--failed", is_flag=True, help="Only dead deliveries.")
 @click.option("--pending", is_flag=True, help="Only pending deliveries.")
@@ -140,7 +210,7 @@ def deliveries(failed: bool, pending: bool, record_id: str | None) -> None:
     with svc.sessions() as session:
         for row in session.scalars(query):
             (item,) = svc.dispatcher.describe(session, [row])
-            echo_json(item)
+            echo_json_line(item)
 
 
 @click.command("redeliver")
@@ -226,5 +296,6 @@ def _known_output(name: str):  # noqa: ANN202 - the dispatcher
 
 
 def register(cli: click.Group) -> None:
-    for command in (tokens, sources, database, plugins, deliveries, redeliver, reconcile, outputs):
+    commands = (tokens, sources, database, plugins, config, deliveries, redeliver, reconcile)
+    for command in (*commands, outputs):
         cli.add_command(command)

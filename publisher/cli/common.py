@@ -17,3 +17,8 @@ def services() -> Services:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+def echo_json_line(value: Any) -> None:
+    """One JSON object on one line: what listings that say "JSON lines" print."""
+    click.echo(json.dumps(value, default=str))

@@ -33,7 +33,7 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     configure_logging(svc.settings)
     svc.dispatcher.background_enqueue = True  # requests commit and answer; a thread enqueues
     run_worker = svc.settings["embedded_worker"] if worker is None else worker
-    embedded = EmbeddedWorker(svc, int(svc.settings["worker"]["threads"])) if run_worker else None
+    embedded = EmbeddedWorker(svc, svc.settings["worker"]["threads"]) if run_worker else None
     if embedded:
         embedded.start()
         svc.dispatcher.sweep(grace=0)
@@ -63,7 +63,7 @@ def worker(threads: int | None) -> None:
 
     svc = services()
     configure_logging(svc.settings)
-    run_worker(svc, threads or int(svc.settings["worker"]["threads"]))
+    run_worker(svc, threads or svc.settings["worker"]["threads"])
 
 
 def register(cli: click.Group) -> None:
