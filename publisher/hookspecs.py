@@ -175,6 +175,6 @@ def register_commands(cli: click.Group) -> None:
 
     Called once in the ``publisher`` process, before the command line is parsed (so also
     for ``--help``: create nothing here). A command that needs the app uses
-    ``flask.cli.with_appcontext``. An exception is reported as one line and the command
-    line runs without this plugin's commands.
+    ``flask.cli.with_appcontext``. If it raises, the error is reported in one line and the
+    command line runs without this plugin's commands.
     """

@@ -80,10 +80,18 @@ def isolated_plugin_manager(
     pm.add_hookspecs(hookspecs)
     for name, plugin in plugins.items():
         if not pm.is_registered(plugin):
-            pm.register(plugin, name=name)
+            _register(pm, plugin, name)
     if check:
         _check(pm)
     return pm
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """Register, turning pluggy's refusal (an argument no hook offers) into one line."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin {name}: {exc}") from None
 
 
 def _check(pm: pluggy.PluginManager) -> None:
@@ -110,7 +118,10 @@ def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:
             blocked.add(entry.name)  # the same module, registered under another name
     for name in blocked:
         pm.set_blocked(name)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin {exc.plugin!r}: {exc}") from None
     for name in blocked:
         pm.unblock(name)
 
@@ -121,7 +132,7 @@ def _load_folder(pm: pluggy.PluginManager, folder: Path, disabled: set[str]) -> 
     for path in sorted(folder.glob("*.py")):
         if path.stem in disabled or path.stem.startswith("_"):
             continue
-        pm.register(_import_path(path), name=path.stem)
+        _register(pm, _import_path(path), path.stem)
 
 
 def _import_path(path: Path) -> ModuleType:
