@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from publisher.outputs import BaseOutput
-from publisher.testing import Lifecycle, PluginApp, deliver, load_outputs, make_event
+from publisher.testing import (
+    Lifecycle,
+    OutputContract,
+    PluginApp,
+    deliver,
+    load_outputs,
+    make_event,
+    make_record,
+)
 
 ROOT = Path(__file__).parents[1]
 
@@ -269,3 +277,23 @@ def test_the_kit_drives_an_output_like_the_core(tmp_path):
     life = Lifecycle("driven")
     deliver(output, life.published(1), life.updated(2))
     assert output.inventory() == {life.id: 2}
+
+
+class TestBatchingDoubleContract(OutputContract):
+    """The suite's own recording plugin (tests/local_plugins/recording.py) as a batching
+    output without inventory: the kit still checks its batches, one refused item included."""
+
+    @pytest.fixture
+    def output(self, tmp_path):
+        sys.path.insert(0, str(ROOT / "tests" / "local_plugins"))
+        try:
+            import recording
+        finally:
+            sys.path.pop(0)
+        settings = {"recording": {"log": str(tmp_path / "log.jsonl"), "batching": True}}
+        outputs = load_outputs(recording, plugins=settings)
+        return next(output for output in outputs if output.name == "batcher")
+
+    @pytest.fixture
+    def refused_record(self):
+        return make_record({"title": "refuse", "webUrl": "https://example.com/refused"})
