@@ -26,6 +26,7 @@ from publisher.keyring import Keyring
 from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
+from publisher.plugins import Broadcast
 from publisher.records import canonical_json, public_fields, record_id
 from publisher.schemas import Validated, validate_record
 from publisher.secure import SecuredOutcome, secure_record
@@ -87,7 +88,7 @@ class Intake:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.settings = services.settings
-        self.hooks = services.pm.hook
+        self.hooks = Broadcast(services.pm, services.settings)
         self._group: GroupCommitter[list[Prepared], Written] = GroupCommitter(
             self._write_groups, gate=lambda: writer_lock(services.engine)
         )

@@ -18,7 +18,7 @@ from publisher.dispatch import Dispatcher, OutputSpec
 from publisher.errors import ConfigError
 from publisher.keyring import Keyring, LiveKeyring, ensure_dev_key
 from publisher.outputs import Output
-from publisher.plugins import collect_outputs, make_plugin_manager
+from publisher.plugins import Broadcast, collect_outputs, make_plugin_manager
 from publisher.queue import make_huey
 from publisher.routing import compile_rule
 from publisher.tokens import TokenCache
@@ -79,7 +79,7 @@ def build_services(settings: Settings) -> Services:
         sessions=sessions,
         huey=huey,
         outputs=output_specs(outputs, settings),
-        hooks=pm.hook,
+        hooks=Broadcast(pm, settings),
         opener=services.open_protected,
         jitter=delivery["jitter"],
         lease_seconds=delivery["lease_seconds"],

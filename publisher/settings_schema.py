@@ -174,6 +174,14 @@ class PluginsSchema(Schema):
         unknown = INCLUDE
 
     disabled = fields.List(Text(), required=True)
+    #: ``{name: importable module}``, registered as an entry point would be
+    load = fields.Dict(keys=Text(), values=Text())
+    #: ``false`` skips plugins installed as packages (as PUBLISHER_DISABLE_PLUGIN_AUTOLOAD)
+    autoload = fields.Boolean()
+
+
+#: keys of ``plugins`` that are the core's, not a plugin's section
+CORE_PLUGIN_KEYS = frozenset({"disabled", "load", "autoload"})
 
 
 class SettingsSchema(Strict):
@@ -354,7 +362,7 @@ def check_plugin_settings(
     schemas = plugin_schemas(pm)
     loaded = {name for name, _ in pm.list_name_plugin()} | set(sections["disabled"])
     found: dict[str, list[str]] = {}
-    for name in sorted(set(sections) - {"disabled"}):
+    for name in sorted(set(sections) - CORE_PLUGIN_KEYS):
         if name not in loaded:
             # not an error: one file may serve hosts where an optional plugin is absent
             log.warning("plugins.%s: no plugin of that name is loaded; section ignored", name)

@@ -9,6 +9,7 @@ import click
 from flask.cli import FlaskGroup, NoAppException
 
 from publisher import __version__
+from publisher.cli.common import create_cli_app
 
 #: sysexits' EX_CONFIG: the exit status of a command stopped by a configuration error
 EXIT_CONFIG = 78
@@ -23,20 +24,24 @@ class ConfigProblem(NoAppException):
         click.echo(self.format_message(), err=True)
 
 
-def _create_app():  # noqa: ANN202 - Flask's CLI calls this lazily
-    from publisher.app import create_app
-    from publisher.config import problem_lines
-    from publisher.errors import ConfigError
+class PublisherGroup(FlaskGroup):
+    """Flask's command group without looking for commands on the app.
 
-    try:
-        return create_app()
-    except ConfigError as exc:
-        raise ConfigProblem("\n".join(problem_lines(exc))) from None
+    Every command is on this group (plugins' too, through ``register_commands``), so listing
+    or looking one up (``--help``, a misspelt name) never builds the app, which would migrate
+    the database, make the queue and a development key.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return click.Group.list_commands(self, ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return click.Group.get_command(self, ctx, name)
 
 
 @click.group(
-    cls=FlaskGroup,
-    create_app=_create_app,
+    cls=PublisherGroup,
+    create_app=create_cli_app,
     add_default_commands=False,
     add_version_option=False,
     set_debug_flag=False,
@@ -74,9 +79,11 @@ def _plugin_commands() -> None:
 
     try:
         pm = make_plugin_manager(load_settings())
-    except ConfigError:
-        return  # the command says what is wrong when it loads the app
-    pm.hook.register_commands(cli=cli)
+        pm.hook.register_commands(cli=cli)
+    except ConfigError as exc:
+        click.echo(f"publisher: {exc.message}", err=True)
+    except Exception as exc:  # noqa: BLE001 - one plugin must not take the whole CLI down
+        click.echo(f"publisher: a plugin's register_commands failed: {exc!r}", err=True)
 
 
 def main() -> None:

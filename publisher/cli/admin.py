@@ -14,12 +14,12 @@ from sqlalchemy import select
 
 from publisher import db
 from publisher.api.webhooks import inbox_processor
-from publisher.cli.common import echo_json_line, services
+from publisher.cli.common import echo_json_line, read_settings, services
 from publisher.config import effective, load_settings
 from publisher.db import transaction
-from publisher.errors import PublisherError
+from publisher.errors import ConfigError, PublisherError
 from publisher.models import Delivery, Source, utcnow
-from publisher.plugins import describe_plugins, make_plugin_manager
+from publisher.plugins import collect_outputs, describe_plugins, make_plugin_manager
 from publisher.settings_schema import check_plugin_settings
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
 
@@ -164,11 +164,15 @@ def db_upgrade(revision: str) -> None:
 
 
 @click.command("plugins")
-@with_appcontext
 def plugins() -> None:
-    """List loaded plugins: name, version, origin, hooks, outputs."""
-    svc = services()
-    for info in describe_plugins(svc.pm, svc.outputs):
+    """List loaded plugins: name, version, origin, hooks, outputs (creates nothing)."""
+    settings = read_settings()
+    try:
+        pm = make_plugin_manager(settings)
+        outputs = collect_outputs(pm, settings)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    for info in describe_plugins(pm, outputs):
         click.echo(f"{info.name} {info.version} ({info.origin})")
         click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
         click.echo(f"  outputs: {', '.join(info.outputs) or '-'}")
