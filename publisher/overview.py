@@ -183,23 +183,9 @@ def delivery_counts(session: Session, now: datetime) -> tuple[list[dict[str, Any
     Only ``pending`` and ``dead`` rows are read, and at most :data:`COUNT_CAP` + 1 of them:
     the second value says the cap was reached (the numbers are then lower bounds).
     """
-    wanted = (
-        select(
-            Delivery.output.label("output"),
-            Delivery.status.label("status"),
-            Delivery.next_attempt_at.label("due"),
-        )
-        .where(Delivery.status.in_(("pending", "dead")))
-        .limit(COUNT_CAP + 1)
-        .subquery()
-    )
-    later = (wanted.c.due > now).label("later")
-    grouped = select(
-        wanted.c.output, wanted.c.status, later, func.count(), func.min(wanted.c.due)
-    ).group_by(wanted.c.output, wanted.c.status, later)
     per_output: dict[str, dict[str, Any]] = {}
     total = 0
-    for output, status, is_later, count, oldest in session.execute(grouped):
+    for output, status, is_later, count, oldest in session.execute(counts_statement(now)):
         total += count
         row = per_output.setdefault(output, _empty_counts(output))
         if status == "dead":
@@ -211,6 +197,24 @@ def delivery_counts(session: Session, now: datetime) -> tuple[list[dict[str, Any
             row["due"] += count
             row["oldest_due_at"] = _earliest(row["oldest_due_at"], oldest)
     return [per_output[name] for name in sorted(per_output)], total > COUNT_CAP
+
+
+def counts_statement(now: datetime) -> Select[Any]:
+    """Pending and dead rows only, at most :data:`COUNT_CAP` + 1, grouped per output."""
+    wanted = (
+        select(
+            Delivery.output.label("output"),
+            Delivery.status.label("status"),
+            Delivery.next_attempt_at.label("due"),
+        )
+        .where(Delivery.status.in_(("pending", "dead")))
+        .limit(COUNT_CAP + 1)
+        .subquery()
+    )
+    later = (wanted.c.due > now).label("later")
+    return select(
+        wanted.c.output, wanted.c.status, later, func.count(), func.min(wanted.c.due)
+    ).group_by(wanted.c.output, wanted.c.status, later)
 
 
 def _empty_counts(output: str) -> dict[str, Any]:
