@@ -342,6 +342,8 @@
   }
 
   function fillFilters(params) {
+    const narrowed = FILTERS.some((name) => name !== "q" && params.get(name));
+    if (narrowed) $("more-filters").open = true;
     for (const name of FILTERS) {
       const field = $(`f-${name}`);
       if (name === "output") continue; // filled with the answer's output names
@@ -594,7 +596,9 @@
     row.append(historyCell(delivery));
     const actions = cell("actions", "actions");
     if (may("admin") && canRedeliver(delivery, detail)) {
-      actions.append(button("Redeliver", "redeliver small", (node) => redeliver(delivery.id, delivery.output, node)));
+      // a failed one is what needs it; sending a delivered one again is the rarer repair
+      const tone = delivery.status === "dead" ? "redeliver small" : "redeliver small quiet";
+      actions.append(button("Redeliver", tone, (node) => redeliver(delivery.id, delivery.output, node)));
     }
     row.append(actions);
     return row;
@@ -810,6 +814,8 @@
 
   function start() {
     document.body.dataset.busy = "0";
+    // every filter at hand on a wide screen; on a phone the search first, the rest folded
+    $("more-filters").open = window.matchMedia("(min-width: 761px)").matches;
     $("login").addEventListener("submit", (event) => {
       event.preventDefault();
       const value = $("token").value.trim();
