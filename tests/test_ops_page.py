@@ -26,7 +26,7 @@ from flask import Flask
 
 from publisher.app import create_app
 from publisher.db import transaction
-from publisher.dispatch import disable_output
+from publisher.dispatch import set_output_state
 from publisher.models import QuarantineItem, utcnow
 from publisher.tokens import create_token
 from tests.conftest import LOCAL_PLUGINS, drain
@@ -582,7 +582,7 @@ def test_an_operator_finds_sees_and_acts_without_reloading(page: Page, store: St
     page.click("tr.output-row[data-output='flaky'] button.enable")
     page.wait_message("flaky is on")
     with transaction(store.app.extensions["publisher"].sessions) as session:
-        disable_output(session, "recorder", "subscriber answered 410 Gone")
+        set_output_state(session, "recorder", False, "subscriber answered 410 Gone")
     page.click("#refresh")
     assert (
         page.find("tr.output-row[data-output='recorder']").get_attribute("data-state") == "paused"
