@@ -14,11 +14,11 @@ from publisher.errors import ConfigError, EnvelopeError, InvalidRecord
 from publisher.keyring import Keyring, generate_key
 from publisher.secure import decide, secure_record
 
-SHARED = Path(__file__).parents[2] / "shared"
+DATA = Path(__file__).parent / "data"
 
 
 def _seed() -> dict[str, Any]:
-    text = (SHARED / "examples" / "seed-record.md").read_text(encoding="utf-8")
+    text = (DATA / "seed-record.md").read_text(encoding="utf-8")
     return yaml.safe_load(text.split("---")[1])
 
 
