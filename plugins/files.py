@@ -316,7 +316,7 @@ def render(record: OutputRecord, page: Page, generator: str = "hugo") -> str:
 
 
 def front_matter(record: OutputRecord, page: Page, generator: str = "hugo") -> dict[str, Any]:
-    """The mapping of ``docs/outputs.md``: known fields to the generator's keys, the rest namespaced.
+    """The mapping of ``docs/outputs.md``: known fields to generator keys, the rest namespaced.
 
     Hugo: ``title, date, lastmod, draft, slug, tags, categories, description, aliases`` and
     ``params.publisher``. Jekyll: ``title, date, last_modified_at, published, slug,
