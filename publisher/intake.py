@@ -32,7 +32,7 @@ from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
 from publisher.records import public_fields, record_id
 from publisher.schemas import validate_record
-from publisher.secure import secure_record
+from publisher.secure import InvalidEnvelopeAlarm, check_policies, secure_record
 from publisher.services import Services
 from publisher.store import Incoming, Stored, retract_record, save_records
 
@@ -99,6 +99,11 @@ class Intake:
         self.services = services
         self.settings = services.settings
         self.hooks = services.pm.hook
+        check_policies(self.settings)  # a policy that would be a padding oracle stops start-up
+        alarm = self.settings.get("secured_alarm") or {}
+        self.envelope_alarm = InvalidEnvelopeAlarm(
+            threshold=int(alarm.get("invalid", 20)), window=float(alarm.get("seconds", 60))
+        )
         self._group: GroupCommitter[list[Prepared], Written] = GroupCommitter(
             self._write_groups, gate=lambda: writer_lock(services.engine)
         )
@@ -189,6 +194,7 @@ class Intake:
         # a JWS signs the fields as the sender sent them, so check it over the raw mapping
         signed = raw if isinstance(raw, dict) else data
         outcome = secure_record(signed, self.services.keyring, source_policy(self.settings, source))
+        self.envelope_alarm.observe(source, outcome.result.status)
         outcome.raise_for_reject()
         body = str(data.pop("body", "") or "")
         incoming = Incoming(

@@ -92,7 +92,7 @@ def test_an_envelope_that_cannot_be_opened_under_a_quarantine_policy(
     make_app, auth_for, seed_json, caplog
 ):
     caplog.set_level(logging.DEBUG)
-    policy = {"on_failure": "quarantine"}
+    policy = {"on_failure": "quarantine", "legacy": "refuse"}
     app = make_app(sources={"cms": {"secrets": [SECRET], "secured": policy}})
     client, auth = app.test_client(), auth_for(app)
     send(client, json.dumps(dict(seed_json, secured=BROKEN_ENVELOPE)).encode())
@@ -116,7 +116,7 @@ def test_an_envelope_that_cannot_be_opened_under_a_quarantine_policy(
 def test_a_replay_still_held_by_the_secured_policy_is_422_and_the_item_stays(
     make_app, auth_for, seed_json
 ):
-    policy = {"on_failure": "quarantine"}
+    policy = {"on_failure": "quarantine", "legacy": "refuse"}
     app = make_app(sources={"cms": {"secrets": [SECRET], "secured": policy}})
     client, auth = app.test_client(), auth_for(app)
     send(client, json.dumps(dict(seed_json, secured=BROKEN_ENVELOPE)).encode())
