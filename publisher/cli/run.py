@@ -23,9 +23,9 @@ from publisher.logs import configure_logging
 @with_appcontext
 def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     """Run the service (waitress) with the embedded defaults, worker included."""
-    import waitress
     from flask import current_app
 
+    from publisher.serving import make_server
     from publisher.worker import EmbeddedWorker
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -39,8 +39,9 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
         svc.dispatcher.sweep(grace=0)
     click.echo(f"publisher serving on http://{host}:{port} (worker: {'on' if embedded else 'off'})")
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: finish in-flight work
+    max_body = int(svc.settings["limits"]["max_body_bytes"])
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="publisher")
+        make_server(app, host=host, port=port, threads=threads, max_body=max_body).run()
     except KeyboardInterrupt:
         click.echo("publisher stopping", err=True)
     finally:
