@@ -192,11 +192,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         responses={200: json_response("Health", "Alive")},
     ),
     ("/readyz", "GET"): Op(
-        "Readiness: the store and the queue answer",
+        "Readiness: this process can accept and durably store",
         "operations",
         responses={
             200: json_response("Readiness", "Ready"),
-            503: json_response("Readiness", "Not ready: `checks` says what is unreachable"),
+            503: json_response("Readiness", "Not ready: `checks` says what failed"),
         },
     ),
     ("/metrics", "GET"): Op(

@@ -174,9 +174,13 @@ class ReadinessSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Dict(
         keys=fields.String(),
-        values=fields.String(validate=validate.OneOf(["ok", "unreachable"])),
+        values=fields.String(validate=validate.OneOf(["ok", "unreachable", "full"])),
         required=True,
-        metadata={"description": "`database` and `queue`: ok or unreachable"},
+        metadata={
+            "description": "`database` (ok, unreachable) and `disk` (ok, full, unreachable) "
+            "decide readiness; `queue` (ok, unreachable) is reported only: intake works "
+            "without it"
+        },
     )
 
 
