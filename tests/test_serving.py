@@ -79,7 +79,8 @@ def test_a_declared_oversize_body_is_refused_without_being_sent(served) -> None:
     answer = exchange(
         port,
         post(
-            f"Authorization: {auth['Authorization']}\r\nContent-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n"
+            f"Authorization: {auth['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {50 * 1024 * 1024}\r\n"
         ),
     )
     assert time.monotonic() - started < 4  # answered from the headers: no body was sent
