@@ -138,6 +138,14 @@ class DeliveryListSchema(Closed):
     items = fields.List(fields.Nested(DeliverySchema), required=True)
 
 
+class DeliveryPageSchema(DeliveryListSchema):
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "pass as `cursor`; null at the end"},
+    )
+
+
 class PluginSchema(Closed):
     name = fields.String(required=True)
     version = fields.String(required=True)
