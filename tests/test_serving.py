@@ -135,3 +135,45 @@ def test_framing_errors_answer_the_error_shape(served, headers, body, status) ->
     answered, payload = status_and_json(exchange(port, post(headers, body)))
     assert answered == status and payload["status"] == status
     assert set(payload) == {"code", "status", "message", "errors"}
+
+
+@pytest.mark.slow
+def test_under_gunicorn_a_declared_oversize_body_is_refused_unread(tmp_path) -> None:  # noqa: ANN001
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from publisher.app import create_app
+    from tests.test_groupcommit import wait_until
+    from tests.test_webhooks_gunicorn import ROOT, answered
+
+    settings = {
+        "data_dir": str(tmp_path / "data"),
+        "keys_dir": str(tmp_path / "keys"),
+        "limits": {"max_body_bytes": LIMIT},
+    }
+    config = tmp_path / "publisher.yaml"
+    config.write_text(json.dumps(settings))
+    create_app(overrides=settings, environ={}).extensions["publisher"].close()  # migrate
+    port = free_port()
+    env = {**os.environ, "PUBLISHER_CONFIG": str(config), "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    server = subprocess.Popen(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "--workers", "1", "--bind", f"127.0.0.1:{port}"]
+        + ["--log-level", "warning", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: answered(port), seconds=60)
+        headers = f"Expect: 100-continue\r\nContent-Length: {50 * 1024 * 1024}\r\n"
+        answer = exchange(port, post(headers, path="/webhooks/cms"))
+        _, _, final = answer.partition(b"HTTP/1.1 100 Continue\r\n\r\n")  # gunicorn sends it
+        status, body = status_and_json(final or answer)
+        assert (status, body["code"]) == (413, "too_large")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
