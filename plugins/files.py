@@ -5,10 +5,17 @@ Files are laid out for a static site generator (Hugo's ``content/`` or Jekyll co
 or nothing). The name is derived from the title but made safe whatever the title holds, and
 ends with a short hash of the record id, so two records with one title get two files.
 
+The front matter is written from an explicit mapping of record fields to the generator's
+keys (:data:`GENERATORS`, documented in ``docs/outputs.md``); every other field, unknown
+ones included, goes under one namespaced key no generator gives a meaning to. So nothing a
+sender writes can set a page's URL, layout, draft state or type: every path is chosen here.
+
 A small per-record index (``<folder>/.publisher/index/``) remembers where each record's file
-is, so an update that changes the title or category removes the old file without scanning
-the folder, and so a late retry of an old revision cannot resurrect a retracted record. All
-changes happen under one exclusive file lock (threads and processes), with atomic writes.
+is and which URLs it had, so an update that moves the file removes the old one without
+scanning the folder and leaves an alias at the old URL, and so a late retry of an old
+revision cannot resurrect a retracted record (a tombstone). :meth:`FilesOutput.inventory`
+reads the same index. All changes happen under one exclusive file lock (threads and
+processes), with atomic writes.
 """
 
 from __future__ import annotations
@@ -16,16 +23,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from marshmallow import Schema, fields, validate
+from slugify import slugify as _slugify
 
 from publisher.errors import ConfigError
 from publisher.fileio import atomic_write_many, locked
@@ -33,8 +40,16 @@ from publisher.hookspecs import hookimpl
 from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
 
 LAYOUTS = ("category", "type", "flat")
-MAX_SLUG = 60
+GENERATORS = ("hugo", "jekyll")
+SLUGS = ("unicode", "ascii")
+MAX_SLUG = 60  # characters
+MAX_SLUG_BYTES = 180  # a file name is at most 255 bytes; the hash and ``.md`` follow
+MAX_ALIASES = 20
 STATE_DIR = ".publisher"
+#: Hugo's default taxonomies own these top-level URLs: a section of that name would share them
+RESERVED_SECTIONS = frozenset({"tags", "categories"})
+#: record fields with a key of their own in the front matter; the rest go under the namespace
+MAPPED = frozenset({"title", "publishedDateTime", "topics", "category", "excerpt"})
 #: libyaml's safe dumper when PyYAML was built with it (same output, a fraction of the time)
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -43,20 +58,51 @@ DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 def register_outputs(config: Mapping[str, Any]) -> list[FilesOutput]:
     options = dict((config.get("plugins") or {}).get("files") or {})
     folder = Path(options.get("folder") or Path(config["data_dir"]) / "site")
-    layout = options.get("layout", "category")
-    if layout not in LAYOUTS:
-        raise ConfigError(f"plugins.files.layout must be one of {', '.join(LAYOUTS)}")
+    layout = _choice(options, "layout", LAYOUTS)
+    generator = _choice(options, "generator", GENERATORS)
+    slugs = _choice(options, "slugs", SLUGS)
     prefix = str(options.get("section_prefix", ""))
     if prefix not in ("", "_"):
         raise ConfigError("plugins.files.section_prefix must be '' or '_'")
-    return [FilesOutput(folder=folder, layout=layout, section_prefix=prefix)]
+    base_url = str(options.get("base_path", "/"))
+    if not base_url.startswith("/") or not base_url.endswith("/"):
+        raise ConfigError("plugins.files.base_path must start and end with '/' (e.g. /news/)")
+    return [
+        FilesOutput(
+            folder=folder,
+            layout=layout,
+            section_prefix=prefix,
+            generator=generator,
+            slugs=slugs,
+            base_path=base_url,
+        )
+    ]
 
 
-def slugify(text: str, fallback: str = "record") -> str:
-    """ASCII, lower-case, dash-separated and bounded: safe as a file or folder name."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:MAX_SLUG].rstrip("-") or fallback
+def _choice(options: Mapping[str, Any], key: str, allowed: Sequence[str]) -> str:
+    value = options.get(key, allowed[0])
+    if value not in allowed:
+        raise ConfigError(f"plugins.files.{key} must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def slugify(text: str, fallback: str = "record", *, ascii_only: bool = False) -> str:
+    """Lower-case, dash-separated and bounded: safe as a file, folder and URL segment.
+
+    Unicode letters and digits are kept as Hugo keeps them (``東京``, ``привет-мир``), or
+    transliterated to ASCII with ``ascii_only`` (python-slugify, with text-unidecode).
+    Punctuation, underscores, dots, slashes and control characters never survive.
+    """
+    slug = _slugify(
+        text,
+        allow_unicode=not ascii_only,
+        max_length=MAX_SLUG,
+        word_boundary=True,
+        regex_pattern=r"[^\w-]+|_" if not ascii_only else None,
+    ).strip("-")
+    while len(slug.encode("utf-8")) > MAX_SLUG_BYTES:
+        slug = slug[:-1].rstrip("-")
+    return slug or fallback
 
 
 def record_hash(record_id: str, length: int = 10) -> str:
@@ -70,6 +116,9 @@ class FilesOutput(BatchOutput):
     folder: Path
     layout: str = "category"
     section_prefix: str = ""
+    generator: str = "hugo"
+    slugs: str = "unicode"
+    base_path: str = "/"
     name: str = "files"
     accepts_protected: bool = False
 
@@ -83,9 +132,21 @@ class FilesOutput(BatchOutput):
             plan.carry_out()
         return outcomes
 
+    def inventory(self) -> dict[str, int]:
+        """``{record id: revision}`` of the files on disk, read from the per-record index."""
+        held: dict[str, int] = {}
+        with self._locked():
+            for path in sorted((self.folder / STATE_DIR / "index").glob("*.json")):
+                entry = _read_entry(path)
+                if entry and not entry.get("retracted") and entry.get("path"):
+                    record_id = entry.get("id") or self._id_on_disk(entry["path"])
+                    if record_id:
+                        held[str(record_id)] = int(entry.get("revision", 0))
+        return held
+
     def path_for(self, record: OutputRecord) -> Path:
         """The file of ``record``, verified to lie inside the folder."""
-        name = f"{slugify(record.title)}-{record_hash(record.id)}.md"
+        name = f"{self.slug_for(record)}.md"
         section = self._section(record.fields)
         root = self.folder.resolve()
         path = (root / section / name).resolve() if section else (root / name).resolve()
@@ -93,19 +154,42 @@ class FilesOutput(BatchOutput):
             raise ValueError(f"refusing to write outside {root}: {path}")
         return path
 
+    def slug_for(self, record: OutputRecord) -> str:
+        """The last segment of the page's URL and its file name: title, then id hash."""
+        return f"{self._slug(record.title)}-{record_hash(record.id)}"
+
+    def url_for(self, path: Path) -> str:
+        """The page's URL path, as the generator derives it from the file's place."""
+        relative = path.relative_to(self.folder.resolve()).with_suffix("")
+        parts = [p.removeprefix("_") if self.section_prefix else p for p in relative.parts]
+        return self.base_path + "/".join(parts) + "/"
+
+    def _slug(self, text: str, fallback: str = "record") -> str:
+        return slugify(text, fallback, ascii_only=self.slugs == "ascii")
+
     def _section(self, fields: Mapping[str, Any]) -> str:
         if self.layout == "flat":
             return ""
         value = fields.get(self.layout)
         fallback = "uncategorized" if self.layout == "category" else "untyped"
-        return self.section_prefix + slugify(str(value) if value else "", fallback)
-
-    def _relative(self, path: Path) -> str:
-        return str(path.relative_to(self.folder.resolve()))
+        section = self._slug(str(value) if value else "", fallback)
+        if self.generator == "hugo" and section in RESERVED_SECTIONS:
+            section += "-section"
+        return self.section_prefix + section
 
     def entry_path(self, record_id: str) -> Path:
         """Where the index keeps what was written for ``record_id``."""
         return self.folder / STATE_DIR / "index" / f"{record_hash(record_id, 32)}.json"
+
+    def _id_on_disk(self, relative: str) -> str | None:
+        """An index entry written before entries held the id: the file's front matter says."""
+        try:
+            text = (self.folder / relative).read_text("utf-8")
+            meta = yaml.safe_load(text[4:].partition("\n---\n")[0]) or {}
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        found = meta.get("id") or _namespace(meta, self.generator).get("id")
+        return str(found) if found else None
 
     def _locked(self) -> AbstractContextManager[None]:
         """One writer at a time, across threads and processes."""
@@ -115,9 +199,9 @@ class FilesOutput(BatchOutput):
 class _Plan:
     """What a batch changes on disk, worked out first and carried out at once.
 
-    The record files are written, then old files removed, then the index entries written:
-    an interrupted batch leaves at worst a file the index does not know yet, which the
-    retried delivery (idempotent) overwrites.
+    The record files are written, then old files removed (and section folders left empty),
+    then the index entries written: an interrupted batch leaves at worst a file the index
+    does not know yet, which the retried delivery (idempotent) overwrites.
     """
 
     def __init__(self, output: FilesOutput) -> None:
@@ -133,10 +217,28 @@ class _Plan:
         entry = self._entry(record.id)
         if _is_stale(entry, event.revision):
             return
-        self.writes[target] = render(record).encode("utf-8")
+        url = self.output.url_for(target)
+        page = Page(
+            slug=target.stem,
+            url=url,
+            aliases=_aliases(entry, url),
+            first_seen=(entry or {}).get("date") or _iso(event.occurred_at),
+            modified=_iso(event.occurred_at),
+        )
+        self.writes[target] = render(record, page, self.output.generator).encode("utf-8")
         self.removals.discard(target)
         self._remove_previous(entry, target)
-        self._set_entry(record.id, {"path": self._relative(target), "revision": event.revision})
+        self._set_entry(
+            record.id,
+            {
+                "id": record.id,
+                "path": self._relative(target),
+                "revision": event.revision,
+                "url": url,
+                "aliases": page.aliases,
+                "date": page.first_seen,
+            },
+        )
 
     def retract(self, record: OutputRecord, event: Event) -> None:
         entry = self._entry(record.id)
@@ -145,7 +247,12 @@ class _Plan:
         self._remove_previous(entry, None)
         # Where the record would be now, in case the index was lost or never written.
         self._remove(self.output.path_for(record))
-        self._set_entry(record.id, {"retracted": True, "revision": event.revision})
+        tombstone = {"id": record.id, "retracted": True, "revision": event.revision}
+        if entry:  # a re-publish keeps the record's first date and its old URLs as aliases
+            old_url = [entry["url"]] if entry.get("url") else []
+            tombstone["aliases"] = (list(entry.get("aliases") or []) + old_url)[-MAX_ALIASES:]
+            tombstone["date"] = entry.get("date")
+        self._set_entry(record.id, tombstone)
 
     def _remove_previous(self, entry: dict[str, Any] | None, keep: Path | None) -> None:
         """Remove the file an earlier revision wrote, if it now lives elsewhere."""
@@ -164,11 +271,7 @@ class _Plan:
 
     def _entry(self, record_id: str) -> dict[str, Any] | None:
         if record_id not in self.entries:
-            try:
-                data = json.loads(self.output.entry_path(record_id).read_text("utf-8"))
-            except (FileNotFoundError, ValueError):
-                data = None
-            self.entries[record_id] = data if isinstance(data, dict) else None
+            self.entries[record_id] = _read_entry(self.output.entry_path(record_id))
         return self.entries[record_id]
 
     def _set_entry(self, record_id: str, entry: dict[str, Any]) -> None:
@@ -179,6 +282,8 @@ class _Plan:
         atomic_write_many(list(self.writes.items()))
         for path in self.removals:
             _unlink(path)
+        for folder in {path.parent for path in self.removals}:
+            _remove_if_empty(folder, self.root)
         atomic_write_many(
             [
                 (self.output.entry_path(rid), json.dumps(self.entries[rid]).encode("utf-8"))
@@ -187,15 +292,91 @@ class _Plan:
         )
 
 
-def render(record: OutputRecord) -> str:
-    """YAML front matter (the record's public fields) and the Markdown body."""
-    fields = _plain(record.fields)
-    fields.setdefault("id", record.id)
-    if "date" not in fields and fields.get("publishedDateTime"):
-        fields["date"] = fields["publishedDateTime"]  # what Hugo and Jekyll sort by
-    front = yaml.dump(fields, Dumper=DUMPER, sort_keys=False, allow_unicode=True, width=1000)
+@dataclass(frozen=True)
+class Page:
+    """What publisher decided about a record's page: never taken from the record."""
+
+    slug: str
+    url: str
+    aliases: list[str]
+    first_seen: str
+    modified: str
+
+
+def render(record: OutputRecord, page: Page, generator: str = "hugo") -> str:
+    """YAML front matter from the mapping for ``generator``, then the Markdown body."""
+    front = yaml.dump(
+        front_matter(record, page, generator),
+        Dumper=DUMPER,
+        sort_keys=False,
+        allow_unicode=True,
+        width=1000,
+    )
     body = record.body if record.body.endswith("\n") or not record.body else record.body + "\n"
     return f"---\n{front}---\n\n{body}"
+
+
+def front_matter(record: OutputRecord, page: Page, generator: str = "hugo") -> dict[str, Any]:
+    """The mapping of ``docs/outputs.md``: known fields to generator keys, the rest namespaced.
+
+    Hugo: ``title, date, lastmod, draft, slug, tags, categories, description, aliases`` and
+    ``params.publisher``. Jekyll: ``title, date, last_modified_at, published, slug,
+    permalink, tags, categories, description, redirect_from`` and ``publisher``.
+    """
+    fields = _plain(record.fields)
+    meta: dict[str, Any] = {"title": record.title}
+    meta["date"] = fields.get("publishedDateTime") or page.first_seen
+    meta["lastmod" if generator == "hugo" else "last_modified_at"] = page.modified
+    if generator == "hugo":
+        meta["draft"] = False
+    else:
+        meta["published"] = True
+        meta["permalink"] = page.url
+    meta["slug"] = page.slug
+    topics = [str(t) for t in fields.get("topics") or [] if str(t).strip()]
+    if topics:
+        meta["tags"] = topics
+    if fields.get("category"):
+        meta["categories"] = [str(fields["category"])]
+    if fields.get("excerpt"):
+        meta["description"] = str(fields["excerpt"])
+    if page.aliases:
+        meta["aliases" if generator == "hugo" else "redirect_from"] = list(page.aliases)
+    own = {
+        "id": record.id,
+        "revision": record.revision,
+        "fields": {k: v for k, v in fields.items() if k not in MAPPED},
+    }
+    if generator == "hugo":
+        meta["params"] = {"publisher": own}
+    else:
+        meta["publisher"] = own
+    return meta
+
+
+def _namespace(meta: Mapping[str, Any], generator: str) -> Mapping[str, Any]:
+    if generator == "hugo":
+        return (meta.get("params") or {}).get("publisher") or {}
+    return meta.get("publisher") or {}
+
+
+def _aliases(entry: dict[str, Any] | None, url: str) -> list[str]:
+    """The record's earlier URLs (oldest first, bounded), never the one it has now."""
+    if not entry:
+        return []
+    earlier = list(entry.get("aliases") or [])
+    if entry.get("url") and not entry.get("retracted"):
+        earlier.append(entry["url"])
+    kept: list[str] = []
+    for alias in earlier:
+        if alias != url and alias not in kept:
+            kept.append(alias)
+    return kept[-MAX_ALIASES:]
+
+
+def _iso(value: datetime) -> str:
+    text = value.astimezone(UTC).isoformat(timespec="seconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 def _plain(value: Any) -> Any:
@@ -205,6 +386,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _is_stale(entry: dict[str, Any] | None, revision: int) -> bool:
@@ -231,8 +420,27 @@ class FilesSettings(Schema):
     section_prefix = fields.String(
         load_default="", validate=validate.OneOf(("", "_"), error="must be '' or '_'")
     )
+    generator = fields.String(
+        load_default=GENERATORS[0],
+        validate=validate.OneOf(GENERATORS, error="must be one of " + ", ".join(GENERATORS)),
+    )
+    slugs = fields.String(
+        load_default=SLUGS[0],
+        validate=validate.OneOf(SLUGS, error="must be one of " + ", ".join(SLUGS)),
+    )
+    base_path = fields.String(load_default="/")
 
 
 @hookimpl
 def register_config_schema() -> type[Schema]:
     return FilesSettings
+
+
+def _remove_if_empty(folder: Path, root: Path) -> None:
+    """A section folder its last record left: a site would still list an empty section."""
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()  # only ever succeeds on an empty folder
+        except OSError:
+            return
+        folder = folder.parent

@@ -46,7 +46,7 @@ def create_app(
     services.dispatcher.also_sweep.append(webhooks.inbox_processor(app).sweep)
     errors.register(app)
     requests.register(app)
-    metrics_core.register(app)
+    metrics_core.register(app).registry.register(app.extensions["publisher.intake"].envelope_alarm)
     blueprints = (
         records,
         deliveries,

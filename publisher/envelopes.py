@@ -171,15 +171,31 @@ def _open_legacy(value: str, keyring: Keyring) -> SecuredResult:
 
 
 def _cbc_open(key: bytes, iv: bytes, ciphertext: bytes) -> Mapping[str, Any] | None:
-    """Decrypt and unpad; None on any failure (padding and text alike)."""
+    """Decrypt and unpad; None on any failure (padding and text alike).
+
+    The plaintext is decoded and parsed whether the padding held or not, so the work done
+    (and its time) does not tell a padding failure from a success.
+    """
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     unpadder = padding.PKCS7(128).unpadder()
     try:
-        plaintext = unpadder.update(padded) + unpadder.finalize()
-        return _protected(plaintext)
-    except (ValueError, _Refused):
+        plaintext, padded_well = unpadder.update(padded) + unpadder.finalize(), True
+    except ValueError:
+        plaintext, padded_well = padded, False
+    try:
+        protected = _protected(plaintext)
+    except _Refused:
         return None
+    return protected if padded_well else None
+
+
+def is_legacy(value: Any) -> bool:
+    """Whether ``value`` has the shape of a legacy AES-CBC envelope (not whether it opens)."""
+    try:
+        return detect_format(value) == "legacy"
+    except Exception:  # noqa: BLE001 - not an envelope at all
+        return False
 
 
 def _protected(plaintext: bytes) -> Mapping[str, Any]:

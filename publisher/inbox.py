@@ -38,7 +38,7 @@ from publisher.db import transaction
 from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError, Unavailable
 from publisher.groupcommit import CommitFailed
 from publisher.inboxwriter import InboxWriter
-from publisher.intake import Intake, ItemResult
+from publisher.intake import STORE_REFUSED, Intake, ItemResult, is_outage
 from publisher.models import InboxItem, QuarantineItem, utcnow
 from publisher.queries import decode_cursor, encode_cursor
 from publisher.services import Services
@@ -72,7 +72,7 @@ class Replayed:
     """The outcome of replaying a quarantined item."""
 
     id: int
-    status: str  # replayed, quarantined
+    status: str  # replayed (anything else is an InvalidRecord)
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -168,9 +168,12 @@ class InboxProcessor:
             return None
         try:
             status, quarantined = self._take(item)
-        except SQLAlchemyError:
-            self._release(item_id)  # the database failed, not the payload: try again later
-            raise
+        except SQLAlchemyError as exc:
+            if is_outage(exc):  # the database failed, not the payload: try again later
+                self._release(item_id)
+                raise
+            log.error("inbox item %s refused by the store: %s", item_id, type(exc).__name__)
+            status, quarantined = "quarantined", _quarantine_row(item, "invalid", STORE_REFUSED)
         with transaction(self.sessions) as session:
             if quarantined is not None:
                 session.add(quarantined)
@@ -306,16 +309,18 @@ class InboxProcessor:
     def replay(self, item_id: int) -> Replayed:
         """Run a quarantined payload through Intake again (after a configuration fix).
 
-        Accepted: the item is marked replayed. Still invalid: it stays, with the new errors,
-        and :class:`InvalidRecord` says why. Held again by the secured policy: Intake keeps a
-        new quarantine item and this one is marked replayed.
+        Accepted: the item is marked replayed. Still invalid, or still held by the source's
+        ``secured`` policy: it stays, with the new errors, no new item is made, and
+        :class:`InvalidRecord` (``422``) says why.
         """
         with self.sessions() as session:
             row = get_quarantined(session, item_id)
         if row.replayed_at is not None:
             raise Conflict(f"quarantine item {item_id} was already replayed")
         try:
-            results, batch = self.intake.submit(row.payload, row.content_type, source=row.source)
+            results, batch = self.intake.submit(
+                row.payload, row.content_type, source=row.source, refuse_held=True
+            )
         except PublisherError as exc:
             self._still_failing(item_id, exc.code, exc.errors or {"_payload": [exc.message]})
             raise
@@ -330,11 +335,8 @@ class InboxProcessor:
                 .where(QuarantineItem.id == item_id)
                 .values(replayed_at=utcnow())
             )
-        held = any(r.status == "quarantined" for r in results)
         log.info("quarantine item %s replayed", item_id)
-        return Replayed(
-            item_id, "quarantined" if held else "replayed", [r.to_dict() for r in results]
-        )
+        return Replayed(item_id, "replayed", [r.to_dict() for r in results])
 
     def _still_failing(self, item_id: int, reason: str, errors: Mapping[str, list[str]]) -> None:
         with transaction(self.sessions) as session:

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
@@ -29,7 +37,7 @@ from publisher.parsing import Parsed, parse_body
 from publisher.plugins import Broadcast
 from publisher.records import canonical_json, public_fields, record_id
 from publisher.schemas import Validated, validate_record
-from publisher.secure import SecuredOutcome, secure_record
+from publisher.secure import InvalidEnvelopeAlarm, SecuredOutcome, check_policies, secure_record
 from publisher.services import Services
 from publisher.store import Incoming, Stored, retract_record, save_records
 
@@ -38,6 +46,13 @@ RETRIES = 5
 #: PostgreSQL: deadlock detected, serialization failure
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
 _INSERT_QUARANTINE = insert(QuarantineItem)  # built once, as store.py's statements
+STORE_REFUSED = {"_record": ["The store refused this record's content (see the service log)."]}
+
+
+class StillHeld(InvalidRecord):
+    """A replayed item the source's ``secured`` policy would quarantine again (``422``)."""
+
+    code = "secured"
 
 
 @dataclass
@@ -89,6 +104,11 @@ class Intake:
         self.services = services
         self.settings = services.settings
         self.hooks = Broadcast(services.pm, services.settings)
+        check_policies(self.settings)  # a policy that would be a padding oracle stops start-up
+        alarm = self.settings.get("secured_alarm") or {}
+        self.envelope_alarm = InvalidEnvelopeAlarm(
+            threshold=int(alarm.get("invalid", 20)), window=float(alarm.get("seconds", 60))
+        )
         self._group: GroupCommitter[list[Prepared], Written] = GroupCommitter(
             self._write_groups, gate=lambda: writer_lock(services.engine)
         )
@@ -100,6 +120,7 @@ class Intake:
         *,
         source: str = "api",
         request_id: str | None = None,
+        refuse_held: bool = False,
     ) -> tuple[list[ItemResult], bool]:
         """Parse a body and take in every record in it; returns results and batch-ness."""
         try:
@@ -107,7 +128,10 @@ class Intake:
         except PublisherError as exc:
             self._rejected(source, exc)
             raise
-        return self.take(parsed.items, source=source, request_id=request_id), parsed.batch
+        results = self.take(
+            parsed.items, source=source, request_id=request_id, refuse_held=refuse_held
+        )
+        return results, parsed.batch
 
     def _parse(self, body: bytes, content_type: str | None) -> Parsed:
         limits = self.settings["limits"]
@@ -131,16 +155,24 @@ class Intake:
         source: str = "api",
         request_id: str | None = None,
         defer: bool = False,
+        refuse_held: bool = False,
     ) -> list[ItemResult]:
         """Validate and open each item, then store all accepted ones in one transaction.
 
         ``defer`` leaves enqueueing to the worker's sweeper (``publisher ingest``).
+        ``refuse_held`` answers an item the secured policy would quarantine as invalid
+        instead (a replay: the item already is in the quarantine, and stays there).
         """
         results: list[ItemResult | None] = []
         prepared: list[tuple[int, Prepared]] = []
         for raw in items:
             try:
                 item = self.prepare(raw, source=source, request_id=request_id)
+                if refuse_held and item.quarantine:
+                    raise StillHeld(
+                        "the secured field still cannot be opened",
+                        errors={"secured": [EnvelopeError.MESSAGE]},
+                    )
             except PublisherError as exc:
                 self._rejected(source, exc)
                 results.append(ItemResult("invalid", errors=exc.errors, error=exc))
@@ -159,7 +191,9 @@ class Intake:
         validated = validate(raw, self.settings)
         data = validated.data
         self._notify("record_validated", record=data, warnings=validated.warnings)
-        outcome = open_under_policy(raw, data, self.services.keyring, self.settings, source)
+        outcome = open_under_policy(
+            raw, data, self.services.keyring, self.settings, source, self.envelope_alarm
+        )
         body = str(data.pop("body", "") or "")
         incoming = Incoming(
             id=data["id"],
@@ -184,15 +218,45 @@ class Intake:
         """
         if not items:
             return []
-        if defer:  # ``publisher ingest``: batches of its own, one caller
-            written = self._write(items, defer=True)
-        else:
-            try:
-                written = self._group.submit(list(items))
-            except CommitFailed:
-                written = self._write(items)
+        try:
+            written = self._write_together(items, defer)
+        except Exception as exc:
+            if not is_data_problem(exc):
+                raise
+            written = self._write_each(items, defer)
         self._after_commit(written.stored, enqueue=not defer)
         return written.results
+
+    def _write_together(self, items: Sequence[Prepared], defer: bool) -> Written:
+        if defer:  # ``publisher ingest``: batches of its own, one caller
+            return self._write(items, defer=True)
+        try:
+            return self._group.submit(list(items))
+        except CommitFailed:
+            return self._write(items)
+
+    def _write_each(self, items: Sequence[Prepared], defer: bool) -> Written:
+        """The store refused something in ``items`` (not an outage): find which, store the rest.
+
+        Validation refuses what the stores are known to refuse; this is the net for what it
+        does not know about (a plugin's change after validation, a database's own limit), so
+        that one item fails alone, as a ``422`` at its index, never a batch or a retry loop.
+        """
+        results: list[ItemResult] = []
+        stored: list[tuple[Stored, Prepared]] = []
+        for item in items:
+            try:
+                written = self._write([item], defer)
+            except Exception as exc:
+                if not is_data_problem(exc):
+                    raise
+                log.warning("the store refused record %r: %s", item.incoming.id, type(exc).__name__)
+                refused = InvalidRecord("the store cannot hold this record", errors=STORE_REFUSED)
+                results.append(ItemResult("invalid", errors=refused.errors, error=refused))
+                continue
+            results += written.results
+            stored += written.stored
+        return Written(results, stored)
 
     def _write_groups(self, groups: list[list[Prepared]]) -> list[Written]:
         """The group committer's write: every request's items in one transaction."""
@@ -283,18 +347,27 @@ class Intake:
 
 def validate(raw: Any, settings: Settings) -> Validated:
     """Check one raw item as every door does: the schema, strict mode, a derivable id."""
-    validated = validate_record(raw, strict=settings["strict"])
+    validated = validate_record(
+        raw, strict=settings["strict"], max_string=settings["limits"]["max_string"]
+    )
     validated.data["id"] = record_id(validated.data)
     return validated
 
 
 def open_under_policy(
-    raw: Any, data: dict[str, Any], keyring: Keyring, settings: Settings, source: str
+    raw: Any,
+    data: dict[str, Any],
+    keyring: Keyring,
+    settings: Settings,
+    source: str,
+    alarm: InvalidEnvelopeAlarm | None = None,
 ) -> SecuredOutcome:
     """Open ``secured`` and apply ``source``'s policy; raises when the policy rejects."""
     # a JWS signs the fields as the sender sent them, so check it over the raw mapping
     signed = raw if isinstance(raw, dict) else data
     outcome = secure_record(signed, keyring, source_policy(settings, source))
+    if alarm is not None:  # a burst of invalid envelopes from one source: someone probing
+        alarm.observe(source, outcome.result.status)
     outcome.raise_for_reject()
     return outcome
 
@@ -322,6 +395,20 @@ def _result(outcome: Stored, item: Prepared) -> ItemResult:
         event=outcome.event,
         warnings=item.incoming.warnings,
     )
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database is down, gone or busy: try again later (never the payload's fault)."""
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def is_data_problem(exc: BaseException) -> bool:
+    """The store refused what it was given: the same data would fail the same way again."""
+    if isinstance(exc, SQLAlchemyError):
+        return not is_outage(exc)
+    return isinstance(exc, (UnicodeError, OverflowError))
 
 
 def _retryable(exc: Exception) -> bool:

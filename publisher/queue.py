@@ -51,15 +51,27 @@ class QueueStorage(SqliteStorage):
 
 
 def make_huey(queue_url: str, *, name: str = "publisher") -> Huey:
-    """Build the huey instance (once per app or worker, never at import)."""
+    """Build the huey instance (once per app or worker, never at import).
+
+    ``results=False``: no task of publisher's returns anything anyone reads (the state is in
+    the record store), and huey would otherwise keep every return value for ever (Redis
+    ``huey.results.<name>`` keys without expiry, the ``kv`` table of the SQLite queue).
+    """
     if queue_url.startswith(REDIS_SCHEMES):
         url, name = split_queue_name(queue_url, name)
-        return RedisHuey(name, url=url, utc=True)
+        return RedisHuey(name, url=url, utc=True, results=False)
     if queue_url.startswith("memory://"):
-        return MemoryHuey(name, utc=True)
+        return MemoryHuey(name, utc=True, results=False)
     path = queue_url.removeprefix("sqlite:///").removeprefix("sqlite://")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(name, filename=path, utc=True, timeout=30, storage_class=QueueStorage)
+    return SqliteHuey(
+        name,
+        filename=path,
+        utc=True,
+        timeout=30,
+        storage_class=QueueStorage,
+        results=False,
+    )
 
 
 def queue_depth(huey: Huey) -> int:

@@ -72,13 +72,25 @@ def public_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_instant(value: Any) -> datetime | None:
-    """An ISO 8601 string (as validation leaves it) as an aware datetime."""
+    """An ISO 8601 string (as validation leaves it) as an aware datetime.
+
+    ``ValueError`` also for an instant UTC cannot represent (``9999-12-31T23:59:59-23:59``):
+    the stores keep UTC, so such a value would fail later, on the database.
+    """
     if not value:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value)
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        text = str(value)
+        if not (text.isascii() and text.isprintable()):  # fromisoformat lets a NUL through
+            raise ValueError("not an ISO 8601 date-time")
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        parsed = datetime.fromisoformat(text)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside what UTC can represent (year 1 to 9999)") from None
+    return parsed

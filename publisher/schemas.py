@@ -13,7 +13,14 @@ Decisions (the contract senders rely on):
 - Unknown fields (at any level: record, provider, related item, image) are kept in the
   data and reported as warnings ``unknown field: related.0.foo``; in strict mode they are
   errors ``Unknown field.`` at their path. Their values must still be JSON values.
-- Strings and lists are bounded, so one record cannot hold the store hostage.
+- Strings and lists are bounded, so one record cannot hold the store hostage; every string
+  at every depth (unknown fields and field names included) is at most ``limits.max_string``
+  characters.
+- Text the stores cannot hold is refused here, at its path, on every backend alike: a NUL
+  character (PostgreSQL refuses it; SQLite would keep it, so both refuse it for one
+  behaviour) and a lone surrogate (not Unicode: it cannot be encoded as UTF-8). Date-times
+  must be representable in UTC (``9999-12-31T23:59:59-23:59`` is not): each is stored and
+  compared as a UTC instant.
 
 Schema instances are built once at import: they are stateless, and building one costs
 more than validating a record.
@@ -25,7 +32,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cache, cached_property
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +63,9 @@ _DATETIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+#: what no store can hold: NUL (PostgreSQL) and lone surrogates (not encodable as UTF-8)
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+DEFAULT_MAX_STRING = 1_000_000  # limits.max_string
 
 
 class _Lean(fields.Field):
@@ -112,6 +122,7 @@ class AwareDateTime(_Lean):
     default_error_messages = {
         "invalid": "Not a valid ISO 8601 date-time.",
         "naive": "A date-time needs a zone (Z or an offset such as +02:00).",
+        "range": "Outside what UTC can represent (year 1 to 9999 once converted to UTC).",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -121,6 +132,10 @@ class AwareDateTime(_Lean):
             raise self.make_error("invalid")
         if value.utcoffset() is None:
             raise self.make_error("naive")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise self.make_error("range") from None
         return format_datetime(value)
 
     def _parse(self, text: str) -> datetime:
@@ -236,12 +251,15 @@ class Validated:
     warnings: list[str] = field(default_factory=list)
 
 
-def validate_record(raw: Any, *, strict: bool = False) -> Validated:
+def validate_record(
+    raw: Any, *, strict: bool = False, max_string: int = DEFAULT_MAX_STRING
+) -> Validated:
     """Validate one raw item; raise ``InvalidRecord`` with errors by dotted field path."""
     if not isinstance(raw, Mapping):
         message = "A record must be a mapping of fields."
         raise InvalidRecord("the record is invalid", errors={"_schema": [message]})
     errors: dict[str, list[str]] = {}
+    check_text(raw, max_string, errors)
     unknown = _find_unknown(raw, RECORD_SCHEMA, (), errors)
     if strict:
         for path, _ in unknown:
@@ -259,6 +277,58 @@ def format_datetime(value: datetime) -> str:
     """The one way publisher writes a date-time: ISO 8601, sender's offset, UTC as ``Z``."""
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# -- text at every depth -----------------------------------------------------------------
+
+
+def check_text(raw: Any, max_string: int, errors: dict[str, list[str]]) -> None:
+    """Every string and field name in ``raw``, declared or not, against what can be stored.
+
+    One walk over the raw item (marshmallow sees only declared fields). A container met
+    again (a YAML alias) was checked already: skipping it keeps the walk as long as the
+    parsed input, whatever the aliases would expand to.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Path, Any]] = [((), raw)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            _check_string(value, path, max_string, errors, "")
+        elif isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_string(key, path + (key,), max_string, errors, "The field name ")
+                    stack.append((path + (key,), item))
+            else:
+                stack.extend((path + (index,), item) for index, item in enumerate(value))
+
+
+def _check_string(
+    text: str, path: Path, max_string: int, errors: dict[str, list[str]], what: str
+) -> None:
+    if len(text) > max_string:
+        message = f"{what or 'The text '}is longer than limits.max_string ({max_string})."
+        errors.setdefault(_dotted(path), []).append(message)
+    found = UNSTORABLE.search(text)
+    if found is None:
+        return
+    if found.group() == "\x00":
+        message = f"{what or 'The text '}holds a NUL character (\\u0000), which cannot be stored."
+    else:
+        message = (
+            f"{what or 'The text '}holds a lone surrogate ({_escaped(found.group())}): not Unicode."
+        )
+    errors.setdefault(_dotted(path), []).append(message)
+
+
+def _escaped(text: str) -> str:
+    """``text`` with what cannot be stored written as ``\\uXXXX`` (for paths and messages)."""
+    return UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # -- unknown fields ----------------------------------------------------------------------
@@ -360,7 +430,8 @@ def _jsonable(value: Any, budget: list[int], depth: int = 0) -> Any:
 
 
 def _dotted(path: Path) -> str:
-    return ".".join(str(step) for step in path)
+    """A field path as the errors name it; a field name that cannot be stored is escaped."""
+    return _escaped(".".join(str(step) for step in path))
 
 
 def _flatten(messages: Any, prefix: str, out: dict[str, list[str]]) -> None:

@@ -13,24 +13,51 @@ Policy (``source_policy`` in :mod:`publisher.config`), with defaults:
 - ``on_sealed`` (``accept``): a well-formed envelope with no key of ours for it ->
   ``accept``, ``quarantine`` or ``reject``. The default accepts the example record.
 
+- ``legacy`` (``accept``): legacy AES-CBC envelopes are opened; ``refuse``: they are never
+  decrypted, and count as ``invalid``.
+
 Opened envelopes (``verified``, ``decrypted``, ``decrypted-unauthenticated``) and an absent
 optional one are accepted.
+
+Legacy AES-CBC is unauthenticated, so whether its padding checks out must never be visible
+to a client (a padding oracle recovers the plaintext; docs/secured.md). Hence: a source that
+accepts legacy envelopes must use ``on_failure: sealed`` (``reject`` answers 422 versus 202,
+``quarantine`` answers ``quarantined`` versus ``created``: both tell padding from success),
+checked at start-up by :func:`check_policies`; :func:`visible_status` shows a client without
+``read-protected`` every legacy envelope as ``sealed``; and :class:`InvalidEnvelopeAlarm`
+counts invalid envelopes per source and raises an alarm on a burst.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from publisher.envelopes import SecuredResult, open_secured
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from publisher.envelopes import INVALID, SecuredResult, is_legacy, open_secured
 from publisher.errors import ConfigError, EnvelopeError, InvalidRecord, PublisherError
 from publisher.keyring import Keyring
+
+log = logging.getLogger("publisher.secure")
 
 Action = Literal["accept", "quarantine", "reject"]
 _ON_FAILURE = {"reject": "reject", "quarantine": "quarantine", "sealed": "accept"}
 _ON_SEALED = ("accept", "quarantine", "reject")
+_LEGACY = ("accept", "refuse")
 REQUIRED_MESSAGE = "a secured field is required from this source"
+ORACLE_MESSAGE = (
+    "on_failure: {on_failure} would make legacy AES-CBC envelopes a padding oracle (a client"
+    " could tell a padding failure from a success); for a source that accepts legacy"
+    " envelopes use on_failure: sealed, or set legacy: refuse (see docs/secured.md)"
+)
+#: what a client without ``read-protected`` sees for any legacy envelope
+LEGACY_VISIBLE_STATUS = "sealed"
 
 
 @dataclass(frozen=True)
@@ -58,14 +85,37 @@ class SecuredOutcome:
 
 def check_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a policy mapping and fill defaults; a wrong value is a ConfigError at start."""
-    checked = {"required": False, "on_failure": "sealed", "on_sealed": "accept", **policy}
+    checked = {
+        "required": False,
+        "on_failure": "sealed",
+        "on_sealed": "accept",
+        "legacy": "accept",
+        **policy,
+    }
     if not isinstance(checked["required"], bool):
         raise ConfigError("secured.required must be true or false")
     if checked["on_failure"] not in _ON_FAILURE:
         raise ConfigError("secured.on_failure must be one of " + ", ".join(_ON_FAILURE))
     if checked["on_sealed"] not in _ON_SEALED:
         raise ConfigError("secured.on_sealed must be one of " + ", ".join(_ON_SEALED))
+    if checked["legacy"] not in _LEGACY:
+        raise ConfigError("secured.legacy must be one of " + ", ".join(_LEGACY))
+    if checked["legacy"] == "accept" and checked["on_failure"] != "sealed":
+        raise ConfigError("secured: " + ORACLE_MESSAGE.format(**checked))
     return checked
+
+
+def check_policies(settings: Mapping[str, Any]) -> None:
+    """Every source's policy (and the default) at start-up: a bad one is a clear ConfigError."""
+    default = dict(settings.get("secured") or {})
+    where = "secured"
+    try:
+        check_policy(default)
+        for name, source in (settings.get("sources") or {}).items():
+            where = f"sources.{name}.secured"
+            check_policy({**default, **((source or {}).get("secured") or {})})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def decide(result: SecuredResult, policy: Mapping[str, Any]) -> SecuredOutcome:
@@ -91,5 +141,85 @@ def secure_record(
     ``fields`` must be the record as received (before ``id`` is derived or defaults are
     filled): a JWS covers exactly those fields (see :mod:`publisher.canonical`).
     """
-    result = open_secured(fields.get("secured"), fields, keyring)
-    return decide(result, policy)
+    envelope = fields.get("secured")
+    if check_policy(policy)["legacy"] == "refuse" and is_legacy(envelope):
+        return decide(INVALID, policy)  # never decrypted: nothing to observe
+    return decide(open_secured(envelope, fields, keyring), policy)
+
+
+def visible_status(status: str, envelope: Any, may_read_protected: bool) -> str:
+    """The ``secured.status`` a client may see: a legacy envelope's is ``sealed`` without
+    ``read-protected``, since ``decrypted-unauthenticated`` versus ``invalid`` would tell
+    whether its padding checked out (a padding oracle)."""
+    if may_read_protected or not is_legacy(envelope):
+        return status
+    return LEGACY_VISIBLE_STATUS
+
+
+class InvalidEnvelopeAlarm:
+    """Counts invalid envelopes per source; a burst logs a warning and counts an alarm.
+
+    A padding-oracle probe sends many envelopes that fail; senders with a bug do too. Either
+    way an operator should hear of it. A Prometheus collector (registered on the app's
+    registry): ``publisher_secured_invalid_total{source}`` and
+    ``publisher_secured_invalid_bursts_total{source}``. Per process, like the counters.
+    """
+
+    def __init__(
+        self,
+        threshold: int = 20,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = max(1, int(threshold))
+        self.window = float(window)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._recent: dict[str, deque[float]] = {}
+        self._alarmed_at: dict[str, float] = {}
+        self.invalid: dict[str, int] = {}
+        self.bursts: dict[str, int] = {}
+
+    def observe(self, source: str, status: str) -> bool:
+        """Note one opened envelope's status; True when this one raised the alarm."""
+        if status != "invalid":
+            return False
+        now = self.clock()
+        with self._lock:
+            self.invalid[source] = self.invalid.get(source, 0) + 1
+            recent = self._recent.setdefault(source, deque())
+            recent.append(now)
+            while recent and recent[0] <= now - self.window:
+                recent.popleft()
+            last = self._alarmed_at.get(source)
+            if len(recent) < self.threshold or (last is not None and now - last < self.window):
+                return False
+            self._alarmed_at[source] = now
+            self.bursts[source] = self.bursts.get(source, 0) + 1
+            count = len(recent)
+        log.warning(
+            "alarm: %d invalid secured envelopes from source %r within %.0f s"
+            " (a broken sender, or someone probing for a padding oracle)",
+            count,
+            source,
+            self.window,
+        )
+        return True
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            invalid, bursts = dict(self.invalid), dict(self.bursts)
+        total = CounterMetricFamily(
+            "publisher_secured_invalid", "Invalid secured envelopes, by source", labels=["source"]
+        )
+        for source, count in sorted(invalid.items()):
+            total.add_metric([source], count)
+        yield total
+        alarms = CounterMetricFamily(
+            "publisher_secured_invalid_bursts",
+            "Alarms raised on a burst of invalid secured envelopes, by source",
+            labels=["source"],
+        )
+        for source, count in sorted(bursts.items()):
+            alarms.add_metric([source], count)
+        yield alarms

@@ -143,7 +143,7 @@ def test_a_forged_cursor_is_a_400_not_a_500(client, auth):
         assert answer.json["errors"] == {"cursor": ["invalid cursor"]}
 
 
-def test_a_store_that_is_down_answers_503_and_a_refused_statement_500(
+def test_a_store_that_is_down_answers_503_and_a_refused_record_422(
     app, client, auth, seed_json, monkeypatch
 ):
     from sqlalchemy.exc import IntegrityError, OperationalError
@@ -163,6 +163,10 @@ def test_a_store_that_is_down_answers_503_and_a_refused_statement_500(
         "5",
     )
     assert "server closed" not in down.get_data(as_text=True)  # no driver detail leaks
+    # the store refusing this record's content is the record's problem, not an outage:
+    # a 422 the sender can act on (not a 500, and not a 503 to retry for ever)
     failure[0] = IntegrityError("INSERT ...", {}, Exception("a constraint the code missed"))
-    bug = client.post("/api/v1/records", data=body, headers=headers)
-    assert (bug.status_code, bug.json["code"]) == (500, "internal_error")
+    refused = client.post("/api/v1/records", data=body, headers=headers)
+    assert (refused.status_code, refused.json["code"]) == (422, "invalid")
+    assert list(refused.json["errors"]) == ["_record"]
+    assert "constraint" not in refused.get_data(as_text=True)

@@ -86,7 +86,7 @@ def test_open_failure_is_non_zero_with_the_uniform_message(keys_dir: Path) -> No
 
 
 def test_open_sealed_exits_2(keys_dir: Path) -> None:
-    seed = Path(__file__).parents[2] / "shared" / "examples" / "seed-record.md"
+    seed = Path(__file__).parent / "data" / "seed-record.md"
     envelope = seed.read_text().split('secured: "')[1].split('"')[0]
     result = _run(open_command, ["-"], keys_dir, stdin=envelope)
     assert result.exit_code == 2

@@ -27,8 +27,8 @@ from publisher.envelopes import (
 from publisher.errors import ConfigError
 from publisher.keyring import KINDS, Keyring, generate_key, rotate, write_key
 
-SHARED = Path(__file__).parents[2] / "shared"
-VECTORS = SHARED / "vectors"
+DATA = Path(__file__).parent / "data"
+VECTORS = DATA / "vectors"
 
 
 def _b64u(data: bytes) -> str:
@@ -40,7 +40,7 @@ def _unb64u(text: str) -> bytes:
 
 
 def _seed() -> dict[str, Any]:
-    text = (SHARED / "examples" / "seed-record.md").read_text(encoding="utf-8")
+    text = (DATA / "seed-record.md").read_text(encoding="utf-8")
     return yaml.safe_load(text.split("---")[1])
 
 

@@ -56,7 +56,7 @@ def test_a_signed_record_is_verified_and_a_tampered_one_is_not(make_app, base_se
 def test_reject_policy_answers_the_uniform_error(make_app, base_settings, seed_json):
     keys = Path(base_settings["keys_dir"])
     write_key(keys, generate_key("dir", kid="k1"))
-    app = make_app(secured={"on_failure": "reject"})
+    app = make_app(secured={"on_failure": "reject", "legacy": "refuse"})
     token = seal({"a": 1}, Keyring.load(keys), "jwe")
     answers = []
     for broken in (token[:-4] + "AAAA", token.replace(".", ".x", 1), "not;base64"):
@@ -70,7 +70,7 @@ def test_reject_policy_answers_the_uniform_error(make_app, base_settings, seed_j
 def test_quarantine_policy_stores_without_publishing(make_app, base_settings, seed_json, recorded):
     keys = Path(base_settings["keys_dir"])
     write_key(keys, generate_key("dir", kid="k1"))
-    app = make_app(secured={"on_failure": "quarantine"})
+    app = make_app(secured={"on_failure": "quarantine", "legacy": "refuse"})
     seed_json["published"] = True
     seed_json["secured"] = seal({"a": 1}, Keyring.load(keys), "jwe")[:-4] + "AAAA"
     answer, _ = post(app, seed_json)

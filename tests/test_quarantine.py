@@ -92,7 +92,7 @@ def test_an_envelope_that_cannot_be_opened_under_a_quarantine_policy(
     make_app, auth_for, seed_json, caplog
 ):
     caplog.set_level(logging.DEBUG)
-    policy = {"on_failure": "quarantine"}
+    policy = {"on_failure": "quarantine", "legacy": "refuse"}
     app = make_app(sources={"cms": {"secrets": [SECRET], "secured": policy}})
     client, auth = app.test_client(), auth_for(app)
     send(client, json.dumps(dict(seed_json, secured=BROKEN_ENVELOPE)).encode())
@@ -111,6 +111,22 @@ def test_an_envelope_that_cannot_be_opened_under_a_quarantine_policy(
     assert answer.status_code == 200, answer.json
     (stored,) = records(client, auth)
     assert stored["secured"]["status"] == "invalid"
+
+
+def test_a_replay_still_held_by_the_secured_policy_is_422_and_the_item_stays(
+    make_app, auth_for, seed_json
+):
+    policy = {"on_failure": "quarantine", "legacy": "refuse"}
+    app = make_app(sources={"cms": {"secrets": [SECRET], "secured": policy}})
+    client, auth = app.test_client(), auth_for(app)
+    send(client, json.dumps(dict(seed_json, secured=BROKEN_ENVELOPE)).encode())
+    drain(app)
+    (item,) = held(client, auth)
+    answer = client.post(f"/api/v1/quarantine/{item['id']}/replay", headers=auth)
+    assert answer.status_code == 422, answer.json
+    assert answer.json["errors"] == {"secured": ["the secured field could not be opened"]}
+    assert held(client, auth) == [item]  # the same item, not replayed; no new one
+    assert records(client, auth) == []
 
 
 def test_a_batch_keeps_its_good_records_and_quarantines_the_bad(app, client, auth, seed_json):

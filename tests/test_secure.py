@@ -14,11 +14,11 @@ from publisher.errors import ConfigError, EnvelopeError, InvalidRecord
 from publisher.keyring import Keyring, generate_key
 from publisher.secure import decide, secure_record
 
-SHARED = Path(__file__).parents[2] / "shared"
+DATA = Path(__file__).parent / "data"
 
 
 def _seed() -> dict[str, Any]:
-    text = (SHARED / "examples" / "seed-record.md").read_text(encoding="utf-8")
+    text = (DATA / "seed-record.md").read_text(encoding="utf-8")
     return yaml.safe_load(text.split("---")[1])
 
 
@@ -48,14 +48,14 @@ def test_absent_optional_is_accepted() -> None:
     [("reject", "reject"), ("quarantine", "quarantine"), ("sealed", "accept")],
 )
 def test_invalid_follows_on_failure(on_failure: str, action: str) -> None:
-    outcome = decide(INVALID, {"on_failure": on_failure})
+    outcome = decide(INVALID, {"on_failure": on_failure, "legacy": "refuse"})
     assert outcome.action == action
     assert outcome.result.status == "invalid"  # the status stays true whatever the action
 
 
 def test_rejected_invalid_raises_the_one_uniform_error() -> None:
     keyring = Keyring.from_jwks([generate_key("legacy-cbc")])
-    outcome = secure_record(_seed(), keyring, {"on_failure": "reject"})
+    outcome = secure_record(_seed(), keyring, {"on_failure": "reject", "legacy": "refuse"})
     assert outcome.result == INVALID
     with pytest.raises(EnvelopeError) as info:
         outcome.raise_for_reject()
@@ -71,7 +71,8 @@ def test_sealed_follows_on_sealed(on_sealed: str) -> None:
 def test_opened_envelopes_are_accepted() -> None:
     keyring = Keyring.from_jwks([generate_key("dir")])
     record = {"title": "t", "secured": seal({"email": "a@b"}, keyring, "jwe")}
-    outcome = secure_record(record, keyring, {"required": True, "on_failure": "reject"})
+    policy = {"required": True, "on_failure": "reject", "legacy": "refuse"}
+    outcome = secure_record(record, keyring, policy)
     assert (outcome.action, outcome.result.status) == ("accept", "decrypted")
     assert outcome.result.protected == {"email": "a@b"}
     for status in ("verified", "decrypted-unauthenticated"):

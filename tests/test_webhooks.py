@@ -9,6 +9,7 @@ import time
 import uuid
 from base64 import b64encode
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
@@ -24,12 +25,15 @@ from tests.conftest import drain
 SECRET = "whsec_" + b64encode(b"a test secret of thirty-two b.").decode()
 OTHER = "whsec_" + b64encode(b"another secret, also for tests!").decode()
 
-# the signing example of the Standard Webhooks specification
-SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
-SPEC_TIMESTAMP = 1614265330
-SPEC_BODY = b'{"test": 2432232314}'
-SPEC_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+# the signing example of the Standard Webhooks specification (tests/data/vectors/README.md)
+_SPEC = json.loads(
+    (Path(__file__).parent / "data/vectors/standard-webhooks/signing-example.json").read_text()
+)
+SPEC_SECRET = _SPEC["secret"]
+SPEC_ID = _SPEC["id"]
+SPEC_TIMESTAMP = _SPEC["timestamp"]
+SPEC_BODY = _SPEC["body"].encode()
+SPEC_SIGNATURE = _SPEC["signature"]
 
 
 def signed_headers(

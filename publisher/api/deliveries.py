@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import UTC, datetime
+
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from publisher.api.auth import requires
 from publisher.api.records import delivery_dicts
+from publisher.api.requests import limit_arg
 from publisher.errors import MalformedInput
 from publisher.models import Delivery
 
@@ -22,15 +27,48 @@ def list_deliveries() -> Response:
         raise MalformedInput(
             f"status must be one of {', '.join(STATUSES)}", errors={"status": ["unknown"]}
         )
-    query = select(Delivery).order_by(Delivery.updated_at.desc()).limit(200)
+    limit = limit_arg(default=200)
+    order = (Delivery.updated_at.desc(), Delivery.id.desc())
+    query = select(Delivery).order_by(*order).limit(limit + 1)
     if status:
         query = query.where(Delivery.status == status)
     if request.args.get("output"):
         query = query.where(Delivery.output == request.args["output"])
+    if request.args.get("cursor"):
+        after_time, after_id = _decode(request.args["cursor"])
+        query = query.where(
+            or_(
+                Delivery.updated_at < after_time,
+                and_(Delivery.updated_at == after_time, Delivery.id < after_id),
+            )
+        )
     with current_app.extensions["publisher"].sessions() as session:
         rows = list(session.scalars(query))
+        more, rows = len(rows) > limit, rows[:limit]
         items = delivery_dicts(session, rows)
-    return jsonify({"items": items})
+    cursor = _encode(rows[-1]) if more and rows else None
+    return jsonify({"items": items, "next_cursor": cursor})
+
+
+# -- the cursor: the last item's (updated_at, id), newest first, as /api/v1/records pages ----
+
+
+def _encode(delivery: Delivery) -> str:
+    text = json.dumps([delivery.updated_at.isoformat(), delivery.id])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, delivery_id = json.loads(raw)
+        instant = datetime.fromisoformat(when)
+        if not isinstance(delivery_id, str) or instant.tzinfo is None:
+            raise ValueError("not a cursor of this listing")
+        instant.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
+        raise MalformedInput("invalid cursor", errors={"cursor": ["invalid cursor"]}) from exc
+    return instant, delivery_id
 
 
 @bp.post("/deliveries/<delivery_id>/redeliver")

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from publisher.errors import PublisherError
+from publisher.errors import PublisherError, TooLarge
 
 log = logging.getLogger("publisher.api")
 
@@ -37,6 +37,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == TooLarge.status:  # werkzeug's, from Content-Length: the service's code
+            code = TooLarge.code
         response = error_response(exc.code or 500, code, exc.description or exc.name or "error")
         if exc.code == 405 and exc.response is None:
             allowed = getattr(exc, "valid_methods", None)

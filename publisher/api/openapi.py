@@ -104,6 +104,7 @@ def _schemas() -> dict[str, Any]:
         "RecordDetail": out.RecordDetailSchema,
         "Delivery": out.DeliverySchema,
         "DeliveryList": out.DeliveryListSchema,
+        "DeliveryPage": out.DeliveryPageSchema,
         "PluginList": out.PluginListSchema,
         "Output": out.OutputSchema,
         "OutputList": out.OutputListSchema,

@@ -107,12 +107,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         errors=(404,),
     ),
     ("/api/v1/deliveries", "GET"): Op(
-        "List deliveries, most recently changed first (at most 200)",
+        "List deliveries, most recently changed first",
         "deliveries",
         scope="read",
-        params=("status", "output"),
-        responses={200: json_response("DeliveryList", "Deliveries")},
+        params=("status", "output", "cursor", "limit"),
+        responses={200: json_response("DeliveryPage", "A page of deliveries")},
         errors=(400,),
+        description="`limit` 1-500 (default 200); `next_cursor` gives the next page. 400 for "
+        "a bad `status`, `cursor` or `limit`.",
     ),
     ("/api/v1/deliveries/{delivery_id}/redeliver", "POST"): Op(
         "Make a delivery pending again (same id, fresh schedule)",
@@ -244,11 +246,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         responses={200: json_response("Health", "Alive")},
     ),
     ("/readyz", "GET"): Op(
-        "Readiness: the store and the queue answer",
+        "Readiness: this process can accept and durably store",
         "operations",
         responses={
             200: json_response("Readiness", "Ready"),
-            503: json_response("Readiness", "Not ready: `checks` says what is unreachable"),
+            503: json_response("Readiness", "Not ready: `checks` says what failed"),
         },
     ),
     ("/metrics", "GET"): Op(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, has_request_context, jsonify, request
 
 from publisher import queries
 from publisher.api.auth import may_read_protected, requires
@@ -13,6 +13,7 @@ from publisher.api.requests import flag_arg, limit_arg, read_body
 from publisher.errors import InvalidRecord
 from publisher.models import Record
 from publisher.records import parse_instant
+from publisher.secure import visible_status
 
 bp = Blueprint("records", __name__, url_prefix="/api/v1")
 
@@ -104,9 +105,15 @@ def record_summary(record: Record) -> dict[str, Any]:
         "state": record.state,
         "title": record.fields.get("title"),
         "published": record.published,
-        "secured": {"status": record.secured_status},
+        "secured": {"status": secured_status(record)},
         "updated_at": _iso(record.updated_at),
     }
+
+
+def secured_status(record: Record) -> str:
+    """The status this client may see: no padding oracle for legacy envelopes (secure.py)."""
+    trusted = not has_request_context() or may_read_protected()
+    return visible_status(record.secured_status, record.fields.get("secured"), trusted)
 
 
 def record_detail(record: Record) -> dict[str, Any]:
@@ -120,7 +127,7 @@ def record_detail(record: Record) -> dict[str, Any]:
         "revision": record.revision,
         "state": record.state,
         "record": fields,
-        "secured": {"status": record.secured_status},
+        "secured": {"status": secured_status(record)},
         "warnings": record.warnings or [],
         "source": record.source,
         "created_at": _iso(record.created_at),

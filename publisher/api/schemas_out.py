@@ -138,6 +138,14 @@ class DeliveryListSchema(Closed):
     items = fields.List(fields.Nested(DeliverySchema), required=True)
 
 
+class DeliveryPageSchema(DeliveryListSchema):
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "pass as `cursor`; null at the end"},
+    )
+
+
 class PluginSchema(Closed):
     name = fields.String(required=True)
     version = fields.String(required=True)
@@ -174,9 +182,13 @@ class ReadinessSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
     checks = fields.Dict(
         keys=fields.String(),
-        values=fields.String(validate=validate.OneOf(["ok", "unreachable"])),
+        values=fields.String(validate=validate.OneOf(["ok", "unreachable", "full"])),
         required=True,
-        metadata={"description": "`database` and `queue`: ok or unreachable"},
+        metadata={
+            "description": "`database` (ok, unreachable) and `disk` (ok, full, unreachable) "
+            "decide readiness; `queue` (ok, unreachable) is reported only: intake works "
+            "without it"
+        },
     )
 
 

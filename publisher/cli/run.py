@@ -23,9 +23,9 @@ from publisher.logs import configure_logging
 @with_appcontext
 def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     """Run the service (waitress) with the embedded defaults, worker included."""
-    import waitress
     from flask import current_app
 
+    from publisher.serving import make_server
     from publisher.worker import EmbeddedWorker
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -41,8 +41,9 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: finish in-flight work
     # a key added to or removed from the keys folder is seen within a second anyway
     signal.signal(signal.SIGHUP, lambda *_: svc.keyring.reload())
+    max_body = int(svc.settings["limits"]["max_body_bytes"])
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="publisher")
+        make_server(app, host=host, port=port, threads=threads, max_body=max_body).run()
     except KeyboardInterrupt:
         click.echo("publisher stopping", err=True)
     finally:

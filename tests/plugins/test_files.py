@@ -60,7 +60,7 @@ def test_default_folder_and_layout(tmp_path: Path) -> None:
     assert text.rstrip().endswith("Some *text*.")
     meta = front_matter(path)
     assert meta["title"] == "UK fines US AI firm £7.5m over mass image collection"
-    assert meta["id"] == "rec-1" and meta["category"] == "news"
+    assert meta["params"]["publisher"]["id"] == "rec-1" and meta["categories"] == ["news"]
 
 
 def test_seed_record_round_trips_through_front_matter(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_seed_record_round_trips_through_front_matter(tmp_path: Path) -> None:
     output.publish(rec, event(rec))
     (path,) = markdown_files(tmp_path / "site")
     meta = front_matter(path)
-    assert meta["related"] == fields["related"]
+    assert meta["params"]["publisher"]["fields"]["related"] == fields["related"]
     assert meta["date"] == fields["publishedDateTime"]
     assert "secured" not in meta
 
@@ -116,7 +116,7 @@ def test_two_records_with_one_title_get_two_files(tmp_path: Path) -> None:
         output.publish(rec, event(rec))
     paths = markdown_files(tmp_path / "site")
     assert len(paths) == 2
-    assert {front_matter(p)["id"] for p in paths} == {"a", "b"}
+    assert {front_matter(p)["params"]["publisher"]["id"] for p in paths} == {"a", "b"}
 
 
 def test_update_is_idempotent_and_moves_on_category_or_title_change(tmp_path: Path) -> None:
@@ -234,3 +234,175 @@ def test_a_refused_path_in_a_batch_fails_only_its_delivery(tmp_path: Path) -> No
     output.path_for = path_for  # type: ignore[method-assign]
     assert output.deliver_many([(bad, event(bad)), (good, event(good))]) == [outside, None]
     assert len(markdown_files(output.folder)) == 1
+
+
+# -- the front matter mapping ----------------------------------------------------------------
+
+HOSTILE_FIELDS = {
+    "url": "/news/another-record/",
+    "aliases": ["/"],
+    "layout": "evil",
+    "draft": True,
+    "type": "page",
+    "outputs": ["rss"],
+    "slug": "../../index",
+    "permalink": "/",
+    "date": "1970-01-01T00:00:00Z",
+    "params": {"url": "/"},
+}
+
+
+def at(rec: OutputRecord, kind: str = "published", when: datetime | None = None) -> Event:
+    base = event(rec, kind)
+    return Event(
+        base.kind, base.delivery_id, base.record_id, base.revision, when or base.occurred_at
+    )
+
+
+def test_known_fields_map_to_hugo_keys_and_the_rest_is_namespaced(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    rec = record(
+        topics=["AI", "Law"],
+        excerpt="Short.",
+        publishedDateTime="2022-05-23T13:36:00Z",
+        **HOSTILE_FIELDS,
+    )
+    output.publish(rec, event(rec))
+    (path,) = markdown_files(tmp_path / "site")
+    meta = front_matter(path)
+    assert meta == {
+        "title": "Hello world",
+        "date": "2022-05-23T13:36:00Z",
+        "lastmod": "2024-01-02T03:04:05Z",
+        "draft": False,
+        "slug": path.stem,
+        "tags": ["AI", "Law"],
+        "categories": ["news"],
+        "description": "Short.",
+        "params": {
+            "publisher": {
+                "id": "rec-1",
+                "revision": 1,
+                "fields": {"published": True, **HOSTILE_FIELDS, "type": "page"},
+            }
+        },
+    }
+
+
+def test_jekyll_gets_its_own_keys_and_a_permalink_chosen_here(tmp_path: Path) -> None:
+    output = make_output(tmp_path, generator="jekyll", section_prefix="_")
+    rec = record(topics=["AI"], **HOSTILE_FIELDS)
+    output.publish(rec, event(rec))
+    (path,) = markdown_files(tmp_path / "site")
+    meta = front_matter(path)
+    assert path.parent.name == "_news"
+    assert meta["permalink"] == f"/news/{path.stem}/" and meta["published"] is True
+    assert meta["last_modified_at"] == "2024-01-02T03:04:05Z" and meta["tags"] == ["AI"]
+    assert "layout" not in meta and "url" not in meta and "params" not in meta
+    assert meta["publisher"]["fields"]["layout"] == "evil"
+
+
+def test_without_a_publication_date_the_first_seen_time_is_the_date(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    first = record(revision=1)
+    output.publish(first, at(first, when=datetime(2024, 3, 1, 12, tzinfo=UTC)))
+    edited = record(revision=2, excerpt="Edited.")
+    output.publish(edited, at(edited, "updated", datetime(2024, 3, 5, 8, tzinfo=UTC)))
+    meta = front_matter(markdown_files(tmp_path / "site")[0])
+    assert (meta["date"], meta["lastmod"]) == ("2024-03-01T12:00:00Z", "2024-03-05T08:00:00Z")
+
+
+def test_a_retitle_or_recategorisation_keeps_the_old_urls_as_aliases(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    first = record(revision=1, title="First title")
+    output.publish(first, event(first))
+    (old,) = markdown_files(tmp_path / "site")
+    retitled = record(revision=2, title="Second title")
+    output.publish(retitled, event(retitled, "updated"))
+    moved = record(revision=3, title="Second title", category="tech")
+    output.publish(moved, event(moved, "updated"))
+    (path,) = markdown_files(tmp_path / "site")
+    second = f"/news/{path.stem}/"
+    assert front_matter(path)["aliases"] == [f"/news/{old.stem}/", second]
+    back = record(revision=4, title="First title", category="news")
+    output.publish(back, event(back, "updated"))
+    (path,) = markdown_files(tmp_path / "site")
+    assert path.stem == old.stem
+    assert front_matter(path)["aliases"] == [
+        second,
+        f"/tech/{path.stem.replace('first', 'second')}/",
+    ]
+
+
+def test_a_section_left_empty_is_removed(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    rec = record(category="Tech")
+    output.publish(rec, event(rec))
+    assert (tmp_path / "site" / "tech").is_dir()
+    moved = record(revision=2, category="Science")
+    output.publish(moved, event(moved, "updated"))
+    assert not (tmp_path / "site" / "tech").exists()
+    gone = record(revision=3, category="Science")
+    output.retract(gone, event(gone, "retracted"))
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == [".publisher"]
+
+
+@pytest.mark.parametrize(
+    ("title", "slug"),
+    [("東京", "東京"), ("Привет, мир!", "привет-мир"), ("Crème brûlée", "crème-brûlée")],
+)
+def test_non_latin_titles_keep_a_readable_slug(tmp_path: Path, title: str, slug: str) -> None:
+    output = make_output(tmp_path)
+    rec = record(title=title)
+    output.publish(rec, event(rec))
+    (path,) = markdown_files(tmp_path / "site")
+    assert path.name == f"{slug}-{files.record_hash('rec-1')}.md"
+    ascii_output = make_output(tmp_path / "ascii", slugs="ascii")
+    ascii_output.publish(rec, event(rec))
+    (ascii_path,) = markdown_files(ascii_output.folder)
+    assert ascii_path.name.isascii() and not ascii_path.name.startswith("record-")
+
+
+def test_a_category_named_like_a_taxonomy_gets_a_section_of_its_own(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    rec = record(category="Tags")
+    output.publish(rec, event(rec))
+    assert markdown_files(tmp_path / "site")[0].parent.name == "tags-section"
+
+
+# -- the output contract: inventory() read from disk ----------------------------------------
+
+
+def test_inventory_follows_publish_update_and_retract(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    assert output.inventory() == {}
+    one, two = record("one"), record("two")
+    output.deliver_many([(one, event(one)), (two, event(two))])
+    output.publish(one, event(one))  # again: one copy, same content
+    assert output.inventory() == {"one": 1, "two": 1}
+    assert len(markdown_files(tmp_path / "site")) == 2
+    newer = record("one", revision=3, title="Newer")
+    output.publish(newer, event(newer, "updated"))
+    older = record("one", revision=2, title="Older")
+    output.publish(older, event(older, "updated"))  # late: changes nothing
+    assert output.inventory() == {"one": 3, "two": 1}
+    output.retract(two, event(two, "retracted"))
+    output.retract(two, event(two, "retracted"))
+    never = record("never")
+    output.retract(never, event(never, "retracted"))
+    assert output.inventory() == {"one": 3}
+    # a fresh object on the same folder sees the same: the answer comes from disk
+    assert make_output(tmp_path).inventory() == {"one": 3}
+
+
+def test_a_retraction_is_remembered_until_a_newer_revision(tmp_path: Path) -> None:
+    output = make_output(tmp_path)
+    rec = record("r", revision=2)
+    output.publish(rec, event(rec))
+    output.retract(rec, event(rec, "retracted"))  # a DELETE keeps the revision
+    output.publish(rec, event(rec))
+    output.publish(record("r", revision=1), event(record("r", revision=1)))
+    assert output.inventory() == {}
+    again = record("r", revision=3)
+    output.publish(again, event(again, "updated"))
+    assert output.inventory() == {"r": 3}

@@ -1,0 +1,40 @@
+"""``GET /api/v1/deliveries`` pages with a cursor, as ``/api/v1/records`` does: none is lost."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import bearer, drain
+
+
+def test_every_delivery_is_reached_page_by_page(app, client) -> None:  # noqa: ANN001
+    headers = {**bearer(app, "admin"), "Content-Type": "application/json"}
+    batch = [{"id": f"r-{n}", "title": f"T {n}", "published": True} for n in range(7)]
+    assert (
+        client.post("/api/v1/records", data=json.dumps(batch), headers=headers).status_code == 202
+    )
+    drain(app)
+    everything = client.get("/api/v1/deliveries?limit=500", headers=headers).json
+    assert everything["next_cursor"] is None
+    total = {item["id"] for item in everything["items"]}
+    assert len(total) >= 7
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/deliveries", query_string=query, headers=headers).json
+        assert len(page["items"]) <= 3
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) and set(seen) == total
+    done = client.get("/api/v1/deliveries?status=done&limit=2", headers=headers).json
+    assert len(done["items"]) == 2 and done["next_cursor"]
+
+
+def test_a_bad_cursor_is_400(app, client) -> None:  # noqa: ANN001
+    for cursor in ("nonsense", "W10", "WyJ4IiwgMV0"):
+        answer = client.get(f"/api/v1/deliveries?cursor={cursor}", headers=bearer(app, "read"))
+        assert answer.status_code == 400, answer.json
+        assert answer.json["errors"] == {"cursor": ["invalid cursor"]}
