@@ -38,9 +38,6 @@ class TestFeedsContract(OutputContract):
         return read
 
 
-@pytest.mark.xfail(
-    reason="files.inventory() lands with the files-output rewrite (issue 12)", strict=True
-)
 class TestFilesContract(OutputContract):
     inventory_required = True
 
