@@ -133,12 +133,15 @@ class FilesOutput(BatchOutput):
         return outcomes
 
     def inventory(self) -> dict[str, int]:
-        """``{record id: revision}`` of the files on disk, read from the per-record index."""
+        """``{record id: revision}`` of the files on disk: the per-record index, for the files
+        that are still there."""
         held: dict[str, int] = {}
         with self._locked():
             for path in sorted((self.folder / STATE_DIR / "index").glob("*.json")):
                 entry = _read_entry(path)
                 if entry and not entry.get("retracted") and entry.get("path"):
+                    if not (self.folder.resolve() / entry["path"]).is_file():
+                        continue  # indexed, but its file is gone: drift to repair
                     record_id = entry.get("id") or self._id_on_disk(entry["path"])
                     if record_id:
                         held[str(record_id)] = int(entry.get("revision", 0))
