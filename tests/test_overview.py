@@ -303,6 +303,8 @@ def test_pages_and_counts_read_through_indexes(app: Flask) -> None:
         Record.id.in_(overview._with_deliveries("scheduled", "flaky", now))
     )
     assert "ix_deliveries_due" in query_plan(app, scheduled)
+    by_id = select(Record).where(Record.id.in_(overview.exact_ids("https://e.com/a")))
+    assert "SCAN records" not in query_plan(app, by_id.order_by(Record.seq.desc()).limit(51))
     counts = query_plan(app, overview.counts_statement(now))
     assert "ix_deliveries_due" in counts
     assert "SCAN deliveries" not in counts  # (a SEARCH through the index instead)
