@@ -40,6 +40,8 @@ COUNT_CAP = 10_000
 DELIVERY_FILTERS = ("dead", "pending", "due", "scheduled")
 ORDERS = ("newest", "oldest")
 SEARCH_WORDS = 8
+#: a search by title words reads at most this many records per call (then pages on)
+SEARCH_WINDOW = 25_000
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,34 @@ def record_page(
     exact = _page(session, wanted, now, None, limit, Record.id.in_(exact_ids(text)))
     if exact[0]:
         return exact
-    return _page(session, wanted, now, cursor, limit, title_condition(text))
+    return _title_page(session, wanted, now, cursor, limit, text)
+
+
+def _title_page(
+    session: Session, wanted: RecordFilter, now: datetime, cursor: str | None, limit: int, text: str
+) -> tuple[list[Record], str | None]:
+    """Title words, looked for in at most :data:`SEARCH_WINDOW` records per call.
+
+    The window is a range of ``seq`` (the primary key), so a call never reads more rows
+    than that however large the store is. A page that is not full but has a cursor means
+    the window ended: the next page goes on with the records beyond it.
+    """
+    newest = wanted.order != "oldest"
+    top = int(session.scalar(select(func.max(Record.seq))) or 0)
+    start = decode_cursor(cursor) if cursor else (top + 1 if newest else 0)
+    if newest:
+        low = max(start - SEARCH_WINDOW, 0)
+        window = Record.seq.between(low, start - 1)
+    else:
+        low = start + SEARCH_WINDOW
+        window = Record.seq.between(start + 1, low)
+    rows, following = _page(
+        session, wanted, now, cursor, limit, and_(window, title_condition(text))
+    )
+    if following is not None:
+        return rows, following
+    beyond = low > 1 if newest else low < top
+    return rows, encode_cursor(low) if beyond else None
 
 
 def _page(
