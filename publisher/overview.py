@@ -4,10 +4,10 @@ counts of its "is anything wrong?" strip, and a record's revisions.
 Every query here is shaped so that its cost follows what is shown or what is wrong, never
 the size of the store: pages are keyset pages on ``records.seq`` (the primary key), the
 delivery filters and the counts go through ``ix_deliveries_due`` (status first), and the
-per-record summaries are read for the page's ids only. The one exception is the search by a
-word of the title, a ``LIKE`` over the JSON title that reads records newest first until the
-page is full, tried only after an exact look-up by id found nothing; ``docs/ops-page.md``
-says why that is acceptable and what it costs.
+per-record summaries are read for the page's ids only. A search is an exact look-up by id
+first; words of the title are then looked for with a ``LIKE`` over the JSON title, in a
+window of at most :data:`SEARCH_WINDOW` records per call (``docs/decisions/ops-page-search.md``
+says why, ``docs/ops-page.md`` what it costs).
 """
 
 from __future__ import annotations
