@@ -4,9 +4,10 @@ counts of its "is anything wrong?" strip, and a record's revisions.
 Every query here is shaped so that its cost follows what is shown or what is wrong, never
 the size of the store: pages are keyset pages on ``records.seq`` (the primary key), the
 delivery filters and the counts go through ``ix_deliveries_due`` (status first), and the
-per-record summaries are read for the page's ids only. The one exception is the search by a
-word of the title, a ``LIKE`` over the JSON title that reads records newest first until the
-page is full; ``docs/ops-page.md`` says why that is acceptable and what it costs.
+per-record summaries are read for the page's ids only. A search is an exact look-up by id
+first; words of the title are then looked for with a ``LIKE`` over the JSON title, in a
+window of at most :data:`SEARCH_WINDOW` records per call (``docs/decisions/ops-page-search.md``
+says why, ``docs/ops-page.md`` what it costs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, func, select
 from sqlalchemy.orm import Session
 
 from publisher.errors import InvalidRecord
@@ -39,6 +40,8 @@ COUNT_CAP = 10_000
 DELIVERY_FILTERS = ("dead", "pending", "due", "scheduled")
 ORDERS = ("newest", "oldest")
 SEARCH_WORDS = 8
+#: a search by title words reads at most this many records per call (then pages on)
+SEARCH_WINDOW = 25_000
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,61 @@ class RecordFilter:
 def record_page(
     session: Session, wanted: RecordFilter, now: datetime, cursor: str | None, limit: int
 ) -> tuple[list[Record], str | None]:
-    """One keyset page of records in arrival order; the cursor of the next page or None."""
+    """One keyset page of records in arrival order; the cursor of the next page or None.
+
+    A search is first an exact look-up by id (or by the id a URL derives), through the
+    unique index; only when that finds nothing are the words looked for in titles.
+    """
+    text = (wanted.q or "").strip()
+    if not text:
+        return _page(session, wanted, now, cursor, limit)
+    exact = _page(session, wanted, now, None, limit, Record.id.in_(exact_ids(text)))
+    if exact[0]:
+        return exact
+    return _title_page(session, wanted, now, cursor, limit, text)
+
+
+def _title_page(
+    session: Session, wanted: RecordFilter, now: datetime, cursor: str | None, limit: int, text: str
+) -> tuple[list[Record], str | None]:
+    """Title words, looked for in at most :data:`SEARCH_WINDOW` records per call.
+
+    The window is a range of ``seq`` (the primary key), so a call never reads more rows
+    than that however large the store is. A page that is not full but has a cursor means
+    the window ended: the next page goes on with the records beyond it.
+    """
+    newest = wanted.order != "oldest"
+    top = int(session.scalar(select(func.max(Record.seq))) or 0)
+    start = decode_cursor(cursor) if cursor else (top + 1 if newest else 0)
+    if newest:
+        low = max(start - SEARCH_WINDOW, 0)
+        window = Record.seq.between(low, start - 1)
+    else:
+        low = start + SEARCH_WINDOW
+        window = Record.seq.between(start + 1, low)
+    rows, following = _page(
+        session, wanted, now, cursor, limit, and_(window, title_condition(text))
+    )
+    if following is not None:
+        return rows, following
+    beyond = low > 1 if newest else low < top
+    return rows, encode_cursor(low) if beyond else None
+
+
+def _page(
+    session: Session,
+    wanted: RecordFilter,
+    now: datetime,
+    cursor: str | None,
+    limit: int,
+    search: ColumnElement[bool] | None = None,
+) -> tuple[list[Record], str | None]:
     newest = wanted.order != "oldest"
     query = select(Record).order_by(Record.seq.desc() if newest else Record.seq.asc())
     for condition in _conditions(wanted, now):
         query = query.where(condition)
+    if search is not None:
+        query = query.where(search)
     if wanted.topic:
         query = query.join(RecordTopic, RecordTopic.record_id == Record.id).where(
             RecordTopic.topic == wanted.topic
@@ -89,8 +142,6 @@ def _conditions(wanted: RecordFilter, now: datetime) -> list[ColumnElement[bool]
         conditions.append(Record.updated_at < wanted.until)
     if wanted.delivery or wanted.output:
         conditions.append(Record.id.in_(_with_deliveries(wanted.delivery, wanted.output, now)))
-    if wanted.q and wanted.q.strip():
-        conditions.append(search_condition(wanted.q))
     return conditions
 
 
@@ -112,24 +163,22 @@ def _with_deliveries(kind: str | None, output: str | None, now: datetime) -> Sel
     return query
 
 
-def search_condition(text: str) -> ColumnElement[bool]:
-    """An id or URL matches exactly; otherwise every word must be in the title."""
-    term = text.strip()
-    exact: list[ColumnElement[bool]] = [Record.id == term]
+def exact_ids(term: str) -> list[str]:
+    """The ids a search term names: itself, and the id derived from it if it is a URL."""
+    ids = [term]
     if term.startswith(("http://", "https://")):
         with suppress(InvalidRecord, ValueError):  # a URL with a bad port, say
-            exact.append(Record.id == derived_id({"originalUrl": term}))
-        exact.append(Record.fields["originalUrl"].as_string() == term)
-        exact.append(Record.fields["webUrl"].as_string() == term)
-    words = term.lower().split()[:SEARCH_WORDS]
+            ids.append(derived_id({"originalUrl": term}))
+    return ids
+
+
+def title_condition(text: str) -> ColumnElement[bool]:
+    """Every word (case aside) somewhere in the title: a scan, newest first, until the page
+    is full (``docs/ops-page.md`` has what it costs at size)."""
     title = func.lower(Record.fields["title"].as_string())
-    in_title = [title.like(f"%{_escape_like(word)}%", escape="\\") for word in words]
-    if not in_title:
-        return or_(*exact)
-    everything: ColumnElement[bool] = in_title[0]
-    for condition in in_title[1:]:
-        everything = everything & condition
-    return or_(*exact, everything)
+    words = text.lower().split()[:SEARCH_WORDS]
+    conditions = [title.like(f"%{_escape_like(word)}%", escape="\\") for word in words]
+    return and_(*conditions)
 
 
 def _escape_like(word: str) -> str:

@@ -48,6 +48,7 @@ WIDE = (1440, 1000)
 PHONE = (390, 860)
 HOSTILE_TITLE = "<b>&\"quotes\"</b> & 'more' <script>window.pwned=1</script>"
 FUTURE = "2099-01-01T00:00:00Z"
+EXPIRES = "2098-06-30T12:00:00Z"
 RECORDS = 5_000
 FAILING = 30  # records routed to the plugin outputs, where ``flaky`` fails
 EMBARGOED = 20
@@ -75,6 +76,7 @@ class Store:
     reader: str
     submitter: str
     zebra: str = ""
+    expiring: str = ""
     hostile: str = ""
     embargoed: list[str] = field(default_factory=list)
     failing: list[str] = field(default_factory=list)
@@ -157,6 +159,8 @@ def _record(number: int) -> dict[str, Any]:
         "type": "article",
         "topics": [("markets", "weather", "sport", "arts")[number % 4]],
     }
+    if number == 5:
+        record["expiresAt"] = EXPIRES
     if number == 1200:  # deep in the store: a search must still find it
         record["title"] = "Zebra crossing reopens after the storm"
     if number >= RECORDS - FAILING - EMBARGOED:
@@ -172,6 +176,8 @@ def _take(intake: Any, batch: list[dict[str, Any]], store: Store) -> None:
     results, _ = intake.submit(json.dumps(batch).encode(), "application/json", source="api")
     for record, result in zip(batch, results, strict=True):
         assert result.status == "created", result.to_dict()
+        if "expiresAt" in record:
+            store.expiring = result.id
         if record["title"].startswith("Zebra"):
             store.zebra = result.id
         if record["type"] == "watched":
@@ -518,6 +524,14 @@ def test_an_operator_finds_sees_and_acts_without_reloading(page: Page, store: St
     assert cell == {"status": "pending", "text": "due 2099-01-01 00:00:00 UTC", "redeliver": False}
     state = page.find(f"tr[data-record-id='{store.embargoed[0]}'] .state-cell").text
     assert "embargoed" in state and "goes live 2099-01-01 00:00:00 UTC" in state
+
+    # a record with an expiry says when it expires, in the table and on its page
+    page.go(f"#/records?q={store.expiring}")
+    page.wait(lambda: page.rows() == [store.expiring], "the expiring record")
+    state = page.find(f"tr[data-record-id='{store.expiring}'] .state-cell").text
+    assert "published" in state and "expires 2098-06-30 12:00:00 UTC" in state
+    page.go(f"#/record/{store.expiring}")
+    assert page.find("#record-facts dd[data-fact='expires']").text == "2098-06-30 12:00:00 UTC"
 
     # a record's detail: its deliveries, their attempts, its revisions; retract it
     calls = page.go(f"#/record/{store.hostile}")

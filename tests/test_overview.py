@@ -127,6 +127,25 @@ def test_search_by_title_words_id_or_url(store: dict[str, Any]) -> None:
     assert ids(page(client, read, "?q=_")) == []
 
 
+def test_a_title_search_reads_a_bounded_window_per_call(
+    store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However large the store, one call looks at most SEARCH_WINDOW records; a page that
+    is not full but has a cursor says the window ended, and the next page goes on."""
+    client, read = store["client"], store["read"]
+    monkeypatch.setattr(overview, "SEARCH_WINDOW", 2)
+    first = page(client, read, "?q=apple")
+    assert ids(first) == [store["later"]] and first["next_cursor"]
+    rest = page(client, read, f"?q=apple&cursor={first['next_cursor']}")
+    assert ids(rest) == [store["apple"]] and rest["next_cursor"] is None
+    oldest = page(client, read, "?q=apple&order=oldest")
+    assert ids(oldest) == [store["apple"]] and oldest["next_cursor"]
+    tail = page(client, read, f"?q=apple&order=oldest&cursor={oldest['next_cursor']}")
+    assert ids(tail) == [store["later"]] and tail["next_cursor"] is None
+    # an exact id is found wherever it is, in one call
+    assert ids(page(client, read, f"?q={store['apple']}")) == [store["apple"]]
+
+
 def test_filters_by_state_delivery_output_topic_source_and_time(
     store: dict[str, Any], app: Flask
 ) -> None:
@@ -303,6 +322,10 @@ def test_pages_and_counts_read_through_indexes(app: Flask) -> None:
         Record.id.in_(overview._with_deliveries("scheduled", "flaky", now))
     )
     assert "ix_deliveries_due" in query_plan(app, scheduled)
+    by_id = select(Record).where(Record.id.in_(overview.exact_ids("https://e.com/a")))
+    assert "SCAN records" not in query_plan(app, by_id.order_by(Record.seq.desc()).limit(51))
+    words = select(Record).where(Record.seq.between(1, 25), overview.title_condition("zebra"))
+    assert "SCAN records" not in query_plan(app, words.order_by(Record.seq.desc()).limit(51))
     counts = query_plan(app, overview.counts_statement(now))
     assert "ix_deliveries_due" in counts
     assert "SCAN deliveries" not in counts  # (a SEARCH through the index instead)

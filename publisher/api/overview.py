@@ -16,7 +16,6 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from publisher import overview, queries
 from publisher.api.auth import bearer_token, requires
-from publisher.api.records import _iso
 from publisher.api.requests import limit_arg
 from publisher.api.schemas_out import RECORD_STATES
 from publisher.errors import InvalidRecord, MalformedInput
@@ -173,6 +172,11 @@ def _row(record: Record, cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "updated_at": _iso(record.updated_at),
         "outputs": cells,
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    """UTC as the rest of the API writes it: ISO 8601 with ``Z``."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _revision(revision: Revision) -> dict[str, Any]:

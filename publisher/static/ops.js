@@ -332,8 +332,12 @@
     renderRecords(data);
     updatePager(params, data.next_cursor);
     const filtered = FILTERS.some((name) => params.get(name) && name !== "order");
-    if (!data.items.length) return filtered ? "No record matches." : "No records yet.";
-    return `${plural(data.items.length, "record")} shown${filtered ? " (filtered)" : ""}.`;
+    // a title search reads a window of the store per call: say so when it ended early
+    const more = data.next_cursor && data.items.length < PAGE_SIZE && params.get("q")
+      ? " The search read part of the store: Next page goes on with the rest."
+      : "";
+    if (!data.items.length) return `${filtered ? "No record matches." : "No records yet."}${more}`;
+    return `${plural(data.items.length, "record")} shown${filtered ? " (filtered)" : ""}.${more}`;
   }
 
   function asUtc(local) {
