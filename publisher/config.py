@@ -49,7 +49,17 @@ DEFAULTS: Settings = {
         "max_yaml_aliases": 100,
     },
     # the default policy per source (docs/secured.md); a source's own `secured:` overrides it
-    "secured": {"required": False, "on_failure": "sealed", "on_sealed": "accept"},
+    # `legacy: refuse` turns AES-CBC envelopes away; only then may on_failure reject or quarantine
+    "secured": {
+        "required": False,
+        "on_failure": "sealed",
+        "on_sealed": "accept",
+        "legacy": "accept",
+    },
+    # a burst of invalid envelopes from one source is logged and counted (someone probing)
+    "secured_alarm": {"invalid": 20, "seconds": 60.0},
+    # /readyz fails when the data or database file system has less free space than this
+    "readiness": {"min_free_bytes": 64 * 1024 * 1024},
     "sources": {},  # name -> {secrets: [whsec_...], secured: {...}}
     "plugins": {"disabled": []},  # per-plugin sections by plugin name
     "outputs": {},  # per-output options: when, retry_schedule, timeout, enabled

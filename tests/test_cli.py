@@ -189,7 +189,9 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     (records / "unsecured.json").write_text(json.dumps(unsecured))
     (records / "broken.json").write_text('{"title": ')
     config = tmp_path / "publisher.yaml"
-    config.write_text("sources:\n  cms:\n    secured: {required: true, on_failure: quarantine}\n")
+    config.write_text(
+        "sources:\n  cms:\n    secured: {required: true, on_failure: quarantine, legacy: refuse}\n"
+    )
     env = {
         "PATH": "/usr/bin:/bin",
         "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD": "1",
@@ -221,5 +223,7 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     assert any("no-title.json: title:" in p for p in refused)
     assert any("broken.json" in p for p in refused)
     assert f"{records}/bad-envelope.json: would be quarantined (secured policy)" in validated[1]
-    assert "1 quarantined" in validated[2] and "1 quarantined" in ingested[2]
-    assert "6 records checked, 4 invalid, 1 quarantined" in validated[2]
+    # the seed's own envelope is legacy AES-CBC, which this source refuses: quarantined too
+    assert f"{records}/good.json: would be quarantined (secured policy)" in validated[1]
+    assert "2 quarantined" in validated[2] and "2 quarantined" in ingested[2]
+    assert "6 records checked, 4 invalid, 2 quarantined" in validated[2]
