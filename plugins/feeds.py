@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from marshmallow import Schema, fields, validate
 
 from publisher.errors import ConfigError, NotFound
 from publisher.fileio import atomic_write_many, locked
@@ -93,6 +94,26 @@ def register_outputs(config: Mapping[str, Any]) -> list[FeedsOutput]:
     return [FeedsOutput(FeedSettings.from_config(config))]
 
 
+class FeedsSettings(Schema):
+    """``plugins.feeds``, checked at start through ``register_config_schema``."""
+
+    folder = fields.String(load_default=None, allow_none=True)
+    max_entries = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    max_tombstones = fields.Integer(load_default=50, validate=validate.Range(min=0, max=1000))
+    max_topics = fields.Integer(load_default=20, validate=validate.Range(min=0))
+    websub_hub = fields.Url(
+        load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"}
+    )
+    hub_timeout = fields.Float(
+        load_default=5.0, validate=validate.Range(min=0, min_inclusive=False)
+    )
+
+
+@hookimpl
+def register_config_schema() -> type[Schema]:
+    return FeedsSettings
+
+
 @hookimpl
 def register_routes(app: Any) -> None:
     app.register_blueprint(_blueprint())
@@ -119,6 +140,29 @@ class FeedsOutput(BatchOutput):
             changed = batch.write()
         self._ping(changed)
         return outcomes
+
+    def inventory(self) -> dict[str, int]:
+        """What the feeds hold, ``{record id: revision}``, read from the per-record index on
+        disk: every record delivered and not retracted, whether or not a feed still lists it
+        among its latest entries. A retraction stays in the index as a tombstone (it keeps a
+        late retry from bringing the record back) and is left out here."""
+        held: dict[str, int] = {}
+        unnamed: dict[str, int] = {}  # indexes written before they named their record
+        for path in (self.folder / ".index").glob("*.json"):
+            index = _read_json(path)
+            if not index or index.get("retracted"):
+                continue
+            if "id" in index:
+                held[str(index["id"])] = int(index.get("revision", 0))
+            else:
+                unnamed[path.stem] = int(index.get("revision", 0))
+        if unnamed:
+            site = _read_json(self.folder / "state.json") or {}
+            for entry in site.get("entries", []):
+                stem = _index_stem(entry["record_id"])
+                if stem in unnamed:
+                    held[entry["record_id"]] = unnamed[stem]
+        return held
 
     def topics(self, record: OutputRecord) -> dict[str, str]:
         """The record's topic feeds (slug -> name), at most ``max_topics``."""
@@ -167,7 +211,7 @@ class _FeedBatch:
         left = {f"topics/{s}": n for s, n in (index or {}).get("topics", {}).items()}
         for key, topic in (left | keys).items():
             self._apply(key, topic, record, entry)
-        self._set_index(record.id, {"revision": event.revision, "topics": topics})
+        self._set_index(record.id, {"id": record.id, "revision": event.revision, "topics": topics})
 
     def retract(self, record: OutputRecord, event: Event) -> None:
         index = self._index(record.id)
@@ -178,7 +222,8 @@ class _FeedBatch:
         stone = {"ref": entry_id(record.id), "when": _rfc3339(event.occurred_at)}
         for key, topic in keys.items():
             self._apply(key, topic, record, None, stone)
-        self._set_index(record.id, {"revision": event.revision, "retracted": True, "topics": {}})
+        tombstone = {"id": record.id, "revision": event.revision, "retracted": True, "topics": {}}
+        self._set_index(record.id, tombstone)
 
     def _apply(
         self,
@@ -223,8 +268,7 @@ class _FeedBatch:
         self.touched.add(record_id)
 
     def _index_path(self, record_id: str) -> Path:
-        digest = hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        return self.folder / ".index" / f"{digest}.json"
+        return self.folder / ".index" / f"{_index_stem(record_id)}.json"
 
     def write(self) -> list[str]:
         """Render and write each feed that changed (or was never written), then the indexes;
@@ -252,6 +296,10 @@ class _FeedBatch:
             (folder / "feed.json", view.json_feed()),
             (folder / "state.json", _json_bytes(state)),
         ]
+
+
+def _index_stem(record_id: str) -> str:
+    return hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _entry_order(entry: Mapping[str, Any]) -> tuple[str, str]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from marshmallow import Schema, fields, validate
 from slugify import slugify as _slugify
 
 from publisher.errors import ConfigError
@@ -406,6 +407,33 @@ def _is_stale(entry: dict[str, Any] | None, revision: int) -> bool:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+class FilesSettings(Schema):
+    """``plugins.files``: checked at start (``register_config_schema``); add new keys here."""
+
+    folder = fields.String(load_default=None, allow_none=True)
+    layout = fields.String(
+        load_default="category",
+        validate=validate.OneOf(LAYOUTS, error="must be one of " + ", ".join(LAYOUTS)),
+    )
+    section_prefix = fields.String(
+        load_default="", validate=validate.OneOf(("", "_"), error="must be '' or '_'")
+    )
+    generator = fields.String(
+        load_default=GENERATORS[0],
+        validate=validate.OneOf(GENERATORS, error="must be one of " + ", ".join(GENERATORS)),
+    )
+    slugs = fields.String(
+        load_default=SLUGS[0],
+        validate=validate.OneOf(SLUGS, error="must be one of " + ", ".join(SLUGS)),
+    )
+    base_path = fields.String(load_default="/")
+
+
+@hookimpl
+def register_config_schema() -> type[Schema]:
+    return FilesSettings
 
 
 def _remove_if_empty(folder: Path, root: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
+from marshmallow import Schema, ValidationError, fields, validate, validates
 from standardwebhooks.webhooks import Webhook
 
 from publisher.errors import ConfigError
@@ -57,6 +58,61 @@ def register_outputs(config: Mapping[str, Any]) -> list[WebhookOutput]:
     if len(set(names)) != len(names):
         raise ConfigError("plugins.webhook.subscribers: names must be unique")
     return outputs
+
+
+def _signing_secret(secret: str) -> None:
+    if not secret.startswith("whsec_"):
+        raise ValidationError("must be a whsec_... secret")
+    try:
+        Webhook(secret)
+    except Exception:
+        raise ValidationError("must be a whsec_... secret") from None
+
+
+def _http_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("must be an http(s) URL")
+    if parts.username or parts.password:
+        raise ValidationError("must not carry credentials")
+
+
+class SubscriberSettings(Schema):
+    """One downstream subscriber of ``plugins.webhook.subscribers``."""
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(_NAME, error="must be 1-64 letters, digits, '.', '_' or '-'"),
+    )
+    url = fields.String(required=True, validate=_http_url)
+    secret = fields.String(required=True, validate=_signing_secret)
+    events = fields.List(
+        fields.String(validate=validate.OneOf(EVENTS, error="must be one of " + ", ".join(EVENTS)))
+    )
+    allow_private = fields.Boolean()
+    protected = fields.Boolean(load_default=False)
+    timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
+
+
+class WebhookSettings(Schema):
+    """``plugins.webhook``, checked at start through ``register_config_schema``."""
+
+    timeout = fields.Float(
+        load_default=DEFAULT_TIMEOUT, validate=validate.Range(min=0, min_inclusive=False)
+    )
+    allow_private = fields.Boolean(load_default=False)
+    subscribers = fields.List(fields.Nested(SubscriberSettings), load_default=list)
+
+    @validates("subscribers")
+    def _unique_names(self, subscribers: list[dict[str, Any]], **kwargs: Any) -> None:
+        names = [sub.get("name") for sub in subscribers]
+        if len(set(names)) != len(names):
+            raise ValidationError("names must be unique")
+
+
+@hookimpl
+def register_config_schema() -> type[Schema]:
+    return WebhookSettings
 
 
 def _subscriber(sub: Any, index: int, timeout: float, allow_private: bool) -> WebhookOutput:

@@ -1,4 +1,5 @@
-"""Threads that run beside requests and workers: the feeder, the sweeper, output calls."""
+"""Threads that run beside requests and workers: the feeder, the lanes, the sweeper, output
+calls."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 log = logging.getLogger("publisher.dispatch")
@@ -26,21 +28,21 @@ class Feeder(threading.Thread):
     the sweeper enqueues those deliveries once they are ``lease_seconds`` old.
     """
 
-    def __init__(self, feed: Callable[[Sequence[str]], None], linger: float = 0.0) -> None:
+    def __init__(self, feed: Callable[[Sequence[Any]], None], linger: float = 0.0) -> None:
         super().__init__(name="publisher-feeder", daemon=True)
         self.feed = feed
         # seconds to wait after the first id for more to join its feed (0: feed at once)
         self.linger = linger
-        self.lingering: list[str] = []
+        self.lingering: list[Any] = []
         self.pid = os.getpid()
-        self.waiting: queue.SimpleQueue[list[str]] = queue.SimpleQueue()
+        self.waiting: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
         atexit.register(self.flush)
 
     def usable(self) -> bool:
         """False in a forked child (threads do not survive a fork)."""
         return self.pid == os.getpid() and self.is_alive()
 
-    def put(self, delivery_ids: list[str]) -> None:
+    def put(self, delivery_ids: list[Any]) -> None:
         self.waiting.put(delivery_ids)
 
     def run(self) -> None:
@@ -52,7 +54,7 @@ class Feeder(threading.Thread):
                 self.lingering = []
             self.feed(self.drain(first))
 
-    def drain(self, ids: list[str]) -> list[str]:
+    def drain(self, ids: list[Any]) -> list[Any]:
         """``ids`` and every list put since: one feed, so a feed may batch its queue writes."""
         while not self.waiting.empty():
             ids = ids + self.waiting.get_nowait()
@@ -66,6 +68,63 @@ class Feeder(threading.Thread):
             self.feed(held)
         while not self.waiting.empty():
             self.feed(self.drain(self.waiting.get_nowait()))
+
+
+class Lanes:
+    """One small pool of threads per output, so that outputs never wait for each other.
+
+    A slow or hanging output fills only its own lane: the others, and huey's threads, go on.
+    ``submit`` refuses (returns False) once a lane holds ``backlog`` messages, and the
+    caller puts the message back on the queue for later instead of holding it in memory.
+    A forked child starts with no lanes (threads do not survive a fork).
+    """
+
+    def __init__(self, threads: int, backlog: int) -> None:
+        self.threads = max(1, threads)
+        self.backlog = max(1, backlog)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._held: dict[str, int] = {}
+        self._idle = threading.Condition()
+        self._pid = os.getpid()
+
+    def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
+        with self._idle:
+            self._after_fork()
+            if self._held.get(name, 0) >= self.backlog:
+                return False
+            self._held[name] = self._held.get(name, 0) + 1
+            pool = self._pools.get(name)
+            if pool is None:
+                pool = self._pools[name] = ThreadPoolExecutor(
+                    self.threads, thread_name_prefix=f"publisher-lane-{name}"
+                )
+        context = contextvars.copy_context()
+        pool.submit(context.run, self._run, name, func, args)
+        return True
+
+    def _run(self, name: str, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            func(*args)
+        except Exception:  # noqa: BLE001 - the lease expires and the sweeper sends it again
+            log.exception("delivery of %s failed in its lane", name)
+        finally:
+            with self._idle:
+                self._held[name] -= 1
+                self._idle.notify_all()
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._pid, self._pools, self._held = os.getpid(), {}, {}
+
+    def held(self, name: str) -> int:
+        """Messages the lane of ``name`` runs or holds now."""
+        with self._idle:
+            return self._held.get(name, 0)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every lane is empty (tests, and a graceful stop)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not any(self._held.values()), timeout)
 
 
 class SweeperThread(threading.Thread):

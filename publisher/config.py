@@ -1,6 +1,7 @@
 """Configuration, loaded in one place: defaults, then a YAML file, then ``PUBLISHER_*``.
 
-The result is a plain nested dict (``Settings``) kept on the app. Names that deployments rely
+The result is a nested dict (``Settings``) kept on the app, checked and typed by the
+schema in :mod:`publisher.settings_schema`. Names that deployments rely
 on (``PUBLISHER_CONFIG``, ``PUBLISHER_DATA_DIR``, ``PUBLISHER_DATABASE_URL``,
 ``PUBLISHER_QUEUE_URL``, ``PUBLISHER_KEYS_DIR``, ``PUBLISHER_PLUGINS_DIR``) are stable.
 """
@@ -10,11 +11,21 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from publisher.errors import ConfigError
+from publisher.settings_schema import (
+    Origins,
+    check_settings,
+    field_at,
+    known_top_level,
+    problems,
+    takes_text,
+)
 
 Settings = dict[str, Any]
 
@@ -51,6 +62,9 @@ DEFAULTS: Settings = {
         "sweep_interval": 5.0,
         "batch_size": 100,  # most deliveries in one queue message / one deliver_many call
         "parallel_calls": 4,  # one-by-one output calls of one message running at once
+        "lane_threads": 2,  # messages of one output running at once in a process (0: no lanes)
+        "lane_backlog": 1000,  # messages one output's lane holds before they wait in the queue
+        "drift_check_interval": 3600.0,  # seconds between inventory checks (0: never)
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
@@ -64,11 +78,18 @@ DEFAULTS: Settings = {
     # a live API token is remembered this long per process: a revocation made elsewhere
     # takes effect within it (0 = look every token up on every request)
     "token_cache_seconds": 1.0,
-    "logging": {"level": "INFO", "format": "auto"},  # auto: text on a terminal, else JSON
+    # quarantined payloads not replayed are forgotten after this many days
+    "quarantine_days": 30,
+    # auto: text on a terminal, else JSON; access_level: werkzeug's access lines
+    "logging": {"level": "INFO", "format": "auto", "access_level": "WARNING"},
+    # the store and queue gauges of /metrics are counted in the background at most this often
+    "metrics": {"state_refresh_seconds": 15.0},
     "dev_key": True,  # make a development key on first run when the keyring is empty
+    "auto_migrate": True,  # apply schema migrations at start
 }
 
-#: Environment variables with a stable name, and the setting each sets.
+#: Environment variables with a stable name, and the setting each sets (as any other
+#: ``PUBLISHER_<KEY>``; listed because deployments rely on these names).
 ENV_NAMES = {
     "PUBLISHER_DATA_DIR": "data_dir",
     "PUBLISHER_DATABASE_URL": "database_url",
@@ -82,45 +103,104 @@ ENV_NAMES = {
 
 #: Environment variables read elsewhere, not settings.
 OTHER_ENV_NAMES = {"PUBLISHER_CONFIG", "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD"}
+OVERRIDES = "overrides"  # the origin of values given to ``create_app(overrides=...)``
+DEFAULT = "default"
+
+
+class LoadedSettings(dict):  # type: ignore[type-arg]
+    """The checked settings, plus where each value came from (``publisher config``).
+
+    ``origins`` maps key paths to ``default``, the file's path, an env var's name or
+    ``overrides``; ``raw_env`` keeps environment values as written, for plugin schemas.
+    """
+
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        origins: Origins | None = None,
+        raw_env: Mapping[tuple[str, ...], str] | None = None,
+    ) -> None:
+        super().__init__(values)
+        self.origins: Origins = dict(origins or {})
+        self.raw_env: dict[tuple[str, ...], str] = dict(raw_env or {})
 
 
 def load_settings(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
-    """Build the settings: defaults, then the YAML file, then environment, then overrides."""
+    """Build and check the settings: defaults, the YAML file, environment, then overrides.
+
+    Raises :class:`ConfigError` whose ``errors`` name every bad key path (and where its
+    value came from), so that ``serve``, ``worker`` and ``wsgi:app`` stop at start.
+    """
     environ = os.environ if environ is None else environ
     settings = copy.deepcopy(DEFAULTS)
+    origins: Origins = {}
     config_path = environ.get("PUBLISHER_CONFIG")
     if config_path:
-        _merge(settings, _read_file(Path(config_path)))
-        settings["config_path"] = str(Path(config_path).resolve())
-    for env_name, key in ENV_NAMES.items():
-        if environ.get(env_name):
-            settings[key] = _scalar(environ[env_name]) if key == "strict" else environ[env_name]
-    _apply_prefixed_env(settings, environ)
+        data = _read_file(Path(config_path))
+        _merge(settings, data)
+        _mark(origins, data, (), str(Path(config_path)))
+    raw_env = _apply_prefixed_env(settings, environ, origins)
     if overrides:
         _merge(settings, overrides)
-    return _resolve(settings)
+        _mark(origins, overrides, (), OVERRIDES)
+    checked = check_settings(settings, origins)
+    if config_path:
+        checked["config_path"] = str(Path(config_path).resolve())
+        origins[("config_path",)] = "PUBLISHER_CONFIG"
+    return LoadedSettings(_resolve(checked), origins, raw_env)
 
 
-def _apply_prefixed_env(settings: Settings, environ: Mapping[str, str]) -> None:
-    """Any other known setting as ``PUBLISHER_<KEY>``, nested with ``__``, as Flask does.
+def _mark(origins: Origins, data: Mapping[str, Any], prefix: tuple[str, ...], origin: str) -> None:
+    """Record ``origin`` for every leaf of ``data`` (a list is one leaf)."""
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            _mark(origins, value, path, origin)
+        else:
+            origins[path] = origin
 
-    ``PUBLISHER_DELIVERY__TIMEOUT=10`` sets ``delivery.timeout``; values are read as JSON
-    when they parse (numbers, booleans, lists), else kept as text. Unknown names are
-    ignored, so unrelated ``PUBLISHER_...`` variables cannot break the start.
+
+def _apply_prefixed_env(
+    settings: Settings, environ: Mapping[str, str], origins: Origins
+) -> dict[tuple[str, ...], str]:
+    """Every setting as ``PUBLISHER_<KEY>``, nested with ``__``, as Flask does.
+
+    ``PUBLISHER_DELIVERY__TIMEOUT=10`` sets ``delivery.timeout``, and
+    ``PUBLISHER_PLUGINS__SITEMAP__MAX_URLS=0`` a plugin's key that no default names.
+    Values are read as JSON when they parse (numbers, booleans, lists), except for text
+    settings, which keep what was written. A name whose first part is no setting
+    (``PUBLISHER_BIND``, read by gunicorn.conf.py) is not ours and is left alone; a
+    misspelt key inside a known section is reported by the schema. Empty values are unset.
+    Returns the raw text by key path.
     """
-    for name, raw in environ.items():
-        if not name.startswith("PUBLISHER_") or name in ENV_NAMES or name in OTHER_ENV_NAMES:
+    raw_env: dict[tuple[str, ...], str] = {}
+    for name in sorted(environ):
+        raw = environ[name]
+        if not name.startswith("PUBLISHER_") or name in OTHER_ENV_NAMES or raw == "":
             continue
-        path = name.removeprefix("PUBLISHER_").lower().split("__")
-        parent = settings
-        for part in path[:-1]:
-            parent = parent.get(part) if isinstance(parent.get(part), dict) else None  # type: ignore[assignment]
-            if parent is None:
-                break
-        if parent is not None and path[-1] in parent:
-            parent[path[-1]] = _json_or_text(raw)
+        path = tuple(name.removeprefix("PUBLISHER_").lower().split("__"))
+        if not known_top_level(path[0]) or not all(path):
+            continue
+        value = raw if takes_text(field_at(path)) else _json_or_text(raw)
+        _set(settings, path, value, name)
+        origins[path] = name
+        raw_env[path] = raw
+    return raw_env
+
+
+def _set(settings: Settings, path: tuple[str, ...], value: Any, name: str) -> None:
+    parent = settings
+    for depth, part in enumerate(path[:-1]):
+        child = parent.get(part)
+        if child is None:
+            child = parent[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            raise problems({f"{where} (from {name})": ["not a section"]})
+        parent = child
+    parent[path[-1]] = value
 
 
 def _json_or_text(raw: str) -> Any:
@@ -155,15 +235,6 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
             base[key] = copy.deepcopy(value)
 
 
-def _scalar(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    return text
-
-
 def _resolve(settings: Settings) -> Settings:
     """Make paths absolute and fill the defaults derived from ``data_dir``."""
     data_dir = Path(settings["data_dir"]).expanduser().resolve()
@@ -183,3 +254,70 @@ def source_policy(settings: Settings, source: str) -> dict[str, Any]:
     policy = dict(settings["secured"])
     policy.update((settings["sources"].get(source) or {}).get("secured") or {})
     return policy
+
+
+def problem_lines(exc: ConfigError) -> list[str]:
+    """One line per problem, each naming its key path: what ``serve`` and wsgi print."""
+    if not exc.errors:
+        return [f"publisher: configuration: {exc.message}"]
+    return [
+        f"publisher: configuration: {path}: {message}"
+        for path, messages in exc.errors.items()
+        for message in messages
+    ]
+
+
+#: Words that make a setting secret wherever they appear in its name (``secret``,
+#: ``secrets``, ``db_password``, ``api_token``...): its text is never printed.
+SECRET_WORDS = frozenset(
+    {"secret", "secrets", "password", "passwd", "token", "tokens", "key", "apikey", "credentials"}
+)
+MASK = "********"
+
+
+def effective(settings: Settings) -> list[tuple[str, Any, str]]:
+    """Every setting as (key path, value with secrets masked, where it came from)."""
+    from publisher.settings_schema import format_path, origin_of
+
+    origins: Origins = getattr(settings, "origins", {})
+    return [
+        (format_path(path), masked(path, value), origin_of(path, origins) or DEFAULT)
+        for path, value in _leaves(settings, ())
+    ]
+
+
+def _leaves(value: Any, path: tuple) -> Any:
+    if isinstance(value, Mapping) and (value or not path):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*path, index))
+    else:
+        yield path, value
+
+
+def masked(path: tuple, value: Any) -> Any:
+    """``value`` safe to print: secret-named text masked, passwords cut out of URLs."""
+    words = {w for part in path if isinstance(part, str) for w in re.split(r"[_\-.]", part)}
+    if words & SECRET_WORDS:
+        if isinstance(value, str) and value:
+            return MASK
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [MASK for _ in value]
+    if isinstance(value, str) and "://" in value:
+        return _url_without_password(value)
+    return value
+
+
+def _url_without_password(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))

@@ -1,9 +1,15 @@
-"""Running deliveries: lease, hand to the output, then done, retry or dead.
+"""Running deliveries: lease, decide, hand to the output, then done, retry or dead.
 
-The deliveries table is the source of truth; huey only carries "look at deliveries X, Y, Z
-now" (up to ``batch_size`` ids a message, so a busy queue moves in batches: one lease and one
-settle transaction a message, and one call of an output's ``deliver_many`` for its share).
-huey is at most once (a task taken by a killed worker is gone), so a worker leases
+The deliveries table holds the state; huey carries the work ("look at deliveries X, Y, Z of
+output O now", up to ``batch_size`` ids a message). A message is handed to its output's
+*lane* (``background.Lanes``): a few threads per output, so a slow or hanging output delays
+only itself, and huey's threads are free again at once.
+
+Before anything is sent, each delivery is checked against what its (record, output) pair
+needs now (``publisher.convergence``): what the output last confirmed, and what it should
+hold. A delivery the record moved past is retired and the pair's current transition runs
+instead; one whose state the output already holds is done without a call (unless it is a
+resend). huey is at most once (a task taken by a killed worker is gone), so a worker leases
 deliveries before running them, and the sweeper re-enqueues deliveries whose lease expired
 or that were never enqueued. A delivery that keeps killing its worker (a poison job) ends
 dead after ``max_receives`` receives without a result.
@@ -14,30 +20,35 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from huey import Huey
-from sqlalchemy import Connection, Engine, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from publisher.background import Feeder, call_with_timeout
+from publisher import convergence
+from publisher.background import Feeder, Lanes, call_with_timeout
 from publisher.config import DEFAULTS
-from publisher.db import transaction
+from publisher.db import transaction, unindexed
+from publisher.errors import Conflict, NotFound
 from publisher.leases import lease, renew
 from publisher.logs import log_context
-from publisher.models import Delivery, OutputState, Placement, Record, utcnow
+from publisher.models import Attempt, Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
 from publisher.records import public_fields
-from publisher.store import Planned, Route
+from publisher.store import Planned, Route, converge_pair
 
 log = logging.getLogger("publisher.dispatch")
 TASK_NAME = "publisher.deliver"
 SWEEP_BATCH = 1000
+RECONCILE_BATCH = 500
 SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling looks again
+LANE_FULL_WAIT = 1.0  # seconds before a message for a lane that is full is looked at again
+OPENED = frozenset({"decrypted", "decrypted-unauthenticated"})
 #: built once: intake reads it on every request (see store.py on prebuilt statements)
 _DISABLED = select(OutputState.name).where(OutputState.enabled.is_(False))
 
@@ -66,8 +77,30 @@ class Held:
 
 
 @dataclass
+class Job:
+    """A leased delivery that goes to its output: the event decided just before sending."""
+
+    delivery: Delivery
+    record: Record
+    kind: str
+
+    def event(self) -> Event:
+        return Event(
+            kind=self.kind,  # type: ignore[arg-type]
+            delivery_id=self.delivery.id,
+            record_id=self.record.id,
+            revision=self.record.revision,
+            occurred_at=self.delivery.occurred_at or self.delivery.created_at,
+        )
+
+
+class ProtectedUnavailable(DeliveryError):
+    """The output takes protected data, the record has some, and it cannot be opened now."""
+
+
+@dataclass
 class Dispatcher:
-    """Owns the huey task that runs deliveries, and the sweeper."""
+    """Owns the huey task that runs deliveries, the lanes, the sweeper and reconcile."""
 
     sessions: sessionmaker[Session]
     huey: Huey
@@ -81,23 +114,33 @@ class Dispatcher:
     batch_size: int = 100
     #: one-by-one output calls of one message that run at once
     parallel_calls: int = 4
+    #: messages of one output that run at once in this process (0: run in huey's thread)
+    lane_threads: int = 2
+    #: messages one output's lane may hold waiting before new ones are put back on the queue
+    lane_backlog: int = 1000
+    #: seconds between checks of outputs with ``inventory()`` for drift (0: never)
+    drift_check_interval: float = 3600.0
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
     background_enqueue: bool = False
     _task: Any = field(init=False, default=None)
     _feeder_thread: Feeder | None = field(init=False, default=None)
+    lanes: Lanes | None = field(init=False, default=None)
+    _last_drift_check: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self._task = self.huey.task(name=TASK_NAME, retries=0)(self.run_delivery)
+        self._task = self.huey.task(name=TASK_NAME, retries=0)(self.receive)
+        if self.lane_threads > 0:
+            self.lanes = Lanes(self.lane_threads, self.lane_backlog)
 
     @property
     def engine(self) -> Engine:
         return self.sessions.kw["bind"]
 
     def routes(self, connection: Connection | None = None) -> list[Route]:
-        """The enabled outputs; pass the caller's open transaction to read them there."""
-        disabled = self.disabled_outputs(connection)
-        return [Route(s.name, s.wants) for s in self.outputs.values() if s.name not in disabled]
+        """Every output, enabled or not: a disabled output keeps its desired state, so that
+        enabling it catches up with what changed meanwhile (its deliveries wait, pending)."""
+        return [Route(s.name, s.wants) for s in self.outputs.values()]
 
     def disabled_outputs(self, connection: Connection | None = None) -> set[str]:
         # rows, not scalars(): scalars() rebuilds the result's key map on every call
@@ -106,6 +149,8 @@ class Dispatcher:
         # a plain connection, not a session: this runs on every delivery
         with self.engine.connect() as own:
             return {name for (name,) in own.execute(_DISABLED)}
+
+    # -- the queue ------------------------------------------------------------------------
 
     def enqueue(
         self, deliveries: Sequence[Planned | Delivery], now: datetime | None = None
@@ -116,7 +161,7 @@ class Dispatcher:
         feeder thread, so a request costs one durable commit and no queue round trip.
         """
         now = now or utcnow()
-        due = [d.id for d in deliveries if d.next_attempt_at <= now]
+        due = [(d.id, d.output) for d in deliveries if d.next_attempt_at <= now]
         if not due:
             return
         if self.background_enqueue:
@@ -124,14 +169,18 @@ class Dispatcher:
         else:
             self.feed(due)
 
-    def feed(self, delivery_ids: Sequence[str]) -> None:
-        """Enqueue ``delivery_ids``, ``batch_size`` to a message."""
-        ids = list(delivery_ids)
-        for start in range(0, len(ids), max(1, self.batch_size)):
-            try:
-                self._task(ids[start : start + self.batch_size])
-            except Exception:  # noqa: BLE001 - the sweeper will enqueue them
-                log.warning("enqueue failed; the sweeper will retry", exc_info=True)
+    def feed(self, deliveries: Iterable[tuple[str, str]]) -> None:
+        """Enqueue ``(id, output)`` pairs: one message per output, ``batch_size`` ids each."""
+        by_output: dict[str, list[str]] = {}
+        for delivery_id, output in deliveries:
+            by_output.setdefault(output, []).append(delivery_id)
+        size = max(1, self.batch_size)
+        for output, ids in by_output.items():
+            for start in range(0, len(ids), size):
+                try:
+                    self._task(ids[start : start + size], output)
+                except Exception:  # noqa: BLE001 - the sweeper will enqueue them
+                    log.warning("enqueue failed; the sweeper will retry", exc_info=True)
 
     def _feeder(self) -> Feeder:
         if self._feeder_thread is None or not self._feeder_thread.usable():
@@ -139,77 +188,135 @@ class Dispatcher:
             self._feeder_thread.start()
         return self._feeder_thread
 
+    def receive(self, delivery_ids: str | Sequence[str], output: str | None = None) -> None:
+        """The huey task: hand a message to its output's lane and return at once.
+
+        Messages of older versions carry ids only (or one id); their outputs are looked up.
+        """
+        ids = [delivery_ids] if isinstance(delivery_ids, str) else list(delivery_ids)
+        groups = {output: ids} if output else self._outputs_of(ids)
+        for name, group in groups.items():
+            if self.lanes is None:
+                self.run_delivery(group, name)
+            elif not self.lanes.submit(name, self.run_delivery, group, name):
+                self._task.schedule((group, name), delay=LANE_FULL_WAIT)
+
+    def _outputs_of(self, ids: list[str]) -> dict[str, list[str]]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(Delivery.id, Delivery.output).where(Delivery.id.in_(ids))
+            ).all()
+        groups: dict[str, list[str]] = {}
+        for delivery_id, name in rows:
+            groups.setdefault(name, []).append(delivery_id)
+        return groups
+
     # -- running a message's deliveries ---------------------------------------------------
 
-    def run_delivery(self, delivery_ids: str | Sequence[str]) -> None:
-        """The huey task: lease, deliver, settle a batch of deliveries. Safe to receive twice.
-
-        A message carries up to ``batch_size`` ids (one id in messages of older versions).
-        Each output gets its share of the batch in one call when it has ``deliver_many``.
-        """
+    def run_delivery(self, delivery_ids: str | Sequence[str], output: str | None = None) -> None:
+        """Lease, decide, deliver and settle a batch of deliveries. Safe to receive twice."""
         ids = [delivery_ids] if isinstance(delivery_ids, str) else list(delivery_ids)
         leased, waiting = lease(self.sessions, ids, utcnow(), self.lease_seconds)
         if waiting:  # due, but a sibling is running: look again shortly
-            self._task.schedule((waiting,), delay=SIBLING_WAIT)
+            self._task.schedule((waiting, output), delay=SIBLING_WAIT)
         if leased:
             self._run(Held(leased))
 
     def _run(self, held: Held) -> None:
-        with self.sessions() as session:
-            jobs = session.execute(
-                select(Delivery, Record)
-                .join(Record, Record.id == Delivery.record_id)
-                .where(Delivery.id.in_(held.ids))
-                .order_by(Delivery.created_at, Delivery.id)
-            ).all()
+        rows = self._load(held.ids)
         disabled = self.disabled_outputs()
-        by_output: dict[str, list[tuple[Delivery, Record]]] = {}
-        for delivery, record in jobs:
-            refusal = self._refusal(delivery, disabled)
+        now = utcnow()
+        jobs: dict[str, list[Job]] = {}
+        for delivery, record, held_revision in rows:
+            refusal = self._refusal(delivery)
             if refusal:
                 self._settle_failure(delivery, refusal, dead=True)
+            elif delivery.output in disabled:
+                self._release([delivery.id])  # waits, pending, for the output to come back
             else:
-                by_output.setdefault(delivery.output, []).append((delivery, record))
-        for name, share in by_output.items():
+                job = self._decide(delivery, record, held_revision, now)
+                if job is not None:
+                    jobs.setdefault(delivery.output, []).append(job)
+        for name, share in jobs.items():
             self._attempt(self.outputs[name], share, held)
 
-    def _refusal(self, delivery: Delivery, disabled: set[str]) -> str | None:
+    def _load(self, ids: list[str]) -> list[Any]:
+        with self.sessions() as session:
+            return session.execute(
+                select(Delivery, Record, Placement.held_revision)
+                .join(Record, Record.id == Delivery.record_id)
+                .outerjoin(
+                    Placement,
+                    and_(
+                        Placement.record_id == Delivery.record_id,
+                        Placement.output == Delivery.output,
+                    ),
+                )
+                .where(Delivery.id.in_(ids))
+                .order_by(Delivery.created_at, Delivery.id)
+            ).all()
+
+    def _refusal(self, delivery: Delivery) -> str | None:
         """Why a leased delivery ends dead without reaching its output, if it does."""
         if delivery.receives - delivery.attempts > self.max_receives:
             return "worker died during delivery too often"
         if delivery.output not in self.outputs:
             return f"no output named {delivery.output!r}"
-        if delivery.output in disabled:
-            return "output is disabled"
         return None
 
-    def _attempt(self, spec: OutputSpec, share: list[tuple[Delivery, Record]], held: Held) -> None:
-        items = [(self._view(spec, record), _event(delivery, record)) for delivery, record in share]
-        outcomes = self._call(spec, share, items, held)
-        succeeded = [
-            (delivery, event)
-            for (delivery, _), (_, event), outcome in zip(share, items, outcomes, strict=True)
-            if outcome is None
-        ]
+    def _decide(
+        self, delivery: Delivery, record: Record, held: int | None, now: datetime
+    ) -> Job | None:
+        """The job to send, or None when the delivery was settled here without a call."""
+        spec = self.outputs[delivery.output]
+        want = convergence.desired_revision(record, spec.wants, now)
+        decision = convergence.decide(delivery, held, want, bool(delivery.resend))
+        if decision.stale:
+            self._retire(delivery, record, held, now)
+        elif decision.send is None:
+            self._settle_unchanged(delivery, decision.reason, now)
+        else:
+            return Job(delivery, record, decision.send)
+        return None
+
+    def _attempt(self, spec: OutputSpec, share: list[Job], held: Held) -> None:
+        items: list[tuple[OutputRecord, Event]] = []
+        ready: list[Job] = []
+        for job in share:
+            try:
+                items.append((self._view(spec, job.record), job.event()))
+                ready.append(job)
+            except ProtectedUnavailable as exc:
+                self._settle_failure(job.delivery, str(exc), error=exc, spec=spec, job=job)
+        if not ready:
+            return
+        started = time.monotonic()
+        outcomes = self._call(spec, ready, items, held)
+        took = time.monotonic() - started
+        succeeded = [job for job, outcome in zip(ready, outcomes, strict=True) if outcome is None]
         if succeeded:
-            self._settle_success(succeeded)
-        for (delivery, _), outcome in zip(share, outcomes, strict=True):
-            if isinstance(outcome, DeliveryError):
-                self._settle_failure(delivery, str(outcome), error=outcome, spec=spec)
-            elif outcome is not None:
-                self._settle_failure(delivery, _describe(outcome), spec=spec)
+            self._settle_success(succeeded, took)
+        for job, outcome in zip(ready, outcomes, strict=True):
+            if outcome is not None:
+                error = outcome if isinstance(outcome, DeliveryError) else None
+                message = str(outcome) if error is not None else _describe(outcome)
+                self._settle_failure(
+                    job.delivery,
+                    message,
+                    error=error,
+                    spec=spec,
+                    job=job,
+                    took=took,
+                    raised=outcome,
+                )
 
     def _call(
-        self,
-        spec: OutputSpec,
-        share: list[tuple[Delivery, Record]],
-        items: list[tuple[OutputRecord, Event]],
-        held: Held,
+        self, spec: OutputSpec, jobs: list[Job], items: list[tuple[OutputRecord, Event]], held: Held
     ) -> list[BaseException | None]:
         """One outcome per item: None for delivered, else what went wrong."""
         many = getattr(spec.output, "deliver_many", None)
         if many is None:
-            return self._call_each(spec, share, items, held)
+            return self._call_each(spec, jobs, items, held)
         answer: list[BaseException | None] = []
         with log_context(output=spec.name, deliveries=len(items)):
             error = call_with_timeout(lambda: answer.extend(many(items)), (), spec.timeout)
@@ -218,24 +325,20 @@ class Dispatcher:
         return [error] * len(items) if error is not None else answer
 
     def _call_each(
-        self,
-        spec: OutputSpec,
-        share: list[tuple[Delivery, Record]],
-        items: list[tuple[OutputRecord, Event]],
-        held: Held,
+        self, spec: OutputSpec, jobs: list[Job], items: list[tuple[OutputRecord, Event]], held: Held
     ) -> list[BaseException | None]:
         """One call per item, ``parallel_calls`` at a time (an output without
         ``deliver_many`` is usually a network call: a batch must not make it sequential).
 
         The items are distinct records, so their order does not matter. While the calls
-        run, the lease of what the message still holds (of every output) is renewed, so no
-        other worker takes those over meanwhile.
+        run, the lease of what the message still holds is renewed, so no other worker takes
+        those over meanwhile.
         """
         workers = max(1, min(self.parallel_calls, len(items)))
         with ThreadPoolExecutor(workers, thread_name_prefix="publisher-call") as pool:
             futures = [
-                pool.submit(self._call_one, spec, delivery, item)
-                for (delivery, _), item in zip(share, items, strict=True)
+                pool.submit(self._call_one, spec, job.delivery, item)
+                for job, item in zip(jobs, items, strict=True)
             ]
             while wait(futures, timeout=self.lease_seconds / 4).not_done:
                 self._keep(held)
@@ -256,7 +359,14 @@ class Dispatcher:
             return call_with_timeout(method, item, spec.timeout)
 
     def _view(self, spec: OutputSpec, record: Record) -> OutputRecord:
-        protected = self.opener(record.fields) if spec.output.accepts_protected else None
+        protected = None
+        if spec.output.accepts_protected and record.secured_status in OPENED:
+            protected = self.opener(record.fields)
+            if protected is None:  # never "done" without the data the output is owed
+                raise ProtectedUnavailable(
+                    "the record's protected fields cannot be opened now "
+                    "(is the key that opened them still in the keyring?)"
+                )
         return OutputRecord(
             id=record.id,
             revision=record.revision,
@@ -268,29 +378,67 @@ class Dispatcher:
 
     # -- settling -------------------------------------------------------------------------
 
-    def _settle_success(self, succeeded: list[tuple[Delivery, Event]]) -> None:
+    def _settle_success(self, jobs: list[Job], took: float) -> None:
         """Mark a batch done in one transaction, then tell the observers."""
         now = utcnow()
         with transaction(self.sessions) as session:
-            session.connection().execute(
-                update(Delivery)
-                .where(Delivery.id.in_([delivery.id for delivery, _ in succeeded]))
-                .values(
-                    status="done",
-                    attempts=Delivery.attempts + 1,
-                    lease_until=None,
-                    error=None,
-                    updated_at=now,
-                )
+            connection = session.connection()
+            connection.execute(
+                _DONE, [{"b_id": j.delivery.id, "b_event": j.kind, "b_now": now} for j in jobs]
             )
-            self._place(session, [(d, _ledger_state(d)) for d, _ in succeeded], now)
-            _advance_state(session, {delivery.record_id for delivery, _ in succeeded}, now)
-        for delivery, event in succeeded:
+            connection.execute(
+                insert(Attempt),
+                [_attempt_row(j.delivery.id, now, "delivered", j.kind, took=took) for j in jobs],
+            )
+            _confirm(connection, jobs, now)
+            _advance_state(connection, {job.record.id for job in jobs}, now)
+        for job in jobs:
             self._hook(
                 "delivery_succeeded",
-                output=delivery.output,
-                record_id=delivery.record_id,
-                event=event,
+                output=job.delivery.output,
+                record_id=job.record.id,
+                event=job.event(),
+            )
+
+    def _settle_unchanged(self, delivery: Delivery, reason: str, now: datetime) -> None:
+        """The output already holds what this delivery was for: done, without a call."""
+        with transaction(self.sessions) as session:
+            connection = session.connection()
+            connection.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery.id)
+                .values(status="done", lease_until=None, resend=False, updated_at=now)
+            )
+            connection.execute(
+                insert(Attempt), [_attempt_row(delivery.id, now, "skipped", None, reason)]
+            )
+            _advance_state(connection, {delivery.record_id}, now)
+
+    def _retire(self, delivery: Delivery, record: Record, held: int | None, now: datetime) -> None:
+        """Supersede a delivery the record moved past; plan the pair's current transition."""
+        spec = self.outputs[delivery.output]
+        with transaction(self.sessions) as session:
+            connection = session.connection()
+            connection.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery.id)
+                .values(status="superseded", lease_until=None, resend=False, updated_at=now)
+            )
+            connection.execute(
+                insert(Attempt),
+                [_attempt_row(delivery.id, now, "superseded", None, "the record moved past it")],
+            )
+            planned = converge_pair(connection, record, Route(spec.name, spec.wants), held, now)
+        if planned is not None:
+            self.enqueue([planned], now)
+
+    def _release(self, ids: list[str]) -> None:
+        """Give back leases taken for nothing (a disabled output): no receive counted."""
+        with transaction(self.sessions) as session:
+            session.connection().execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .values(lease_until=None, receives=Delivery.receives - 1)
             )
 
     def _settle_failure(
@@ -301,11 +449,17 @@ class Dispatcher:
         error: DeliveryError | None = None,
         spec: OutputSpec | None = None,
         dead: bool = False,
+        job: Job | None = None,
+        took: float | None = None,
+        raised: BaseException | None = None,
     ) -> None:
         now = utcnow()
         attempts = delivery.attempts + 1
         schedule = spec.retry_schedule if spec else ()
-        dead = dead or (error is not None and error.permanent) or attempts >= len(schedule)
+        stop = error is not None and error.disable_output
+        dead = not stop and (
+            dead or (error is not None and error.permanent) or attempts >= len(schedule)
+        )
         values: dict[str, Any] = {
             "attempts": attempts,
             "error": message[:2000],
@@ -314,23 +468,28 @@ class Dispatcher:
         }
         if dead:
             values["status"] = "dead"
-        else:
+        elif not stop:  # a stopped output keeps the delivery pending for when it comes back
             delay = self._delay(schedule[attempts], error)
             values["next_attempt_at"] = now + timedelta(seconds=delay)
             values["enqueued_at"] = now
+        outcome = "dead" if dead else "failed"
+        kind = job.kind if job else None
         with transaction(self.sessions) as session:
-            session.connection().execute(
-                update(Delivery).where(Delivery.id == delivery.id).values(**values)
-            )
+            connection = session.connection()
+            connection.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+            row = _attempt_row(delivery.id, now, outcome, kind, message, took, error)
+            connection.execute(insert(Attempt), [row])
             if dead:
-                self._place(session, [(delivery, "failed")], now)
-            if error is not None and error.disable_output:
-                disable_output(session, delivery.output, message)
-        if not dead:
-            self._task.schedule(([delivery.id],), eta=values["next_attempt_at"])
+                _mark(connection, delivery, "failed", now)
+            if stop:
+                set_output_state(session, delivery.output, False, message)
+        if not dead and not stop:
+            self._task.schedule(([delivery.id], delivery.output), eta=values["next_attempt_at"])
         log.warning(
             "delivery failed",
+            exc_info=_exc_info(raised),
             extra={
+                "error": message,
                 "delivery_id": delivery.id,
                 "output": delivery.output,
                 "record_id": delivery.record_id,
@@ -338,7 +497,17 @@ class Dispatcher:
                 "dead": dead,
             },
         )
-        event = Event(delivery.event, delivery.id, delivery.record_id, delivery.revision, now)  # type: ignore[arg-type]
+        event = (
+            job.event()
+            if job
+            else Event(
+                delivery.event,
+                delivery.id,
+                delivery.record_id,
+                delivery.revision,
+                now,  # type: ignore[arg-type]
+            )
+        )
         self._hook(
             "delivery_failed",
             output=delivery.output,
@@ -352,16 +521,6 @@ class Dispatcher:
         if error is not None and error.retry_after is not None:
             return max(0.0, float(error.retry_after))
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
-
-    def _place(
-        self, session: Session, placed: Sequence[tuple[Delivery, str]], now: datetime
-    ) -> None:
-        """Record in the ledger what each delivery left live, retracted or failed."""
-        rows = [
-            {"r": d.record_id, "o": d.output, "v": d.revision, "s": state, "t": now}
-            for d, state in sorted(placed, key=lambda pair: (pair[0].record_id, pair[0].output))
-        ]
-        session.connection().execute(_PLACE, rows)
 
     def _hook(self, name: str, **kwargs: Any) -> None:
         if self.hooks is None:
@@ -377,7 +536,8 @@ class Dispatcher:
         """Re-enqueue due deliveries that nobody holds and that were not enqueued lately.
 
         Covers a worker killed mid-delivery (its lease expires), an enqueue lost between
-        commit and queue, and embargoed deliveries whose time has come. Returns the count.
+        commit and queue, and embargoed deliveries whose time has come. Deliveries of a
+        disabled output wait for it. Returns the count.
         """
         now = now or utcnow()
         grace = self.lease_seconds if grace is None else grace
@@ -388,99 +548,378 @@ class Dispatcher:
             (Delivery.lease_until.is_(None)) | (Delivery.lease_until < now),
             (Delivery.enqueued_at.is_(None)) | (Delivery.enqueued_at < stale),
         )
+        disabled = self.disabled_outputs()
+        if disabled:
+            due = and_(due, unindexed(Delivery.output).not_in(sorted(disabled)))
         swept = 0
         while True:
             with transaction(self.sessions) as session:
-                ids = list(session.scalars(select(Delivery.id).where(due).limit(SWEEP_BATCH)))
-                if ids:
+                rows = session.execute(
+                    select(Delivery.id, Delivery.output).where(due).limit(SWEEP_BATCH)
+                ).all()
+                if rows:
                     session.connection().execute(
                         update(Delivery)
-                        .where(Delivery.id.in_(ids))
+                        .where(Delivery.id.in_([row.id for row in rows]))
                         .values(enqueued_at=now)
                         .execution_options(synchronize_session=False)
                     )
-            self.feed(ids)
-            swept += len(ids)
-            if len(ids) < SWEEP_BATCH:
-                return swept + sum(extra() for extra in self.also_sweep)
+            self.feed([(row.id, row.output) for row in rows])
+            swept += len(rows)
+            if len(rows) < SWEEP_BATCH:
+                break
+        self._maybe_check_drift()
+        return swept + sum(extra() for extra in self.also_sweep)
+
+    def _maybe_check_drift(self) -> None:
+        if not self.drift_check_interval:
+            return
+        if time.monotonic() - self._last_drift_check < self.drift_check_interval:
+            return
+        self._last_drift_check = time.monotonic()
+        for name, spec in self.outputs.items():
+            if callable(getattr(spec.output, "inventory", None)):
+                try:
+                    self.reconcile(name)
+                except Exception:  # noqa: BLE001 - the next check tries again
+                    log.exception("drift check of %s failed", name)
+
+    # -- operator actions -----------------------------------------------------------------
 
     def redeliver(self, delivery_id: str) -> Delivery:
-        """Make a dead or done delivery pending again, same id, fresh schedule."""
-        from publisher.errors import NotFound
+        """Send a delivery again, same id, if it still means something; keeps its history.
 
+        A dead delivery that is still the pair's transition goes again from the start of its
+        schedule; a done one that brought the output where it is is sent again (the receiver
+        may have lost it). One the record moved past answers ``409``: nothing to redeliver.
+        """
         now = utcnow()
         with transaction(self.sessions) as session:
-            delivery = session.get(Delivery, delivery_id)
+            delivery = session.get(Delivery, delivery_id, with_for_update=True)
             if delivery is None:
                 raise NotFound(f"no delivery with id {delivery_id!r}")
+            if not self.redeliverable(session, delivery, now):
+                raise Conflict(
+                    "the record has moved past this delivery: there is nothing to redeliver",
+                    errors={
+                        "delivery": [
+                            f"{delivery.status}, {delivery.event} of revision "
+                            f"{delivery.revision}: out of date"
+                        ]
+                    },
+                )
+            resend = delivery.status == "done"
             delivery.status = "pending"
-            delivery.attempts = 0
-            delivery.receives = 0
+            delivery.resend = resend or bool(delivery.resend)
+            delivery.receives = delivery.attempts
             delivery.lease_until = None
             delivery.next_attempt_at = now
             delivery.enqueued_at = now
             delivery.updated_at = now
-            self._place(session, [(delivery, "pending")], now)
+            session.add(Attempt(**_attempt_row(delivery.id, now, "redelivered", None)))
+            _mark(session.connection(), delivery, "pending", now)
         self.enqueue([delivery], now)
         return delivery
 
+    def redeliverable(self, session: Session, delivery: Delivery, now: datetime) -> bool:
+        """Whether redelivering ``delivery`` still makes sense (shown by the API and page)."""
+        spec = self.outputs.get(delivery.output)
+        record = session.scalars(select(Record).where(Record.id == delivery.record_id)).first()
+        if spec is None or record is None:
+            return False
+        placement = session.get(Placement, (delivery.record_id, delivery.output))
+        held = placement.held_revision if placement else None
+        want = convergence.desired_revision(record, spec.wants, now)
+        return convergence.can_redeliver(delivery, held, want)
 
-_PLACE = (
+    def describe(self, session: Session, deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+        """Deliveries as the API and CLI show them: with their attempts and what makes sense.
+
+        Two queries for the attempts and one lookup per distinct record, whatever the page.
+        """
+        now = utcnow()
+        history = attempt_history(session, [d.id for d in deliveries])
+        return [
+            {
+                "id": d.id,
+                "record_id": d.record_id,
+                "output": d.output,
+                "event": d.event,
+                "status": d.status,
+                "attempts": d.attempts,
+                "error": d.error,
+                "revision": d.revision,
+                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
+                "occurred_at": _iso(d.occurred_at or d.created_at),
+                "updated_at": _iso(d.updated_at),
+                "can_redeliver": self.redeliverable(session, d, now),
+                "history": history[d.id],
+            }
+            for d in deliveries
+        ]
+
+    def set_enabled(self, name: str, enabled: bool, reason: str | None = None) -> int:
+        """Turn an output on or off. On: what changed meanwhile goes out, and nothing else.
+
+        A disabled output's deliveries stay pending (kept converged by superseding), so
+        catching up is sending those. Returns how many were enqueued.
+        """
+        if name not in self.outputs:
+            raise NotFound(f"no output named {name!r}")
+        with transaction(self.sessions) as session:
+            set_output_state(session, name, enabled, None if enabled else reason)
+        if not enabled:
+            return 0
+        now = utcnow()
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(Delivery.id, Delivery.output).where(
+                    Delivery.status == "pending",
+                    Delivery.next_attempt_at <= now,
+                    unindexed(Delivery.output) == name,
+                )
+            ).all()
+        self.feed([(row.id, row.output) for row in rows])
+        return len(rows)
+
+    def reconcile(self, name: str) -> dict[str, int]:
+        """Bring one output back to what it should hold, repairing only what drifted.
+
+        With ``inventory()`` the output says what it holds: the ledger learns the truth and
+        only the missing, stale and should-be-gone records get a delivery. Without it, the
+        desired state is replayed under the original ids (receivers drop what they have).
+        """
+        spec = self.outputs.get(name)
+        if spec is None:
+            raise NotFound(f"no output named {name!r}")
+        inventory = getattr(spec.output, "inventory", None)
+        held_now = dict(inventory()) if callable(inventory) else None
+        counts = {"missing": 0, "stale": 0, "gone": 0, "resent": 0, "unknown": 0}
+        route = Route(spec.name, spec.wants)
+        after = 0
+        seen: set[str] = set()
+        while True:
+            with transaction(self.sessions) as session:
+                batch, after = _reconcile_batch(session, route, held_now, counts, after, seen)
+            self.enqueue(batch)
+            if after is None:
+                break
+        if held_now is not None:
+            counts["unknown"] = len(set(held_now) - seen)
+        log.info("reconciled %s: %s", name, counts)
+        return counts
+
+
+def _reconcile_batch(
+    session: Session,
+    route: Route,
+    held_now: Mapping[str, int] | None,
+    counts: dict[str, int],
+    after: int,
+    seen: set[str],
+) -> tuple[list[Planned | Delivery], int | None]:
+    now = utcnow()
+    connection = session.connection()
+    records = list(
+        session.scalars(
+            select(Record).where(Record.seq > after).order_by(Record.seq).limit(RECONCILE_BATCH)
+        )
+    )
+    placements = {
+        p.record_id: p
+        for p in session.scalars(
+            select(Placement).where(
+                Placement.output == route.name,
+                Placement.record_id.in_([r.id for r in records]),
+            )
+        )
+    }
+    planned: list[Planned | Delivery] = []
+    for record in records:
+        seen.add(record.id)
+        placement = placements.get(record.id)
+        held = placement.held_revision if placement else None
+        if held_now is not None:
+            truth = held_now.get(record.id)
+            if placement is not None and truth != held:
+                placement.held_revision = truth  # the ledger learns what the output holds
+            held = truth
+        want = convergence.desired_revision(record, route.wants, now)
+        kind = convergence.needed(held, want)
+        if kind is not None:
+            counts[{"published": "missing", "updated": "stale", "retracted": "gone"}[kind]] += 1
+            session.flush()
+            found = converge_pair(connection, record, route, held, now)
+            if found is not None:
+                planned.append(found)
+        elif held_now is None and want is not None:
+            resent = _resend_latest(session, record.id, route.name, now)
+            if resent is not None:
+                counts["resent"] += 1
+                planned.append(resent)
+    last = records[-1].seq if len(records) == RECONCILE_BATCH else None
+    return planned, last
+
+
+def _resend_latest(session: Session, record_id: str, output: str, now: datetime) -> Delivery | None:
+    """The delivery that brought the output its current state, made pending to go again."""
+    delivery = session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.record_id == record_id,
+            Delivery.output == output,
+            unindexed(Delivery.status) == "done",
+            Delivery.event != "retracted",
+        )
+        .order_by(Delivery.updated_at.desc())
+        .limit(1)
+    ).first()
+    if delivery is None:
+        return None
+    delivery.status, delivery.resend = "pending", True
+    delivery.next_attempt_at = delivery.enqueued_at = delivery.updated_at = now
+    delivery.lease_until = None
+    session.add(Attempt(**_attempt_row(delivery.id, now, "redelivered", None, "reconcile")))
+    return delivery
+
+
+_DONE = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("b_id"))
+    .values(
+        status="done",
+        event=bindparam("b_event"),
+        attempts=Delivery.attempts + 1,
+        lease_until=None,
+        error=None,
+        resend=False,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+_CONFIRM = (
     update(Placement)
     .where(
         Placement.record_id == bindparam("r"),
         Placement.output == bindparam("o"),
         Placement.revision <= bindparam("v"),
     )
+    .values(state=bindparam("s"), held_revision=bindparam("h"), updated_at=bindparam("t"))
+)
+
+_MARK = (
+    update(Placement)
+    .where(Placement.record_id == bindparam("r"), Placement.output == bindparam("o"))
     .values(state=bindparam("s"), updated_at=bindparam("t"))
 )
 
 
-def _ledger_state(delivery: Delivery) -> str:
-    return "retracted" if delivery.event == "retracted" else "live"
+def _confirm(connection: Connection, jobs: Sequence[Job], now: datetime) -> None:
+    """The ledger: what each output now holds, as it just confirmed."""
+    rows = [
+        {
+            "r": j.record.id,
+            "o": j.delivery.output,
+            "v": j.record.revision,
+            "s": "retracted" if j.kind == "retracted" else "live",
+            "h": None if j.kind == "retracted" else j.record.revision,
+            "t": now,
+        }
+        for j in sorted(jobs, key=lambda job: (job.record.id, job.delivery.output))
+    ]
+    connection.execute(_CONFIRM, rows)
 
 
-def _event(delivery: Delivery, record: Record) -> Event:
-    return Event(
-        kind=delivery.event,  # type: ignore[arg-type]
-        delivery_id=delivery.id,
-        record_id=record.id,
-        revision=record.revision,
-        occurred_at=delivery.created_at,
+def _mark(connection: Connection, delivery: Delivery, state: str, now: datetime) -> None:
+    """Where the pair stands for people (failed, pending); what it holds is unchanged."""
+    connection.execute(
+        _MARK, [{"r": delivery.record_id, "o": delivery.output, "s": state, "t": now}]
     )
 
 
-def _advance_state(session: Session, record_ids: set[str], now: datetime) -> None:
-    """An embargo that ended makes the record published; an expiry that came, expired."""
+def _attempt_row(
+    delivery_id: str,
+    now: datetime,
+    outcome: str,
+    event: str | None,
+    error: str | None = None,
+    took: float | None = None,
+    raised: DeliveryError | None = None,
+) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery_id,
+        "at": now,
+        "outcome": outcome,
+        "event": event,
+        "status_code": getattr(raised, "status_code", None),
+        "error": error[:2000] if error else None,
+        "duration_ms": None if took is None else round(took * 1000),
+    }
+
+
+def _advance_state(connection: Connection, record_ids: set[str], now: datetime) -> None:
+    """An embargo that ended makes the record published; an expiry that came, expired.
+
+    ``state`` is unindexed: the ids find the rows (``ix_records_state_seq`` would walk
+    every record in that state).
+    """
     ids = sorted(record_ids)
-    session.connection().execute(
+    connection.execute(
         update(Record)
-        .where(Record.id.in_(ids), Record.state == "embargoed", Record.published_at <= now)
+        .where(
+            Record.id.in_(ids), unindexed(Record.state) == "embargoed", Record.published_at <= now
+        )
         .values(state="published")
     )
-    session.connection().execute(
+    connection.execute(
         update(Record)
         .where(
             Record.id.in_(ids),
-            Record.state.in_(("published", "embargoed")),
+            unindexed(Record.state).in_(("published", "embargoed")),
             Record.expires_at <= now,
         )
         .values(state="expired")
     )
 
 
-def disable_output(session: Session, name: str, reason: str) -> None:
+def set_output_state(session: Session, name: str, enabled: bool, reason: str | None) -> None:
     state = session.get(OutputState, name)
     if state is None:
-        session.add(OutputState(name=name, enabled=False, reason=reason, updated_at=utcnow()))
+        session.add(OutputState(name=name, enabled=enabled, reason=reason, updated_at=utcnow()))
     else:
-        state.enabled, state.reason, state.updated_at = False, reason, utcnow()
+        state.enabled, state.reason, state.updated_at = enabled, reason, utcnow()
 
 
-def enable_output(session: Session, name: str) -> None:
-    state = session.get(OutputState, name)
-    if state is not None:
-        state.enabled, state.reason, state.updated_at = True, None, utcnow()
+def attempt_history(session: Session, delivery_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Each delivery's attempts, oldest first, as the API shows them."""
+    history: dict[str, list[dict]] = {delivery_id: [] for delivery_id in delivery_ids}
+    if not delivery_ids:
+        return history
+    rows = session.scalars(
+        select(Attempt).where(Attempt.delivery_id.in_(list(delivery_ids))).order_by(Attempt.id)
+    )
+    for row in rows:
+        history[row.delivery_id].append(
+            {
+                "at": _iso(row.at),
+                "outcome": row.outcome,
+                "event": row.event,
+                "status_code": row.status_code,
+                "error": row.error,
+                "duration_ms": row.duration_ms,
+            }
+        )
+    return history
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _exc_info(raised: BaseException | None) -> Any:
+    if raised is None or raised.__traceback__ is None:
+        return None
+    return (type(raised), raised, raised.__traceback__)
 
 
 def _describe(error: BaseException) -> str:

@@ -92,7 +92,7 @@ class InboxProcessor:
         self._batch_task = services.huey.task(name=BATCH_TASK_NAME, retries=0)(self.process_batch)
         self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
         self._feeder_thread: Feeder | None = None
-        most = int((self.settings.get("webhooks") or {}).get("group_commit_max", 64))
+        most = self.settings["webhooks"]["group_commit_max"]
         self.writer = InboxWriter(services.engine, most, self._after_commit)
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
         self._pruned_at = 0.0
@@ -248,7 +248,7 @@ class InboxProcessor:
         """
         now = now or utcnow()
         clock = time.monotonic()
-        lease = float(self.settings["delivery"]["lease_seconds"])
+        lease = self.settings["delivery"]["lease_seconds"]
         pending, processing = self._open_rows(now - timedelta(seconds=grace))
         self._sent = {i: t for i, t in self._sent.items() if i in pending}
         self._held = {i: self._held.get(i, clock) for i in processing}
@@ -283,11 +283,11 @@ class InboxProcessor:
         return pending, {i for i, status in rows if status == "processing"}
 
     def remember_days(self) -> float:
-        days = float((self.settings.get("webhooks") or {}).get("remember_ids_days", 7))
+        days = self.settings["webhooks"]["remember_ids_days"]
         return max(days, MIN_REMEMBER_DAYS)
 
     def quarantine_days(self) -> float:
-        return float(self.settings.get("quarantine_days", DEFAULT_QUARANTINE_DAYS))
+        return self.settings["quarantine_days"]
 
     def prune(self, now: datetime | None = None, quarantine_days: float | None = None) -> int:
         """Forget finished inbox rows and old quarantine items; returns how many went."""

@@ -6,6 +6,8 @@ is treated the same whichever door it came through.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Sequence
@@ -23,16 +25,19 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from publisher.config import source_policy
+from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
+from publisher.envelopes import SecuredResult
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
+from publisher.keyring import Keyring
 from publisher.models import QuarantineItem, utcnow
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
-from publisher.records import public_fields, record_id
-from publisher.schemas import validate_record
-from publisher.secure import InvalidEnvelopeAlarm, check_policies, secure_record
+from publisher.plugins import Broadcast
+from publisher.records import canonical_json, public_fields, record_id
+from publisher.schemas import Validated, validate_record
+from publisher.secure import InvalidEnvelopeAlarm, SecuredOutcome, check_policies, secure_record
 from publisher.services import Services
 from publisher.store import Incoming, Stored, retract_record, save_records
 
@@ -98,7 +103,7 @@ class Intake:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.settings = services.settings
-        self.hooks = services.pm.hook
+        self.hooks = Broadcast(services.pm, services.settings)
         check_policies(self.settings)  # a policy that would be a padding oracle stops start-up
         alarm = self.settings.get("secured_alarm") or {}
         self.envelope_alarm = InvalidEnvelopeAlarm(
@@ -183,19 +188,12 @@ class Intake:
     def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""
         self._notify("record_received", source=source, raw=raw if isinstance(raw, dict) else {})
-        validated = validate_record(
-            raw,
-            strict=bool(self.settings["strict"]),
-            max_string=int(self.settings["limits"]["max_string"]),
-        )
+        validated = validate(raw, self.settings)
         data = validated.data
-        data["id"] = record_id(data)
         self._notify("record_validated", record=data, warnings=validated.warnings)
-        # a JWS signs the fields as the sender sent them, so check it over the raw mapping
-        signed = raw if isinstance(raw, dict) else data
-        outcome = secure_record(signed, self.services.keyring, source_policy(self.settings, source))
-        self.envelope_alarm.observe(source, outcome.result.status)
-        outcome.raise_for_reject()
+        outcome = open_under_policy(
+            raw, data, self.services.keyring, self.settings, source, self.envelope_alarm
+        )
         body = str(data.pop("body", "") or "")
         incoming = Incoming(
             id=data["id"],
@@ -205,6 +203,7 @@ class Intake:
             secured_status=outcome.result.status,
             warnings=validated.warnings,
             request_id=request_id,
+            secured_digest=secured_digest(outcome.result, self.services.keyring),
         )
         reason = "secured" if outcome.action == "quarantine" else None
         return Prepared(incoming, quarantine=reason, raw=raw)
@@ -346,6 +345,48 @@ class Intake:
             log.exception("plugin hook %s failed", hook)
 
 
+def validate(raw: Any, settings: Settings) -> Validated:
+    """Check one raw item as every door does: the schema, strict mode, a derivable id."""
+    validated = validate_record(
+        raw, strict=settings["strict"], max_string=settings["limits"]["max_string"]
+    )
+    validated.data["id"] = record_id(validated.data)
+    return validated
+
+
+def open_under_policy(
+    raw: Any,
+    data: dict[str, Any],
+    keyring: Keyring,
+    settings: Settings,
+    source: str,
+    alarm: InvalidEnvelopeAlarm | None = None,
+) -> SecuredOutcome:
+    """Open ``secured`` and apply ``source``'s policy; raises when the policy rejects."""
+    # a JWS signs the fields as the sender sent them, so check it over the raw mapping
+    signed = raw if isinstance(raw, dict) else data
+    outcome = secure_record(signed, keyring, source_policy(settings, source))
+    if alarm is not None:  # a burst of invalid envelopes from one source: someone probing
+        alarm.observe(source, outcome.result.status)
+    outcome.raise_for_reject()
+    return outcome
+
+
+def dry_run(raw: Any, settings: Settings, keyring: Keyring, source: str) -> ItemResult:
+    """What :meth:`Intake.take` would answer for ``raw``, storing nothing (``validate``).
+
+    The same checks in the same order; plugins' hooks are not called (nothing happened).
+    A record that would be stored is ``accepted``.
+    """
+    try:
+        validated = validate(raw, settings)
+        outcome = open_under_policy(raw, validated.data, keyring, settings, source)
+    except PublisherError as exc:
+        return ItemResult("invalid", errors=exc.errors, error=exc)
+    status = "quarantined" if outcome.action == "quarantine" else "accepted"
+    return ItemResult(status, id=validated.data["id"], warnings=validated.warnings)
+
+
 def _result(outcome: Stored, item: Prepared) -> ItemResult:
     return ItemResult(
         outcome.status,
@@ -388,3 +429,29 @@ def _quarantine_row(item: Prepared) -> dict[str, Any]:
         "record_id": item.incoming.id,
         "created_at": utcnow(),
     }
+
+
+def secured_digest(result: SecuredResult, keyring: Keyring) -> str | None:
+    """What ``secured`` holds, for telling an edit from the same content sealed again.
+
+    Senders seal with a fresh IV or CEK each time, so the envelope's bytes change while its
+    content does not. An opened envelope counts by a digest of its plaintext, keyed with
+    the opening key (a digest of low-entropy protected data must not be guessable from the
+    database); a verified signature counts by its key alone (it covers the other fields).
+    None keeps the envelope's bytes (nothing could be opened).
+    """
+    if not result.opened or result.kid is None:
+        return None
+    if result.status == "verified":
+        return f"verified:{result.kid}"
+    entry = keyring.get(result.kid)
+    if entry is None or result.protected is None:
+        return None
+    material = (
+        entry.key
+        if isinstance(entry.key, bytes)
+        else json.dumps(entry.key.as_dict(private=True), sort_keys=True).encode()
+    )
+    key = hmac.new(b"publisher secured digest", material, hashlib.sha256).digest()
+    digest = hmac.new(key, canonical_json(result.protected), hashlib.sha256).hexdigest()
+    return f"opened:{result.kid}:{digest}"

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import secrets
 import stat
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +31,8 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from publisher.errors import ConfigError
 from publisher.keyfiles import JWE_ALGS, JWE_ENCS, JWS_ALGS, LEGACY, KeyEntry, entry_from_jwk
+
+log = logging.getLogger("publisher.keyring")
 
 __all__ = [
     "JWE_ALGS",
@@ -273,3 +278,74 @@ def ensure_dev_key(folder: str | os.PathLike[str]) -> str | None:
     jwk = generate_key("dir", kid=f"dev-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}")
     write_key(folder, jwk)
     return str(jwk["kid"])
+
+
+class LiveKeyring(Keyring):
+    """The keys folder as it is now, in every running process, without a restart.
+
+    Each lookup first makes a cheap check, at most every ``check_seconds``: the folder's
+    entries, sizes and modification times. When they changed (a key added, rotated or
+    removed), the folder is loaded again; ``reload()`` (SIGHUP) forces it. A folder that
+    fails to load (a half-written file, a bad key) keeps the keys in use and logs why.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], check_seconds: float = 1.0) -> None:
+        self.folder = Path(folder)
+        self.check_seconds = check_seconds
+        self._lock = threading.Lock()
+        self._stamp = self._signature()
+        self._checked = time.monotonic()
+        super().__init__(Keyring.load(self.folder))
+
+    def reload(self) -> None:
+        with self._lock:
+            self._load(self._signature())
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        try:
+            files = sorted(self.folder.glob("*.json"))
+            stats = [(file.name, *_stat(file)) for file in files]
+        except OSError:
+            return ()
+        return tuple(stats)
+
+    def _load(self, stamp: tuple[tuple[str, int, int], ...]) -> None:
+        try:
+            fresh = Keyring.load(self.folder)
+        except Exception as exc:  # noqa: BLE001 - keep serving with the keys we have
+            log.warning("keys folder %s not reloaded: %s", self.folder, exc)
+        else:
+            self._by_kid = fresh._by_kid
+            log.info("keys folder %s reloaded: %d keys", self.folder, len(fresh))
+        self._stamp = stamp
+
+    def _fresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.check_seconds:
+            return
+        with self._lock:
+            self._checked = now
+            stamp = self._signature()
+            if stamp != self._stamp:
+                self._load(stamp)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._fresh()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fresh()
+        return super().__len__()
+
+    def get(self, kid: str) -> KeyEntry | None:
+        self._fresh()
+        return super().get(kid)
+
+    def of_kind(self, kind: str) -> list[KeyEntry]:
+        self._fresh()
+        return super().of_kind(kind)
+
+
+def _stat(file: Path) -> tuple[int, int]:
+    info = file.stat()
+    return info.st_size, info.st_mtime_ns

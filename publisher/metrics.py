@@ -10,8 +10,15 @@ Where the numbers come from:
 - refusals: the ``record_rejected`` hook, by the error ``code`` of each refused item or body;
 - HTTP: ``before_request`` / ``after_request`` (route template, never the raw path, so
   the label set stays bounded);
-- queue depth, pending/dead deliveries and held quarantine: counted at scrape time
-  (cheap ``COUNT`` queries), so they are right whichever process changed them.
+- queue depth, pending/dead deliveries and held quarantine: counted from the store and the
+  queue, so they are right whichever process changed them, but never on the scrape's own
+  time: a scrape answers the last snapshot, and a stale one (older than
+  ``metrics.state_refresh_seconds``) is recounted in a background thread, so the counts run
+  at most once per that interval however often and by how many scrapers the page is read.
+  ``publisher_state_age_seconds`` says how old the snapshot is; ``0`` counts on every scrape.
+- the process (CPU, memory, file descriptors), platform and garbage-collector collectors of
+  prometheus_client, on the app's registry; no ``*_created`` series (they double the series
+  count and nothing here reads them).
 
 Counters are per process. Deliveries run in the worker: with ``publisher serve`` the
 worker is embedded and its counters show here; a separate ``publisher worker`` process
@@ -24,12 +31,23 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
@@ -42,6 +60,8 @@ log = logging.getLogger("publisher.metrics")
 EXTENSION = "publisher.metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+disable_created_metrics()  # process-wide in prometheus_client: no ``*_created`` series
 
 
 class Metrics:
@@ -85,7 +105,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.state = StateCollector(services)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        refresh = services.settings["metrics"]["state_refresh_seconds"]
+        self.state = StateCollector(services, refresh)
         r.register(self.state)
 
     def scrape_registry(self) -> CollectorRegistry:
@@ -94,6 +118,7 @@ class Metrics:
             return self.registry
         merged = CollectorRegistry()
         MultiProcessCollector(merged)
+        PlatformCollector(registry=merged)
         merged.register(self.state)
         return merged
 
@@ -101,32 +126,82 @@ class Metrics:
         return generate_latest(self.scrape_registry())
 
 
-class StateCollector:
-    """Gauges computed when scraped: queue depth, pending and dead deliveries, quarantine."""
+@dataclass
+class Snapshot:
+    """The store's and queue's numbers at one moment (``None``: that part did not answer)."""
 
-    def __init__(self, services: Any) -> None:
-        self.services = services
+    taken_at: float
+    queue_depth: int
+    deliveries: dict[str, int] | None = None
+    held: int | None = None
+
+
+@dataclass(eq=False)  # registered by identity in the registry
+class StateCollector:
+    """Gauges of what is waiting, from a snapshot counted at most every ``refresh`` seconds.
+
+    Counting pending deliveries or the queue is a scan that grows with the backlog, which
+    is exactly when scrapes must stay cheap; so a scrape never counts (but the first one,
+    or every one with ``refresh`` 0): it reads the last snapshot and, when that is stale,
+    starts one background recount.
+    """
+
+    services: Any
+    refresh: float = 15.0
+    clock: Any = time.monotonic
+    _snapshot: Snapshot | None = None
+    _counting: threading.Lock = field(default_factory=threading.Lock)
 
     def collect(self) -> Iterator[Metric]:
+        snapshot = self._current()
+        age = max(self.clock() - snapshot.taken_at, 0.0)
+        yield GaugeMetricFamily(
+            "publisher_state_age_seconds",
+            "Age of the snapshot the queue, delivery and quarantine gauges come from",
+            value=age,
+        )
         yield GaugeMetricFamily(
             "publisher_queue_depth",
             "Tasks waiting in the queue (-1: the queue does not answer)",
-            value=queue_depth(self.services.huey),
+            value=snapshot.queue_depth,
         )
-        try:
-            counts, held = self._counts()
-        except Exception:  # noqa: BLE001 - a scrape must not fail on a database blip
-            log.warning("metrics: the store did not answer", exc_info=True)
+        if snapshot.deliveries is None or snapshot.held is None:
             return
         deliveries = GaugeMetricFamily(
             "publisher_deliveries_current", "Deliveries by status now", labels=["status"]
         )
         for status in ("pending", "dead"):
-            deliveries.add_metric([status], counts.get(status, 0))
+            deliveries.add_metric([status], snapshot.deliveries.get(status, 0))
         yield deliveries
         yield GaugeMetricFamily(
-            "publisher_quarantine_held", "Quarantined payloads not replayed", value=held
+            "publisher_quarantine_held", "Quarantined payloads not replayed", value=snapshot.held
         )
+
+    def _current(self) -> Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None or self.refresh <= 0:
+            return self.recount()
+        if self.clock() - snapshot.taken_at >= self.refresh and self._counting.acquire(False):
+            threading.Thread(
+                target=self._recount_in_background, name="publisher-metrics", daemon=True
+            ).start()
+        return snapshot
+
+    def _recount_in_background(self) -> None:
+        try:
+            self.recount(locked=True)
+        finally:
+            self._counting.release()
+
+    def recount(self, locked: bool = False) -> Snapshot:
+        """Count now and keep the result; safe to call from any thread."""
+        snapshot = Snapshot(self.clock(), queue_depth(self.services.huey))
+        try:
+            snapshot.deliveries, snapshot.held = self._counts()
+        except Exception:  # noqa: BLE001 - a scrape must not fail on a database blip
+            log.warning("metrics: the store did not answer", exc_info=True)
+        self._snapshot = snapshot
+        return snapshot
 
     def _counts(self) -> tuple[dict[str, int], int]:
         by_status = (

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -70,6 +71,9 @@ class Record(Base):
     body: Mapped[str] = mapped_column(Text, default="")
     content_hash: Mapped[str] = mapped_column(String(64))
     meaning_hash: Mapped[str] = mapped_column(String(64))
+    #: the revision of the last meaningful change: what an output holding the record should
+    #: hold at least (a volatile-only edit makes a revision, not a new desired state)
+    meaning_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     secured_status: Mapped[str] = mapped_column(String(32), default="absent")
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -108,9 +112,13 @@ class RecordTopic(Base):
 
 
 class Delivery(Base):
-    """One event for one output: its own status, attempts, error and schedule.
+    """One transition of one (record, output) pair: its status, attempts, error and schedule.
 
-    ``id`` is stable across retries and redeliveries; outputs use it to drop duplicates.
+    A delivery is planned as a target (``event`` retracted, or published/updated at
+    ``revision``) and run only while it is still what the pair needs: the worker compares
+    the record's desired state with what the output last confirmed (the placement), see
+    ``publisher.convergence``. ``id`` is stable across retries and redeliveries of the same
+    transition; outputs use it to drop duplicates.
     """
 
     __tablename__ = "deliveries"
@@ -128,6 +136,10 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: when the transition happened (the change, the embargo's end, the expiry): the event time
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: send again although the output already confirmed it (a redelivery or a reconcile)
+    resend: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -138,7 +150,11 @@ class Delivery(Base):
 
 
 class Placement(Base):
-    """The ledger: what is live where (pending, live, retracted, failed)."""
+    """The ledger: what is live where (pending, live, retracted, failed).
+
+    ``held_revision`` is what the output last confirmed to hold (None: nothing); ``state``
+    says where the pair stands for people (a transition pending, or failed).
+    """
 
     __tablename__ = "placements"
 
@@ -146,7 +162,26 @@ class Placement(Base):
     output: Mapped[str] = mapped_column(String(200), primary_key=True)
     state: Mapped[str] = mapped_column(String(20))
     revision: Mapped[int] = mapped_column(Integer)
+    held_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_placements_output_record", "output", "record_id"),)
+
+
+class Attempt(Base):
+    """One try of a delivery: when, how it ended, how long it took. Never rewritten."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(40), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # delivered, failed, dead, redelivered, skipped
+    outcome: Mapped[str] = mapped_column(String(20))
+    event: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class OutputState(Base):

@@ -16,9 +16,9 @@ from publisher import db
 from publisher.config import Settings
 from publisher.dispatch import Dispatcher, OutputSpec
 from publisher.errors import ConfigError
-from publisher.keyring import Keyring, ensure_dev_key
+from publisher.keyring import Keyring, LiveKeyring, ensure_dev_key
 from publisher.outputs import Output
-from publisher.plugins import collect_outputs, make_plugin_manager
+from publisher.plugins import Broadcast, collect_outputs, make_plugin_manager
 from publisher.queue import make_huey
 from publisher.routing import compile_rule
 from publisher.tokens import TokenCache
@@ -72,20 +72,23 @@ def build_services(settings: Settings) -> Services:
         outputs,
         None,
         keyring,  # type: ignore[arg-type]
-        TokenCache(float(settings["token_cache_seconds"])),
+        TokenCache(settings["token_cache_seconds"]),
     )
     delivery = settings["delivery"]
     services.dispatcher = Dispatcher(
         sessions=sessions,
         huey=huey,
         outputs=output_specs(outputs, settings),
-        hooks=pm.hook,
+        hooks=Broadcast(pm, settings),
         opener=services.open_protected,
-        jitter=float(delivery["jitter"]),
-        lease_seconds=float(delivery["lease_seconds"]),
-        max_receives=int(delivery["max_receives"]),
-        batch_size=int(delivery["batch_size"]),
-        parallel_calls=int(delivery["parallel_calls"]),
+        jitter=delivery["jitter"],
+        lease_seconds=delivery["lease_seconds"],
+        max_receives=delivery["max_receives"],
+        batch_size=delivery["batch_size"],
+        parallel_calls=delivery["parallel_calls"],
+        lane_threads=delivery["lane_threads"],
+        lane_backlog=delivery["lane_backlog"],
+        drift_check_interval=delivery["drift_check_interval"],
     )
     return services
 
@@ -99,7 +102,7 @@ def _load_keyring(settings: Settings) -> Keyring:
                 kid,
                 settings["keys_dir"],
             )
-    return Keyring.load(settings["keys_dir"])
+    return LiveKeyring(settings["keys_dir"])
 
 
 def output_specs(

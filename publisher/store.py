@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from publisher.convergence import CLOCK_SLACK, desired_revision, needed, targets
 from publisher.db import unindexed
 from publisher.errors import NotFound
 from publisher.models import Delivery, Placement, Record, RecordTopic, Revision, utcnow
@@ -45,6 +46,14 @@ class Incoming:
     secured_status: str = "absent"
     warnings: list[str] = field(default_factory=list)
     request_id: str | None = None
+    #: stands for ``secured`` in the content hashes (see ``intake.secured_digest``)
+    secured_digest: str | None = None
+
+    def hashed_fields(self) -> Mapping[str, Any]:
+        """The fields as revision detection compares them."""
+        if self.secured_digest is None:
+            return self.fields
+        return {**self.fields, "secured": self.secured_digest}
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class Planned:
     enqueued_at: datetime | None
     request_id: str | None
     created_at: datetime
+    occurred_at: datetime | None = None
 
 
 @dataclass
@@ -73,6 +83,7 @@ class RecordRow:
     published_at: datetime | None
     expires_at: datetime | None
     state: str = ""
+    meaning_revision: int | None = None
 
 
 @dataclass
@@ -100,6 +111,7 @@ _PRIOR = (
         Record.published,
         Record.content_hash,
         Record.meaning_hash,
+        Record.meaning_revision,
         Record.state,
     )
     .where(Record.id == bindparam("b_id"))
@@ -201,16 +213,20 @@ def save_record(
         stored = _plan_new(rows, incoming, routes, volatile, now, defer)
         rows.write(connection)
         return stored
-    chash = content_hash(incoming.fields, incoming.body)
+    chash = content_hash(incoming.hashed_fields(), incoming.body)
     published = bool(incoming.fields.get("published", True))
     # the same content again is no change, unless the record was retracted through the
     # API/CLI since: then sending it (published) again publishes it again
     if prior.content_hash == chash and prior.published == published:
         return Stored(incoming.id, prior.revision, "unchanged", None, prior.state)
-    mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
+    mhash = content_hash(incoming.hashed_fields(), incoming.body, ignore=volatile)
     event = _record_event(bool(prior.published), published, prior.meaning_hash != mhash)
     record = _record_row(incoming, prior.revision + 1, published)
     record.state = _state(record, prior.state, now)
+    # a volatile-only edit is a revision, not a new state for the outputs to reach
+    record.meaning_revision = (
+        record.revision if event is not None else (prior.meaning_revision or prior.revision)
+    )
     values = _record_values(record, incoming, chash, mhash, now)
     connection.execute(_UPDATE_RECORD, {**values, "b_id": record.id})
     connection.execute(_INSERT_REVISION, _revision_row(record, incoming, chash, event, now))
@@ -255,12 +271,13 @@ def _plan_new(
     defer: bool,
 ) -> Stored:
     """A record's first revision: its rows go to ``rows``; a draft has no deliveries."""
-    chash = content_hash(incoming.fields, incoming.body)
-    mhash = content_hash(incoming.fields, incoming.body, ignore=volatile)
+    chash = content_hash(incoming.hashed_fields(), incoming.body)
+    mhash = content_hash(incoming.hashed_fields(), incoming.body, ignore=volatile)
     published = bool(incoming.fields.get("published", True))
     event = _record_event(False, published, True)
     record = _record_row(incoming, 1, published)
     record.state = _state(record, None, now)
+    record.meaning_revision = 1
     values = _record_values(record, incoming, chash, mhash, now)
     rows.records.append({**values, "id": record.id, "created_at": now})
     rows.revisions.append(_revision_row(record, incoming, chash, event, now))
@@ -297,6 +314,7 @@ def _record_values(
         "body": incoming.body,
         "content_hash": chash,
         "meaning_hash": mhash,
+        "meaning_revision": record.meaning_revision,
         "secured_status": incoming.secured_status,
         "warnings": incoming.warnings,
         "published_at": record.published_at,
@@ -396,7 +414,7 @@ def _plan(
     planned: list[Planned] = []
     touched: list[str] = []
     for route in routes:
-        had = placements.get(route.name) in {"pending", "live"}
+        had = placements.get(route.name) in {"pending", "live", "failed"}
         wants = publishable and route.wants(record.fields)
         kind = _output_event(wants, had)
         if kind is None:
@@ -437,6 +455,7 @@ def _delivery(
         enqueued_at=now if due <= now and not defer else None,
         request_id=request_id,
         created_at=now,
+        occurred_at=max(due, now),
     )
 
 
@@ -531,31 +550,83 @@ def retract_record(
     return Stored(record.id, record.revision, "retracted", "retracted", record.state, deliveries)
 
 
-def replay_output(session: Session, route: Route, now: datetime | None = None) -> list[Planned]:
-    """Plan what ``route`` should hold again, after it drifted (e.g. its folder was wiped).
+_OPEN = select(
+    Delivery.id,
+    Delivery.event,
+    Delivery.revision,
+    Delivery.status,
+    Delivery.next_attempt_at,
+    Delivery.lease_until,
+    Delivery.attempts,
+).where(
+    Delivery.record_id == bindparam("b_id"),
+    Delivery.output == bindparam("b_output"),
+    unindexed(Delivery.status).in_(("pending", "dead")),
+)
+_HAS_PLACEMENT = select(Placement.state).where(
+    Placement.record_id == bindparam("b_id"), Placement.output == bindparam("b_output")
+)
 
-    Every published record it wants gets a ``published`` delivery; every record it still
-    holds that it should not gets ``retracted``.
+
+def converge_pair(
+    connection: Connection,
+    record: Record | RecordRow,
+    route: Route,
+    held: int | None,
+    now: datetime,
+) -> Planned | None:
+    """Make the pair's open deliveries the one transition it needs now; the caller commits.
+
+    ``held`` is what the output holds. Due open deliveries that no longer target the
+    desired state are superseded (one a worker holds right now is left to finish); one that
+    does is kept (a dead one comes back to life with its id and history); if none does, a
+    new one is planned. Deliveries scheduled for later (an embargo's end, an expiry) are left
+    for their time. Returns the delivery to enqueue, if any.
     """
-    now = now or utcnow()
-    planned: list[Planned] = []
-    held = dict(
-        session.connection()
-        .execute(select(Placement.record_id, Placement.state).where(Placement.output == route.name))
-        .all()
-    )
-    for record in session.scalars(select(Record).order_by(Record.seq)):
-        publishable = record.state == "published"
-        wants = publishable and route.wants(record.fields)
-        if wants:
-            kind = "published"
-        elif held.get(record.id) in {"live", "pending"}:
-            kind = "retracted"
-        else:
-            continue
-        _supersede(session.connection(), record.id, [route.name], now)
-        planned.append(_delivery(record, route.name, kind, now, None))
-        known = {route.name: held[record.id]} if record.id in held else {}
-        _place(session.connection(), known, record, [route.name], now)
-    _insert_deliveries(session.connection(), planned)
+    want = desired_revision(record, route.wants, now)
+    kind = needed(held, want)
+    rows = connection.execute(_OPEN, {"b_id": record.id, "b_output": route.name}).all()
+    due = [row for row in rows if row.next_attempt_at <= now + CLOCK_SLACK]
+    keep = None
+    if kind is not None:
+        keep = next((row for row in due if targets(row, want)), None)
+    running = {row.id for row in due if row.lease_until is not None and row.lease_until > now}
+    retire = [row.id for row in due if row is not keep and row.id not in running]
+    if retire:
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(retire))
+            .values(status="superseded", lease_until=None, updated_at=now)
+        )
+    if kind is None:
+        return None
+    if keep is not None:
+        return _revive(connection, record, route.name, keep, now)
+    planned = _delivery(record, route.name, kind, now, None)
+    state = connection.execute(_HAS_PLACEMENT, {"b_id": record.id, "b_output": route.name}).scalar()
+    known = {route.name: state} if state is not None else {}
+    _place(connection, known, record, [route.name], now)
+    _insert_deliveries(connection, [planned])
     return planned
+
+
+def _revive(
+    connection: Connection, record: Record | RecordRow, output: str, row: Any, now: datetime
+) -> Planned:
+    if row.status == "dead":
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.id == row.id)
+            .values(status="pending", receives=row.attempts, next_attempt_at=now, updated_at=now)
+        )
+    return Planned(
+        id=row.id,
+        record_id=record.id,
+        revision=row.revision,
+        output=output,
+        event=row.event,
+        next_attempt_at=min(row.next_attempt_at, now),
+        enqueued_at=now,
+        request_id=None,
+        created_at=now,
+    )

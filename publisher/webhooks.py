@@ -147,13 +147,11 @@ class Verifier:
 
     @property
     def tolerance(self) -> float:
-        webhooks = self.settings.get("webhooks") or {}
-        return float(webhooks.get("tolerance_seconds", DEFAULT_TOLERANCE))
+        return self.settings["webhooks"]["tolerance_seconds"]
 
     @property
     def cache_seconds(self) -> float:
-        webhooks = self.settings.get("webhooks") or {}
-        return float(webhooks.get("secrets_cache_seconds", DEFAULT_CACHE_SECONDS))
+        return self.settings["webhooks"]["secrets_cache_seconds"]
 
     def secrets(self, source: str) -> list[str]:
         """Every current secret of ``source``: the ``sources`` table, then configuration."""

@@ -35,7 +35,7 @@ def make_consumer(services: Services, threads: int, *, embedded: bool = False) -
         # SIGTERM (what systemd, docker and Kubernetes send) finishes in-flight deliveries;
         # whatever outlives the timeout keeps its lease and the sweeper re-enqueues it.
         graceful_signal="TERM",
-        shutdown_timeout=float(services.settings["delivery"]["timeout"]) + 5,
+        shutdown_timeout=services.settings["delivery"]["timeout"] + 5,
     )
 
 
@@ -50,9 +50,7 @@ def run_worker(services: Services, threads: int) -> None:
 
 
 def start_sweeper(services: Services) -> SweeperThread:
-    sweeper = SweeperThread(
-        services.dispatcher, float(services.settings["delivery"]["sweep_interval"])
-    )
+    sweeper = SweeperThread(services.dispatcher, services.settings["delivery"]["sweep_interval"])
     sweeper.start()
     return sweeper
 
@@ -63,7 +61,7 @@ class EmbeddedWorker:
     def __init__(self, services: Services, threads: int) -> None:
         self.consumer = make_consumer(services, threads, embedded=True)
         self.sweeper = SweeperThread(
-            services.dispatcher, float(services.settings["delivery"]["sweep_interval"])
+            services.dispatcher, services.settings["delivery"]["sweep_interval"]
         )
 
     def start(self) -> None:

@@ -219,5 +219,8 @@ def drain(app: Flask, limit: int = 1000) -> int:
         if task is None:
             break
         huey.execute(task)
+        lanes = app.extensions["publisher"].dispatcher.lanes
+        if lanes is not None:  # the task handed its deliveries to their output's lane
+            lanes.wait_idle(timeout=60)
         ran += 1
     return ran

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from publisher.app import create_app
 from publisher.db import transaction
+from publisher.testing import drain as drain  # tests import it from here too
 from publisher.tokens import create_token
 
 HERE = Path(__file__).parent
@@ -128,21 +129,6 @@ def bearer(app: Flask, *scopes: str) -> dict[str, str]:
     with transaction(app.extensions["publisher"].sessions) as session:
         token = create_token(session, scopes or ("admin",))[1]
     return {"Authorization": f"Bearer {token}"}
-
-
-def drain(app: Flask, rounds: int = 50) -> int:
-    """Run every task that is due now, as a worker would; returns how many ran."""
-    huey = app.extensions["publisher"].huey
-    ran = 0
-    for _ in range(rounds):
-        for task in huey.read_schedule(huey._get_timestamp()):
-            huey.enqueue(task)
-        task = huey.dequeue()
-        if task is None:
-            break
-        huey.execute(task)
-        ran += 1
-    return ran
 
 
 @pytest.fixture

@@ -124,3 +124,102 @@ def test_ingest_leaves_enqueueing_to_the_sweeper(app, invoke, tmp_path, seed_jso
     assert app.extensions["publisher"].dispatcher.sweep() == 5
     drain(app)
     assert [e["event"] for e in recorded() if e["output"] == "recorder"] == ["published"]
+
+
+def test_deliveries_prints_one_json_object_per_line(app, invoke, seed_json):
+    from tests.conftest import drain
+
+    taken = app.extensions["publisher.intake"].take(
+        [dict(seed_json, published=True, originalUrl=f"https://example.com/{n}") for n in (1, 2)]
+    )
+    drain(app)
+    shown = invoke("deliveries")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert len(lines) >= 6  # three outputs, two records
+    rows = [json.loads(line) for line in lines]
+    assert {row["status"] for row in rows} <= {"done", "pending", "dead"}
+    retracted = invoke("retract", *(result.id for result in taken))
+    answers = [json.loads(line) for line in retracted.output.splitlines()]
+    assert [answer["status"] for answer in answers] == ["retracted", "retracted"]
+
+
+def test_sources_remove_secret_ends_a_rotation(app, invoke, seed_md):
+    from tests.test_webhooks import send
+
+    client = app.test_client()
+    old = invoke("sources", "add", "cms").stdout.strip()
+    new = invoke("sources", "add", "cms").stdout.strip()
+    assert send(client, seed_md, secret=old).status_code == 202
+
+    assert invoke("sources", "remove-secret", "cms", "whsec_").exit_code == 2  # too short
+    removed = invoke("sources", "remove-secret", "cms", old[:16])
+    assert removed.exit_code == 0, removed.output
+    assert "1 left" in removed.stdout
+    assert send(client, seed_md, secret=old).status_code == 401
+    assert send(client, seed_md, secret=new).status_code == 202
+    again = invoke("sources", "remove-secret", "cms", old)
+    assert again.exit_code == 1 and "no secret of source 'cms' matches" in again.output
+
+    last = invoke("sources", "remove-secret", "cms", new)
+    assert last.exit_code == 0 and "has no secret" in last.stderr
+    assert send(client, seed_md, secret=new).status_code == 401
+
+
+def test_remove_secret_points_at_the_file_for_a_configured_secret(make_app):
+    from tests.test_webhooks import SECRET
+
+    app = make_app(sources={"cms": {"secrets": [SECRET]}})
+    from publisher.cli import cli
+
+    done = app.test_cli_runner().invoke(cli, ["sources", "remove-secret", "cms", SECRET[:12]])
+    assert done.exit_code == 1
+    assert "remove it from sources.cms.secrets" in done.output
+
+
+def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json):
+    """Same files, same environment: validate predicts each of ingest's answers."""
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "good.json").write_text(json.dumps(seed_json))
+    (records / "unknown-field.json").write_text(json.dumps(dict(seed_json, colour="red")))
+    (records / "no-title.json").write_text(json.dumps(dict(seed_json, title="")))
+    (records / "bad-envelope.json").write_text(json.dumps(dict(seed_json, secured="x;y")))
+    unsecured = {k: v for k, v in seed_json.items() if k != "secured"}
+    (records / "unsecured.json").write_text(json.dumps(unsecured))
+    (records / "broken.json").write_text('{"title": ')
+    config = tmp_path / "publisher.yaml"
+    config.write_text("sources:\n  cms:\n    secured: {required: true, on_failure: quarantine}\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "PUBLISHER_CONFIG": str(config),
+        "PUBLISHER_DATA_DIR": str(tmp_path / "data"),
+        "PUBLISHER_KEYS_DIR": str(tmp_path / "keys"),
+        "PUBLISHER_STRICT": "true",
+    }
+
+    def run(command: str) -> tuple[int, set[str], str]:
+        done = subprocess.run(
+            [PUBLISHER, command, "--source", "cms", str(records)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        problems = {line for line in done.stderr.splitlines() if line.startswith(str(records))}
+        return done.returncode, problems, done.stdout
+
+    validated = run("validate")
+    assert not (tmp_path / "data").exists()  # a dry run creates nothing
+    ingested = run("ingest")
+    assert validated[0] == ingested[0] == 1
+    refused = {p for p in validated[1] if "would be quarantined" not in p}
+    assert refused == ingested[1]  # the same items refused, for the same reasons
+    assert any("unknown-field.json: colour: Unknown field." in p for p in refused)  # strict
+    assert any("unsecured.json: secured:" in p for p in refused)  # the source's policy
+    assert any("no-title.json: title:" in p for p in refused)
+    assert any("broken.json" in p for p in refused)
+    assert f"{records}/bad-envelope.json: would be quarantined (secured policy)" in validated[1]
+    assert "1 quarantined" in validated[2] and "1 quarantined" in ingested[2]
+    assert "6 records checked, 4 invalid, 1 quarantined" in validated[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,7 +11,7 @@ from sqlalchemy import update
 
 from publisher import metrics
 from publisher.models import Delivery, utcnow
-from tests.conftest import drain
+from tests.conftest import bearer, drain
 
 
 def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,7 +33,10 @@ def value(samples, name, **labels) -> float:
 def app(make_app, tmp_path):
     flag = tmp_path / "fail"
     flag.touch()
-    app = make_app(plugins={"recording": {"fail_flag": str(flag)}})
+    app = make_app(
+        plugins={"recording": {"fail_flag": str(flag)}},
+        metrics={"state_refresh_seconds": 0},  # count on every scrape: exact gauges
+    )
     metrics.register(app)  # idempotent: create_app may already have done it
     return app
 
@@ -104,3 +108,56 @@ def test_each_app_has_its_own_registry(make_app, app, client):
 
 def test_register_is_idempotent(app):
     assert metrics.register(app) is metrics.register(app)
+
+
+def test_process_and_platform_collectors_and_no_created_series(app, client):
+    client.get("/healthz")
+    samples = scrape(client)
+    names = {name for name, _ in samples}
+    assert "process_cpu_seconds_total" in names
+    assert "process_resident_memory_bytes" in names
+    assert "python_info" in names
+    assert "python_gc_collections_total" in names
+    assert not [name for name in names if name.endswith("_created")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_store_gauges_are_counted_at_most_once_per_interval_in_the_background(make_app, seed_json):
+    app = make_app(metrics={"state_refresh_seconds": 60})
+    client = app.test_client()
+    auth = bearer(app)
+    state = app.extensions[metrics.EXTENSION].state
+    state.clock = clock = Clock()
+    counted = []
+    count = state._counts
+    state._counts = lambda: counted.append(1) or count()
+
+    first = scrape(client)  # the first scrape counts: there is no snapshot yet
+    assert value(first, "publisher_deliveries_current", status="pending") == 0
+    assert post(client, auth, dict(seed_json, published=True)).status_code == 202
+    for _ in range(20):
+        again = scrape(client)
+    assert len(counted) == 1  # twenty scrapes, no count: the snapshot is fresh
+    assert value(again, "publisher_deliveries_current", status="pending") == 0
+    clock.now += 30
+    assert value(scrape(client), "publisher_state_age_seconds") == 30
+
+    clock.now += 31  # stale: the next scrape answers at once and starts one recount
+    stale = scrape(client)
+    assert value(stale, "publisher_deliveries_current", status="pending") == 0
+    deadline = time.monotonic() + 10
+    while len(counted) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while state._counting.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fresh = scrape(client)
+    assert len(counted) == 2
+    assert value(fresh, "publisher_deliveries_current", status="pending") >= 3
+    assert value(fresh, "publisher_state_age_seconds") == 0

@@ -58,7 +58,6 @@ def test_builtins_and_folder_plugins_are_listed(invoke):
     for expected in ("files 0.1.0 (builtin)", "feeds 0.1.0 (builtin)", "webhook 0.1.0 (builtin)"):
         assert expected in result.output
     assert "recording unversioned (folder)" in result.output
-    assert "publisher-metrics 0.1.0 (core)" in result.output  # the core observes by hooks too
     assert "outputs: flaky, protected-sink, recorder" in result.output
 
 
@@ -68,6 +67,7 @@ def test_plugins_api_lists_hooks_and_outputs(client, auth):
     assert "register_outputs" in items["files"]["hooks"]
     assert items["feeds"]["outputs"] == ["feeds"]
     assert set(items["recording"]["outputs"]) == {"recorder", "flaky", "protected-sink"}
+    assert items["publisher-metrics"]["origin"] == "core"  # the core observes by hooks too
 
 
 def test_a_misspelt_hook_stops_the_start(tmp_path):
@@ -88,7 +88,7 @@ def test_a_plugin_can_be_disabled_by_name(make_app):
 def test_the_guide_example_works_from_the_plugins_folder(make_app, tmp_path, seed_json):
     folder = tmp_path / "my-plugins"
     folder.mkdir()
-    (folder / "publisher_jsonl.py").write_text(guide_example())
+    (folder / "jsonl.py").write_text(guide_example())  # the file's stem names its section
     out = tmp_path / "events.jsonl"
     app = make_app(plugins_dir=str(folder), plugins={"jsonl": {"path": str(out)}})
     seed_json["published"] = True
@@ -201,7 +201,10 @@ def test_plugin_test_helper_runs_a_record_through_an_output(tmp_path):
     from publisher.testing import load_outputs, publish, retract
 
     (output,) = load_outputs(
-        module, data_dir=str(tmp_path), plugins={"jsonl": {"path": str(tmp_path / "o.jsonl")}}
+        module,
+        name="jsonl",
+        data_dir=str(tmp_path),
+        plugins={"jsonl": {"path": str(tmp_path / "o.jsonl")}},
     )
     publish(output, {"title": "Hello", "webUrl": "https://example.com/a", "published": True})
     retract(output, {"title": "Hello", "webUrl": "https://example.com/a"})

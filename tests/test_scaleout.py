@@ -168,7 +168,10 @@ def test_a_failing_output_retries_then_succeeds_without_blocking_others(
     submit(client, auth, seed("scale-3"))
     huey = app.extensions["publisher"].huey
     # one round: every output runs once; the flaky one fails and is scheduled again
-    huey.execute(huey.dequeue())  # one message carries every delivery of the record
+    lanes = app.extensions["publisher"].dispatcher.lanes
+    for _ in range(huey.pending_count()):  # one message per output, each to its lane
+        huey.execute(huey.dequeue())
+    lanes.wait_idle(timeout=60)
     flaky = next(d for d in deliveries(app, "scale-3") if d.output == "flaky")
     assert (flaky.status, flaky.attempts) == ("pending", 1)
     assert "failing on purpose" in flaky.error

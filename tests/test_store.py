@@ -12,7 +12,7 @@ from publisher.store import Incoming, Route, Stored, save_record, save_records
 
 ROUTES = [Route("files"), Route("feeds", lambda fields: fields.get("quality", 0) >= 20)]
 #: columns that differ between two runs by nature (clock, random ids)
-VOLATILE = {"created_at", "updated_at", "next_attempt_at", "seq"}
+VOLATILE = {"created_at", "updated_at", "next_attempt_at", "seq", "occurred_at"}
 
 
 def _incoming(record_id: str, **fields: Any) -> Incoming:

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import and_, or_, select
 
 from publisher.api.auth import requires
-from publisher.api.records import delivery_dict
+from publisher.api.records import delivery_dicts
 from publisher.api.requests import limit_arg
 from publisher.errors import MalformedInput
 from publisher.models import Delivery
@@ -44,9 +44,10 @@ def list_deliveries() -> Response:
         )
     with current_app.extensions["publisher"].sessions() as session:
         rows = list(session.scalars(query))
-    more, rows = len(rows) > limit, rows[:limit]
+        more, rows = len(rows) > limit, rows[:limit]
+        items = delivery_dicts(session, rows)
     cursor = _encode(rows[-1]) if more and rows else None
-    return jsonify({"items": [delivery_dict(d) for d in rows], "next_cursor": cursor})
+    return jsonify({"items": items, "next_cursor": cursor})
 
 
 # -- the cursor: the last item's (updated_at, id), newest first, as /api/v1/records pages ----
@@ -73,7 +74,10 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 @bp.post("/deliveries/<delivery_id>/redeliver")
 @requires("admin")
 def redeliver(delivery_id: str) -> Response:
-    delivery = current_app.extensions["publisher"].dispatcher.redeliver(delivery_id)
-    response = jsonify(delivery_dict(delivery))
+    services = current_app.extensions["publisher"]
+    delivery = services.dispatcher.redeliver(delivery_id)
+    with services.sessions() as session:
+        (answer,) = delivery_dicts(session, [session.get(Delivery, delivery.id)])
+    response = jsonify(answer)
     response.status_code = 202
     return response

@@ -114,6 +114,10 @@ def _schemas() -> dict[str, Any]:
         "QuarantineList": out.QuarantineListSchema,
         "Replayed": out.ReplayedSchema,
         "WebhookAnswer": out.WebhookAnswerSchema,
+        "Whoami": out.WhoamiSchema,
+        "OverviewPage": out.OverviewPageSchema,
+        "Counts": out.CountsSchema,
+        "RevisionList": out.RevisionListSchema,
     }
 
 
@@ -133,7 +137,8 @@ def _operation(op: Op, endpoint: str) -> dict[str, Any]:
     description = op.description
     if op.scope:
         operation["security"] = [{"bearer": []}]
-        description = f"Needs a token with the `{op.scope}` scope. {description}".strip()
+        needs = "any live token" if op.scope == "any" else f"a token with the `{op.scope}` scope"
+        description = f"Needs {needs}. {description}".strip()
     else:
         operation["security"] = []
     if description:

@@ -173,6 +173,58 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="409 if already replayed; a payload still refused keeps its item, with "
         "the new errors.",
     ),
+    ("/api/v1/quarantine/{item_id}", "DELETE"): Op(
+        "Delete a quarantined payload for good",
+        "quarantine",
+        scope="admin",
+        responses={204: {"description": "Deleted"}},
+        errors=(404,),
+    ),
+    ("/api/v1/whoami", "GET"): Op(
+        "What this token may do",
+        "operations",
+        scope="any",
+        responses={200: json_response("Whoami", "The token's scopes, implied ones included")},
+        description="Any live token; the operator's page shows only the actions it allows.",
+    ),
+    ("/api/v1/overview/records", "GET"): Op(
+        "A page of records with each output's standing (the operator's table)",
+        "records",
+        scope="read",
+        params=(
+            "q",
+            "state",
+            "delivery",
+            "output",
+            "topic",
+            "source",
+            "since",
+            "until",
+            "order",
+            "cursor",
+            "limit",
+        ),  # fmt: skip
+        responses={200: json_response("OverviewPage", "A page of records, in arrival order")},
+        errors=(400, 422),
+        description="Keyset pages in arrival order (`order`: newest or oldest first). `q` "
+        "matches a record id or URL exactly, or records with every word in the title. 400 "
+        "for a bad parameter or cursor; 422 for a bad `since` or `until`.",
+    ),
+    ("/api/v1/overview/counts", "GET"): Op(
+        "Failing, due and scheduled deliveries per output; quarantine; outputs turned off",
+        "deliveries",
+        scope="read",
+        responses={200: json_response("Counts", "The counts of the operator's header strip")},
+        description="Reads only pending and dead deliveries (through an index), at most "
+        "10,000 of them: `capped` says the numbers are lower bounds.",
+    ),
+    ("/api/v1/records/{record_id}/revisions", "GET"): Op(
+        "List a record's revisions, newest first",
+        "records",
+        scope="read",
+        responses={200: json_response("RevisionList", "Revisions, newest first (at most 200)")},
+        errors=(404,),
+    ),
     ("/webhooks/{source}", "POST"): Op(
         "Receive a Standard Webhooks delivery from a source",
         "webhooks",
@@ -279,6 +331,22 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     ),
     "output": _query("output", {"type": "string"}, "only deliveries to this output"),
     "source": _query("source", {"type": "string"}, "only items from this source"),
+    "q": _query(
+        "q", {"type": "string", "maxLength": 200}, "a record id or URL, or words of the title"
+    ),
+    "delivery": _query(
+        "delivery",
+        {"type": "string", "enum": ["dead", "pending", "due", "scheduled"]},
+        "only records with such a delivery (`due`: pending and due now; `scheduled`: later)",
+    ),
+    "until": _query(
+        "until", {"type": "string", "format": "date-time"}, "only records changed before"
+    ),
+    "order": _query(
+        "order",
+        {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
+        "arrival order",
+    ),  # fmt: skip
     "replayed": _query("replayed", {"type": "boolean"}, "only (not) replayed items"),
     "fmt": {
         "name": "fmt",

@@ -5,8 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from publisher.api.auth import requires
-from publisher.db import transaction
-from publisher.dispatch import disable_output, enable_output
 from publisher.errors import NotFound
 from publisher.models import OutputState
 
@@ -49,10 +47,10 @@ def list_outputs() -> Response:
 @bp.post("/outputs/<name>/enable")
 @requires("admin")
 def enable(name: str) -> Response:
-    """Turn an output back on (after a downstream ``410 Gone`` turned it off)."""
+    """Turn an output back on (after a downstream ``410 Gone`` turned it off): what changed
+    meanwhile goes out to it, and nothing else."""
     _known(name)
-    with transaction(current_app.extensions["publisher"].sessions) as session:
-        enable_output(session, name)
+    current_app.extensions["publisher"].dispatcher.set_enabled(name, True)
     return jsonify(_output_dict(name, _states()))
 
 
@@ -60,6 +58,7 @@ def enable(name: str) -> Response:
 @requires("admin")
 def disable(name: str) -> Response:
     _known(name)
-    with transaction(current_app.extensions["publisher"].sessions) as session:
-        disable_output(session, name, "disabled by an operator")
+    current_app.extensions["publisher"].dispatcher.set_enabled(
+        name, False, "disabled by an operator"
+    )
     return jsonify(_output_dict(name, _states()))

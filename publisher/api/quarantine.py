@@ -7,6 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from publisher.api.auth import requires
 from publisher.api.requests import flag_arg, limit_arg
 from publisher.api.webhooks import inbox_processor
+from publisher.db import transaction
 from publisher.inbox import get_quarantined, list_quarantined, quarantine_dict
 
 bp = Blueprint("quarantine", __name__, url_prefix="/api/v1")
@@ -43,3 +44,12 @@ def replay(item_id: int) -> Response:
     """Run the payload through intake again; 422 with field errors if it still fails."""
     outcome = inbox_processor(current_app).replay(item_id)
     return jsonify({"id": outcome.id, "status": outcome.status, "items": outcome.items})
+
+
+@bp.delete("/quarantine/<int:item_id>")
+@requires("admin")
+def delete(item_id: int) -> Response:
+    """Drop an item for good (a payload nobody will fix); the record store is untouched."""
+    with transaction(current_app.extensions["publisher"].sessions) as session:
+        session.delete(get_quarantined(session, item_id))
+    return Response(status=204)

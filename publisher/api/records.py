@@ -11,7 +11,7 @@ from publisher import queries
 from publisher.api.auth import may_read_protected, requires
 from publisher.api.requests import flag_arg, limit_arg, read_body
 from publisher.errors import InvalidRecord
-from publisher.models import Delivery, Record
+from publisher.models import Record
 from publisher.records import parse_instant
 from publisher.secure import visible_status
 
@@ -94,7 +94,8 @@ def record_deliveries(record_id: str) -> Response:
     with _services().sessions() as session:
         queries.get_record(session, record_id)
         rows = queries.deliveries_of(session, record_id)
-    return jsonify({"items": [delivery_dict(d) for d in rows]})
+        items = delivery_dicts(session, rows)
+    return jsonify({"items": items})
 
 
 def record_summary(record: Record) -> dict[str, Any]:
@@ -134,19 +135,8 @@ def record_detail(record: Record) -> dict[str, Any]:
     }
 
 
-def delivery_dict(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "record_id": delivery.record_id,
-        "output": delivery.output,
-        "event": delivery.event,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "error": delivery.error,
-        "revision": delivery.revision,
-        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
-        "updated_at": _iso(delivery.updated_at),
-    }
+def delivery_dicts(session: Any, rows: Any) -> list[dict[str, Any]]:
+    return _services().dispatcher.describe(session, list(rows))
 
 
 def _iso(value: datetime | None) -> str | None:

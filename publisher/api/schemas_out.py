@@ -222,3 +222,101 @@ class WebhookAnswerSchema(Closed):
 
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
     id = fields.String(required=True, metadata={"description": "the webhook-id"})
+
+
+# -- what the operator's page reads (publisher.api.overview) --------------------------------
+
+
+class WhoamiSchema(Closed):
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(["submit", "read", "read-protected", "admin"])),
+        required=True,
+        metadata={"description": "what the token may do, implied scopes included"},
+    )
+
+
+class OutputCellSchema(Closed):
+    """Where a record stands at one output: the ledger, and its newest delivery if any."""
+
+    placement = fields.String(
+        required=True, allow_none=True, validate=validate.OneOf(PLACEMENT_STATES)
+    )
+    delivery_id = fields.String()
+    event = fields.String(validate=validate.OneOf(EVENTS))
+    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+    due_at = fields.DateTime(
+        allow_none=True, metadata={"description": "when a pending delivery is due (embargo)"}
+    )
+    can_redeliver = fields.Boolean()
+
+
+class OverviewRecordSchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(RECORD_STATES))
+    title = fields.String(required=True, allow_none=True)
+    source = fields.String(required=True)
+    secured = fields.Nested(SecuredStatusSchema, required=True)
+    published_at = fields.DateTime(required=True, allow_none=True)
+    expires_at = fields.DateTime(required=True, allow_none=True)
+    updated_at = fields.DateTime(required=True)
+    outputs = fields.Dict(
+        keys=fields.String(), values=fields.Nested(OutputCellSchema), required=True
+    )
+
+
+class OverviewPageSchema(Closed):
+    outputs = fields.List(fields.String(), required=True, metadata={"description": "columns"})
+    items = fields.List(fields.Nested(OverviewRecordSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class OutputCountsSchema(Closed):
+    output = fields.String(required=True)
+    dead = fields.Integer(required=True)
+    due = fields.Integer(required=True)
+    scheduled = fields.Integer(required=True)
+    oldest_due_at = fields.DateTime(required=True, allow_none=True)
+    next_scheduled_at = fields.DateTime(required=True, allow_none=True)
+
+
+class TotalsSchema(Closed):
+    dead = fields.Integer(required=True)
+    due = fields.Integer(required=True)
+    scheduled = fields.Integer(required=True)
+
+
+class HeldSchema(Closed):
+    held = fields.Integer(required=True)
+    capped = fields.Boolean(required=True)
+
+
+class DisabledOutputSchema(Closed):
+    name = fields.String(required=True)
+    reason = fields.String(required=True, allow_none=True)
+    since = fields.DateTime(required=True, allow_none=True)
+
+
+class CountsSchema(Closed):
+    totals = fields.Nested(TotalsSchema, required=True)
+    oldest_due_at = fields.DateTime(required=True, allow_none=True)
+    capped = fields.Boolean(
+        required=True, metadata={"description": "true: the counts are lower bounds"}
+    )
+    outputs = fields.List(fields.Nested(OutputCountsSchema), required=True)
+    quarantine = fields.Nested(HeldSchema, required=True)
+    disabled = fields.List(fields.Nested(DisabledOutputSchema), required=True)
+
+
+class RevisionSchema(Closed):
+    revision = fields.Integer(required=True)
+    event = fields.String(required=True, allow_none=True)
+    title = fields.String(required=True, allow_none=True)
+    content_hash = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class RevisionListSchema(Closed):
+    items = fields.List(fields.Nested(RevisionSchema), required=True)

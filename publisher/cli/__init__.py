@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
-from flask.cli import FlaskGroup
+from flask.cli import FlaskGroup, NoAppException
 
 from publisher import __version__
+from publisher.cli.common import create_cli_app
+
+#: sysexits' EX_CONFIG: the exit status of a command stopped by a configuration error
+EXIT_CONFIG = 78
 
 
-def _create_app():  # noqa: ANN202 - Flask's CLI calls this lazily
-    from publisher.app import create_app
+class ConfigProblem(NoAppException):
+    """A configuration error as Flask's CLI shows a failed app load: our lines, no traceback."""
 
-    return create_app()
+    exit_code = EXIT_CONFIG
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+class PublisherGroup(FlaskGroup):
+    """Flask's command group without looking for commands on the app.
+
+    Every command is on this group (plugins' too, through ``register_commands``), so listing
+    or looking one up (``--help``, a misspelt name) never builds the app, which would migrate
+    the database, make the queue and a development key.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return click.Group.list_commands(self, ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return click.Group.get_command(self, ctx, name)
 
 
 @click.group(
-    cls=FlaskGroup,
-    create_app=_create_app,
+    cls=PublisherGroup,
+    create_app=create_cli_app,
     add_default_commands=False,
     add_version_option=False,
     set_debug_flag=False,
@@ -54,13 +79,21 @@ def _plugin_commands() -> None:
 
     try:
         pm = make_plugin_manager(load_settings())
+        pm.hook.register_commands(cli=cli)
     except ConfigError as exc:
         click.echo(f"publisher: {exc.message}", err=True)
-        return
-    pm.hook.register_commands(cli=cli)
+    except Exception as exc:  # noqa: BLE001 - one plugin must not take the whole CLI down
+        click.echo(f"publisher: a plugin's register_commands failed: {exc!r}", err=True)
 
 
 def main() -> None:
-    """Entry point of the ``publisher`` script."""
+    """Entry point of the ``publisher`` script: a configuration error is lines, not a trace."""
+    from publisher.config import problem_lines
+    from publisher.errors import ConfigError
+
     _plugin_commands()
-    cli(prog_name="publisher")
+    try:
+        cli(prog_name="publisher")
+    except ConfigError as exc:  # commands that read the settings without the app
+        click.echo("\n".join(problem_lines(exc)), err=True)
+        sys.exit(EXIT_CONFIG)

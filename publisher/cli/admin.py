@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets as _secrets
 import sys
 from base64 import b64encode
@@ -11,15 +12,15 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from publisher import db, store
-from publisher.api.records import delivery_dict
+from publisher import db
 from publisher.api.webhooks import inbox_processor
-from publisher.cli.common import echo_json, services
-from publisher.config import load_settings
+from publisher.cli.common import echo_json_line, read_settings, services
+from publisher.config import effective, load_settings
 from publisher.db import transaction
-from publisher.dispatch import disable_output, enable_output
+from publisher.errors import ConfigError, PublisherError
 from publisher.models import Delivery, Source, utcnow
-from publisher.plugins import describe_plugins
+from publisher.plugins import collect_outputs, describe_plugins, make_plugin_manager
+from publisher.settings_schema import check_plugin_settings
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
 
 
@@ -85,6 +86,56 @@ def sources_add(name: str) -> None:
     click.echo(secret)
 
 
+@sources.command("remove-secret")
+@click.argument("name")
+@click.argument("secret_or_prefix")
+@with_appcontext
+def sources_remove_secret(name: str, secret_or_prefix: str) -> None:
+    """Remove one of NAME's secrets, given whole or by a prefix that matches only it.
+
+    The last step of a rotation (docs/webhooks.md): this process forgets the secret at
+    once, every other within ``webhooks.secrets_cache_seconds``.
+    """
+    if len(secret_or_prefix) < MIN_SECRET_PREFIX:
+        raise click.BadParameter(
+            f"give at least {MIN_SECRET_PREFIX} characters of the secret",
+            param_hint="SECRET-OR-PREFIX",
+        )
+    svc = services()
+    configured = ((svc.settings["sources"].get(name) or {}).get("secrets")) or []
+    with transaction(svc.sessions) as session:
+        source = session.get(Source, name)
+        stored = list(source.secrets) if source is not None else []
+        matches = [s for s in stored if _matches(s, secret_or_prefix)]
+        if len(matches) != 1:
+            raise click.ClickException(
+                _no_single_match(name, matches, configured, secret_or_prefix)
+            )
+        source.secrets = [s for s in stored if s != matches[0]]  # type: ignore[union-attr]
+        left = len(source.secrets) + len(configured)  # type: ignore[union-attr]
+    inbox_processor(current_app).verifier.forget(name)
+    click.echo(f"source {name!r}: secret removed, {left} left")
+    if not left:
+        click.echo(f"warning: source {name!r} has no secret: its deliveries are refused", err=True)
+
+
+MIN_SECRET_PREFIX = 10  # "whsec_" and four characters
+
+
+def _matches(secret: str, given: str) -> bool:
+    if len(given) == len(secret):
+        return _secrets.compare_digest(secret.encode(), given.encode())
+    return secret.startswith(given)
+
+
+def _no_single_match(name: str, matches: list[str], configured: list[str], given: str) -> str:
+    if matches:
+        return f"{len(matches)} secrets of {name!r} start so: give more characters"
+    if any(_matches(s, given) for s in configured):
+        return f"that secret is in the configuration file: remove it from sources.{name}.secrets"
+    return f"no secret of source {name!r} matches"
+
+
 @sources.command("list")
 @with_appcontext
 def sources_list() -> None:
@@ -113,14 +164,36 @@ def db_upgrade(revision: str) -> None:
 
 
 @click.command("plugins")
-@with_appcontext
 def plugins() -> None:
-    """List loaded plugins: name, version, origin, hooks, outputs."""
-    svc = services()
-    for info in describe_plugins(svc.pm, svc.outputs):
+    """List loaded plugins: name, version, origin, hooks, outputs (creates nothing)."""
+    settings = read_settings()
+    try:
+        pm = make_plugin_manager(settings)
+        outputs = collect_outputs(pm, settings)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    for info in describe_plugins(pm, outputs):
         click.echo(f"{info.name} {info.version} ({info.origin})")
         click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
         click.echo(f"  outputs: {', '.join(info.outputs) or '-'}")
+
+
+@click.command("config")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def config(as_json: bool) -> None:
+    """Print the effective configuration, secrets masked, and where each value came from.
+
+    The origin is ``default``, the configuration file's path, the environment variable's
+    name, or ``overrides``. Plugins' sections are shown as their schemas load them.
+    Nothing is created on disk.
+    """
+    settings = load_settings()
+    check_plugin_settings(make_plugin_manager(settings), settings)
+    for key, value, origin in effective(settings):
+        if as_json:
+            click.echo(json.dumps({"key": key, "value": value, "origin": origin}, default=str))
+        else:
+            click.echo(f"{key} = {json.dumps(value, default=str)}  ({origin})")
 
 
 @click.command("deliveries")
@@ -137,9 +210,11 @@ def deliveries(failed: bool, pending: bool, record_id: str | None) -> None:
         query = query.where(Delivery.status == "pending")
     if record_id:
         query = query.where(Delivery.record_id == record_id)
-    with services().sessions() as session:
+    svc = services()
+    with svc.sessions() as session:
         for row in session.scalars(query):
-            echo_json(delivery_dict(row))
+            (item,) = svc.dispatcher.describe(session, [row])
+            echo_json_line(item)
 
 
 @click.command("redeliver")
@@ -156,24 +231,34 @@ def redeliver(delivery_ids: tuple[str, ...], all_failed: bool) -> None:
     if not ids:
         click.echo("nothing to redeliver", err=True)
         sys.exit(1)
+    failed = 0
     for delivery_id in ids:
-        svc.dispatcher.redeliver(delivery_id)
+        try:
+            svc.dispatcher.redeliver(delivery_id)
+        except PublisherError as exc:  # one out-of-date delivery does not stop the others
+            failed += 1
+            click.echo(f"{delivery_id}: {exc.message}", err=True)
+            continue
         click.echo(f"{delivery_id} pending")
+    if failed:
+        sys.exit(1)
 
 
 @click.command("reconcile")
 @click.argument("output")
 @with_appcontext
 def reconcile(output: str) -> None:
-    """Replay what OUTPUT should hold, after it drifted (e.g. its folder was wiped)."""
+    """Repair what OUTPUT holds that drifted from what it should hold.
+
+    An output with ``inventory()`` is compared record by record (missing, stale, should be
+    gone) and only that is repaired; one without is sent its desired state again under the
+    original delivery ids, so its receivers can drop what they already have.
+    """
     svc = services()
-    route = next((r for r in svc.dispatcher.routes() if r.name == output), None)
-    if route is None:
-        raise click.BadParameter(f"no enabled output named {output!r}", param_hint="OUTPUT")
-    with transaction(svc.sessions) as session:
-        planned = store.replay_output(session, route)
-    svc.dispatcher.enqueue(planned)
-    click.echo(f"{len(planned)} deliveries planned for {output}")
+    if output not in svc.dispatcher.outputs:
+        raise click.BadParameter(f"no output named {output!r}", param_hint="OUTPUT")
+    counts = svc.dispatcher.reconcile(output)
+    click.echo(", ".join(f"{count} {what}" for what, count in counts.items()) + f" ({output})")
 
 
 @click.group("outputs")
@@ -195,20 +280,26 @@ def outputs_list() -> None:
 @click.argument("name")
 @with_appcontext
 def outputs_enable(name: str) -> None:
-    with transaction(services().sessions) as session:
-        enable_output(session, name)
-    click.echo(f"{name} enabled")
+    sent = _known_output(name).set_enabled(name, True)
+    click.echo(f"{name} enabled; {sent} deliveries waiting for it sent")
 
 
 @outputs.command("disable")
 @click.argument("name")
 @with_appcontext
 def outputs_disable(name: str) -> None:
-    with transaction(services().sessions) as session:
-        disable_output(session, name, "disabled by an operator")
-    click.echo(f"{name} disabled")
+    _known_output(name).set_enabled(name, False, "disabled by an operator")
+    click.echo(f"{name} disabled; its deliveries wait for it, pending")
+
+
+def _known_output(name: str):  # noqa: ANN202 - the dispatcher
+    dispatcher = services().dispatcher
+    if name not in dispatcher.outputs:
+        raise click.BadParameter(f"no output named {name!r}", param_hint="NAME")
+    return dispatcher
 
 
 def register(cli: click.Group) -> None:
-    for command in (tokens, sources, database, plugins, deliveries, redeliver, reconcile, outputs):
+    commands = (tokens, sources, database, plugins, config, deliveries, redeliver, reconcile)
+    for command in (*commands, outputs):
         cli.add_command(command)

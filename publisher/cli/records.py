@@ -13,11 +13,9 @@ from flask import current_app
 from flask.cli import with_appcontext
 from tqdm import tqdm
 
-from publisher.cli.common import echo_json
+from publisher.cli.common import echo_json_line
 from publisher.errors import PublisherError
 from publisher.parsing import parse_body, parse_file
-from publisher.records import record_id
-from publisher.schemas import validate_record
 
 SUFFIXES = {".md", ".markdown", ".json", ".ndjson", ".jsonl", ".yaml", ".yml"}
 CHUNK = 500  # records per transaction when ingesting
@@ -88,49 +86,56 @@ def ingest(paths: tuple[str, ...], source: str) -> None:
 
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--strict", is_flag=True, help="Reject unknown fields.")
-def validate(paths: tuple[str, ...], strict: bool) -> None:
-    """Dry run: check records without storing them; exit 1 if any is invalid."""
-    failures = 0
-    total = 0
+@click.option("--source", default="cli", show_default=True, help="Source name for policy.")
+@click.option("--strict", is_flag=True, help="Reject unknown fields (else: the strict setting).")
+def validate(paths: tuple[str, ...], source: str, strict: bool) -> None:
+    """Dry run of ``ingest``: its checks, nothing stored or created; exit 1 if any is invalid.
+
+    The checks are ``ingest``'s own (publisher.intake.dry_run): the schema, strict mode from
+    the settings, a derivable id, and the ``secured`` policy of ``--source`` with the keys
+    of the keyring folder; a record the policy quarantines is counted as such.
+    """
+    from publisher.config import load_settings
+    from publisher.intake import dry_run
+    from publisher.keyring import Keyring
+
+    settings = load_settings()
+    settings["strict"] = settings["strict"] or strict
+    keyring = Keyring.load(settings["keys_dir"])
+    counts: Counter[str] = Counter()
     for path in _files(paths):
         try:
             items = _read(path)
         except (PublisherError, OSError) as exc:
-            failures += 1
+            counts["invalid"] += 1
             click.echo(f"{path}: {_message(exc)}", err=True)
             continue
         for index, raw in enumerate(items):
-            total += 1
             where = f"{path}" + (f"[{index}]" if len(items) > 1 else "")
-            failures += _check(where, raw, strict)
-    click.echo(f"{total} records checked, {failures} invalid")
-    if failures:
+            result = dry_run(raw, settings, keyring, source)
+            counts[result.status] += 1
+            for field, messages in result.errors.items():
+                click.echo(f"{where}: {field}: {'; '.join(messages)}", err=True)
+            for warning in result.warnings:
+                click.echo(f"{where}: warning: {warning}", err=True)
+            if result.status == "quarantined":
+                click.echo(f"{where}: would be quarantined (secured policy)", err=True)
+    total = sum(counts.values())
+    quarantined = f", {counts['quarantined']} quarantined" if counts["quarantined"] else ""
+    click.echo(f"{total} records checked, {counts['invalid']} invalid{quarantined}")
+    if counts["invalid"]:
         sys.exit(1)
-
-
-def _check(where: str, raw: Any, strict: bool) -> int:
-    try:
-        validated = validate_record(raw, strict=strict)
-        record_id(validated.data)
-    except PublisherError as exc:
-        for field, messages in exc.errors.items():
-            click.echo(f"{where}: {field}: {'; '.join(messages)}", err=True)
-        return 1
-    for warning in validated.warnings:
-        click.echo(f"{where}: warning: {warning}", err=True)
-    return 0
 
 
 @click.command("retract")
 @click.argument("record_ids", nargs=-1, required=True)
 @with_appcontext
 def retract(record_ids: tuple[str, ...]) -> None:
-    """Retract records from every output that has them."""
+    """Retract records from every output that has them; one JSON line per record."""
     intake = current_app.extensions["publisher.intake"]
     for rid in record_ids:
         outcome = intake.retract(rid)
-        echo_json(
+        echo_json_line(
             {"id": outcome.id, "status": outcome.status, "deliveries": len(outcome.deliveries)}
         )
 

@@ -33,12 +33,14 @@ def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     configure_logging(svc.settings)
     svc.dispatcher.background_enqueue = True  # requests commit and answer; a thread enqueues
     run_worker = svc.settings["embedded_worker"] if worker is None else worker
-    embedded = EmbeddedWorker(svc, int(svc.settings["worker"]["threads"])) if run_worker else None
+    embedded = EmbeddedWorker(svc, svc.settings["worker"]["threads"]) if run_worker else None
     if embedded:
         embedded.start()
         svc.dispatcher.sweep(grace=0)
     click.echo(f"publisher serving on http://{host}:{port} (worker: {'on' if embedded else 'off'})")
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: finish in-flight work
+    # a key added to or removed from the keys folder is seen within a second anyway
+    signal.signal(signal.SIGHUP, lambda *_: svc.keyring.reload())
     max_body = int(svc.settings["limits"]["max_body_bytes"])
     try:
         make_server(app, host=host, port=port, threads=threads, max_body=max_body).run()
@@ -62,7 +64,7 @@ def worker(threads: int | None) -> None:
 
     svc = services()
     configure_logging(svc.settings)
-    run_worker(svc, threads or int(svc.settings["worker"]["threads"]))
+    run_worker(svc, threads or svc.settings["worker"]["threads"])
 
 
 def register(cli: click.Group) -> None:

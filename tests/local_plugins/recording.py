@@ -38,6 +38,7 @@ class Recorder:
             "action": action,
             "event": event.kind,
             "delivery_id": event.delivery_id,
+            "occurred_at": event.occurred_at.isoformat().replace("+00:00", "Z"),
             "id": record.id,
             "revision": record.revision,
             "title": record.title,
@@ -55,6 +56,24 @@ class Recorder:
 
     def retract(self, record, event):
         self._write("retract", record, event)
+
+
+class Ledgered(Recorder):
+    """A recorder that can say what it holds (``inventory``), read back from its own log."""
+
+    def inventory(self):
+        held = {}
+        if not self.log.exists():
+            return held
+        for line in self.log.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("output") != self.name or entry["action"] not in ("publish", "retract"):
+                continue
+            if entry["action"] == "publish":
+                held[entry["id"]] = entry["revision"]
+            else:
+                held.pop(entry["id"], None)
+        return held
 
 
 class Batcher(Recorder):
@@ -79,7 +98,7 @@ def register_outputs(config):
     if not log:
         return []
     outputs = [
-        Recorder("recorder", log),
+        Ledgered("recorder", log),
         Recorder("flaky", log, fail_flag=own.get("fail_flag")),
         Recorder("protected-sink", log, accepts_protected=True),
     ]

@@ -1,0 +1,59 @@
+"""One slow or hanging output delays only itself: each output has its own lane."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from publisher.worker import EmbeddedWorker
+from tests.conftest import bearer
+
+
+def _seen(log: Path, output: str) -> set[str]:
+    if not log.exists():
+        return set()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line]
+    return {e["id"] for e in lines if e["output"] == output and e["action"] == "publish"}
+
+
+def test_a_hanging_subscriber_does_not_hold_back_the_other_outputs(
+    make_app, base_settings, seed_json
+):
+    log = Path(base_settings["plugins"]["recording"]["log"])
+    app = make_app(
+        plugins={"recording": {"log": str(log), "slow_seconds": 30}},  # hangs each attempt
+        outputs={"slow": {"timeout": 10}},
+    )
+    services = app.extensions["publisher"]
+    client, auth = app.test_client(), bearer(app)
+    site = Path(base_settings["data_dir"]) / "site"
+    worker = EmbeddedWorker(services, threads=2)
+    worker.start()
+    delays = []
+    try:
+        for n in range(8):
+            record = dict(seed_json, id=f"steady-{n}", title=f"Steady {n}", published=True)
+            answer = client.post(
+                "/api/v1/records",
+                data=json.dumps(record),
+                headers={**auth, "Content-Type": "application/json"},
+            )
+            assert answer.status_code == 202
+            accepted = time.monotonic()
+            while time.monotonic() - accepted < 5:
+                stems = [p.stem for p in site.rglob("*.md")]
+                live = any(stem.startswith(f"steady-{n}-") for stem in stems) and all(
+                    f"steady-{n}" in _seen(log, name) for name in ("recorder", "flaky")
+                )
+                if live:
+                    break
+                time.sleep(0.02)
+            delays.append(time.monotonic() - accepted)
+            time.sleep(0.3)
+        feed = client.get("/feeds/atom.xml").get_data(as_text=True)
+    finally:
+        worker.stop()
+    assert max(delays) < 1.0, delays  # the issue's bound: within 1 s of the 202, every time
+    assert all(f"Steady {n}" in feed for n in range(8))
+    assert _seen(log, "slow") == set()  # the hanging one got nothing through meanwhile
