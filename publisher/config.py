@@ -49,7 +49,17 @@ DEFAULTS: Settings = {
         "max_yaml_aliases": 100,
     },
     # the default policy per source (docs/secured.md); a source's own `secured:` overrides it
-    "secured": {"required": False, "on_failure": "sealed", "on_sealed": "accept"},
+    # legacy: accept opens legacy AES-CBC envelopes, and then on_failure must stay sealed
+    "secured": {
+        "required": False,
+        "on_failure": "sealed",
+        "on_sealed": "accept",
+        "legacy": "accept",
+    },
+    # a burst of invalid envelopes from one source: a warning and a metric (docs/secured.md)
+    "secured_alarm": {"invalid": 20, "seconds": 60.0},
+    # /readyz fails when a file system intake writes to has less free (docs/operations.md)
+    "readiness": {"min_free_bytes": 64 * 1024 * 1024},
     "sources": {},  # name -> {secrets: [whsec_...], secured: {...}}
     "plugins": {"disabled": []},  # per-plugin sections by plugin name
     "outputs": {},  # per-output options: when, retry_schedule, timeout, enabled

@@ -95,6 +95,20 @@ class SecuredPolicySchema(Strict):
     required = fields.Boolean()
     on_failure = Text(validate=_one_of(("reject", "quarantine", "sealed")))
     on_sealed = Text(validate=_one_of(("accept", "quarantine", "reject")))
+    legacy = Text(validate=_one_of(("accept", "refuse")))
+
+
+class SecuredAlarmSchema(Strict):
+    """A burst of invalid envelopes from one source (docs/secured.md, "Alarm")."""
+
+    invalid = Count(required=True, validate=_at_least(1))
+    seconds = Number(required=True, validate=_at_least(1))
+
+
+class ReadinessSchema(Strict):
+    """What ``/readyz`` calls a full disk (docs/operations.md)."""
+
+    min_free_bytes = Count(required=True, validate=_at_least(0))
 
 
 class SourceSchema(Strict):
@@ -199,6 +213,8 @@ class SettingsSchema(Strict):
     sqlite_synchronous = Text(required=True, validate=_one_of(SYNCHRONOUS))
     limits = fields.Nested(LimitsSchema, required=True)
     secured = fields.Nested(SecuredPolicySchema, required=True)
+    secured_alarm = fields.Nested(SecuredAlarmSchema, required=True)
+    readiness = fields.Nested(ReadinessSchema, required=True)
     sources = fields.Dict(keys=Text(), values=fields.Nested(SourceSchema), required=True)
     plugins = fields.Nested(PluginsSchema, required=True)
     outputs = fields.Dict(keys=Text(), values=fields.Nested(OutputOptionsSchema), required=True)
@@ -360,7 +376,7 @@ def check_plugin_settings(
     raw_env = raw_env if raw_env is not None else getattr(settings, "raw_env", {})
     sections = settings["plugins"]
     schemas = plugin_schemas(pm)
-    loaded = {name for name, _ in pm.list_name_plugin()} | set(sections["disabled"])
+    loaded = {name for name, _ in pm.list_name_plugin()} | set(sections.get("disabled") or [])
     found: dict[str, list[str]] = {}
     for name in sorted(set(sections) - CORE_PLUGIN_KEYS):
         if name not in loaded:
