@@ -226,7 +226,5 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     assert any("no-title.json: title:" in p for p in refused)
     assert any("broken.json" in p for p in refused)
     assert f"{records}/bad-envelope.json: would be quarantined (secured policy)" in validated[1]
-    # the seed's own envelope is legacy AES-CBC, which this source refuses: quarantined too
-    assert f"{records}/good.json: would be quarantined (secured policy)" in validated[1]
-    assert "2 quarantined" in validated[2] and "2 quarantined" in ingested[2]
-    assert "6 records checked, 4 invalid, 2 quarantined" in validated[2]
+    assert "1 quarantined" in validated[2] and "1 quarantined" in ingested[2]
+    assert "6 records checked, 4 invalid, 1 quarantined" in validated[2]
