@@ -11,16 +11,21 @@ Leader/follower, no thread of its own: the first caller to find the committer id
 It takes every queued item (up to ``max_batch``), runs ``write`` on them, wakes each
 caller with its result, then hands the lead to the first caller that queued meanwhile, or
 leaves the committer idle. So a queued item always has a request thread that will commit
-it; a fork copies no committer thread (there is none); and a graceful shutdown, which
-waits for in-flight requests, waits for their commits too.
+it, and a graceful shutdown, which waits for in-flight requests, waits for their commits
+too. A forked child starts with an idle committer and an empty queue
+(:mod:`publisher.forksafe`): the callers queued at the fork are threads of the parent.
+
+The committer does not serialise writers: on SQLite, ``write`` takes its turn with the other
+writers of every process through :func:`publisher.db.writer_lock`, like any transaction.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
+
+from publisher import forksafe
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,20 +72,17 @@ class GroupCommitter(Generic[T, R]):
     """Runs ``write(items) -> results`` (one result per item, in order) for many threads.
 
     ``write`` must commit all of its items or none, and raise if it did not commit.
-    ``gate``, if given, is entered by a leader *before* it takes its batch: a lock shared
-    with other processes, say, so that what queues while the leader waits for it joins
-    the batch.
     """
 
     def __init__(
-        self,
-        write: Callable[[list[T]], Sequence[R]],
-        max_batch: int = DEFAULT_MAX_BATCH,
-        gate: Callable[[], AbstractContextManager[object]] = nullcontext,
+        self, write: Callable[[list[T]], Sequence[R]], max_batch: int = DEFAULT_MAX_BATCH
     ) -> None:
         self.write = write
         self.max_batch = max(1, max_batch)
-        self.gate = gate
+        self._idle()
+        forksafe.after_fork(self._idle)
+
+    def _idle(self) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Waiter[T, R]] = []
         self._busy = False  # a leader is running; while it is, queued items wait for it
@@ -104,18 +106,8 @@ class GroupCommitter(Generic[T, R]):
 
     def _lead(self) -> None:
         """Commit one batch (this caller's item is its first), then pass the lead on."""
-        batch: list[_Waiter[T, R]] = []
         try:
-            with self.gate():
-                batch = self._take()
-                self._run(batch)
-        except BaseException as exc:  # noqa: BLE001 - the gate failed: fail its batch
-            if not batch:
-                batch = self._take()
-                for waiter in batch:
-                    waiter.settle(None, exc)
-            if not isinstance(exc, Exception):
-                raise
+            self._run(self._take())
         finally:
             self._pass_lead()
 

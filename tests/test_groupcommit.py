@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from publisher.background import Feeder
 from publisher.groupcommit import CommitFailed, GroupCommitter
+from tests.concurrency import forked, wait_until
 
 CALLERS = 12
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Poll until ``condition`` holds; fails the test after ``seconds`` (never a timing check)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("the condition did not hold in time")
-        time.sleep(0.001)
 
 
 class HeldWrites:
@@ -108,35 +98,30 @@ def test_a_write_that_returns_the_wrong_number_of_results_fails_its_batch():
         committer.submit(1)
 
 
-def test_a_gate_that_fails_fails_the_batch_and_the_committer_goes_on():
-    calls = {"gate": 0}
+def test_a_forked_child_starts_with_an_idle_committer_of_its_own():
+    """Forked while a leader writes and callers wait: those are threads of the parent, so
+    the child's first caller leads at once instead of waiting for them forever."""
+    writing, release = threading.Event(), threading.Event()
 
-    @contextmanager
-    def gate() -> Iterator[None]:
-        calls["gate"] += 1
-        if calls["gate"] == 1:
-            raise OSError("lock file unavailable")
-        yield
+    def write(items: list[int]) -> list[int]:
+        if not writing.is_set():
+            writing.set()
+            release.wait(10)
+        return [item * 10 for item in items]
 
-    committer: GroupCommitter[int, int] = GroupCommitter(lambda items: items, gate=gate)
-    with pytest.raises(CommitFailed):
-        committer.submit(1)
-    assert committer.submit(2) == 2
+    committer: GroupCommitter[int, int] = GroupCommitter(write)
+    with ThreadPoolExecutor(4) as pool:
+        results = pool.map(committer.submit, range(4))
+        writing.wait(10)
+        wait_until(lambda: len(committer._queue) == 3)  # the others wait behind the leader
 
+        def child() -> None:
+            assert committer.submit(7) == 70
 
-def test_the_gate_is_held_around_taking_and_writing_the_batch():
-    held = threading.Lock()
-
-    @contextmanager
-    def gate() -> Iterator[None]:
-        with held:
-            yield
-
-    def write(items: list[int]) -> list[bool]:
-        return [held.locked() for _ in items]
-
-    committer: GroupCommitter[int, bool] = GroupCommitter(write, gate=gate)
-    assert committer.submit(1) is True
+        with forked(child) as exit_code:
+            release.set()
+        assert exit_code() == 0
+        assert list(results) == [0, 10, 20, 30]  # the parent's callers all got theirs
 
 
 def test_an_interrupt_in_the_write_still_wakes_the_batch_then_goes_on():
