@@ -124,30 +124,37 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def writer_lock(engine: Engine) -> Iterator[None]:
-    """On a SQLite file, one writer at a time, across threads and processes alike.
+    """On a SQLite file, one writer at a time: the threads of every process take turns.
 
     Why: SQLite has one writer at a time, and a writer that finds the database locked
     sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) before it looks again: far longer
     than the commit it waits for, and unfair, so under threaded web workers a writer could
-    wait for seconds while others went ahead. Here every write transaction first takes an
-    exclusive ``flock`` on ``<database>-writer.lock``, on a descriptor of its own, so the
-    threads of one process queue on it exactly as other processes do; a waiter sleeps in
-    the kernel and is woken as soon as the holder closes its descriptor (a process that
-    dies releases it too). It is held from before ``BEGIN IMMEDIATE`` until after
-    ``COMMIT``, so publisher's writers never meet SQLite's lock: ``BEGIN IMMEDIATE`` and the
-    busy timeout are left for writers outside publisher (a ``sqlite3`` shell, a backup).
+    wait for seconds while others went ahead. Here a writer first takes an exclusive
+    ``flock`` on ``<database>-writer.lock`` on a descriptor of its own, so the threads of
+    one process queue on it exactly as other processes do; a waiter sleeps in the kernel
+    and is woken as soon as the holder closes its descriptor (or dies). Every write
+    transaction holds it from before ``BEGIN IMMEDIATE`` until after ``COMMIT``, so
+    publisher's writers never meet SQLite's lock: ``BEGIN IMMEDIATE`` and the busy timeout
+    are left for writers outside publisher (a ``sqlite3`` shell, a backup).
 
-    A writer waits as long as the writer ahead of it takes to commit, without a timeout of
-    its own. A thread that already holds the lock and asks again would wait for itself:
-    that is a bug, and raises. Other databases need no lock.
+    A thread that holds the turn keeps it for what it nests inside (like an ``RLock``): a
+    group commit's leader takes the turn *before* it takes its batch, so what queues while
+    it waits joins the batch, then opens the batch's transaction inside that turn. A writer
+    waits as long as the writers ahead of it take to commit, without a timeout of its own.
+    Other databases need no lock.
     """
     path = _writer_lock_path(engine)
     if path is None:
         yield
         return
-    mine = _paths_of_this_thread()
-    if path in mine:
-        raise RuntimeError("a write transaction inside a write transaction of the same thread")
+    turns = _turns_of_this_thread()
+    if turns.get(path):
+        turns[path] += 1
+        try:
+            yield
+        finally:
+            turns[path] -= 1
+        return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:  # e.g. a read-only folder: SQLite's busy timeout alone
@@ -156,11 +163,10 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     holder, held = object(), False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is released while it waits
-        _held[holder], held = fd, True
-        mine.add(path)
+        _held[holder], held, turns[path] = fd, True, 1
         yield
     finally:
-        mine.discard(path)
+        turns.pop(path, None)
         # in a child forked meanwhile, _forget_held_locks closed the descriptor already
         if not held or _held.pop(holder, None) is not None:
             os.close(fd)  # releases the lock
@@ -170,10 +176,11 @@ _held: dict[object, int] = {}  # the descriptor of every lock this process's wri
 _threads = threading.local()
 
 
-def _paths_of_this_thread() -> set[str]:
-    if not hasattr(_threads, "paths"):
-        _threads.paths = set()
-    return _threads.paths
+def _turns_of_this_thread() -> dict[str, int]:
+    """How deep this thread is in the turn of each lock file it holds."""
+    if not hasattr(_threads, "turns"):
+        _threads.turns = {}
+    return _threads.turns  # type: ignore[no-any-return]
 
 
 def _forget_held_locks() -> None:

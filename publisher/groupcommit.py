@@ -14,15 +14,13 @@ leaves the committer idle. So a queued item always has a request thread that wil
 it, and a graceful shutdown, which waits for in-flight requests, waits for their commits
 too. A forked child starts with an idle committer and an empty queue
 (:mod:`publisher.forksafe`): the callers queued at the fork are threads of the parent.
-
-The committer does not serialise writers: on SQLite, ``write`` takes its turn with the other
-writers of every process through :func:`publisher.db.writer_lock`, like any transaction.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 from publisher import forksafe
@@ -72,13 +70,20 @@ class GroupCommitter(Generic[T, R]):
     """Runs ``write(items) -> results`` (one result per item, in order) for many threads.
 
     ``write`` must commit all of its items or none, and raise if it did not commit.
+    ``gate``, if given, is entered by a leader *before* it takes its batch, so that what
+    queues while the leader waits for it joins the batch: on SQLite, the writers' turn
+    (:func:`publisher.db.writer_lock`), which ``write`` then holds for its transaction.
     """
 
     def __init__(
-        self, write: Callable[[list[T]], Sequence[R]], max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        write: Callable[[list[T]], Sequence[R]],
+        max_batch: int = DEFAULT_MAX_BATCH,
+        gate: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.write = write
         self.max_batch = max(1, max_batch)
+        self.gate = gate
         self._idle()
         forksafe.after_fork(self._idle)
 
@@ -106,8 +111,18 @@ class GroupCommitter(Generic[T, R]):
 
     def _lead(self) -> None:
         """Commit one batch (this caller's item is its first), then pass the lead on."""
+        batch: list[_Waiter[T, R]] = []
         try:
-            self._run(self._take())
+            with self.gate():
+                batch = self._take()
+                self._run(batch)
+        except BaseException as exc:  # noqa: BLE001 - the gate failed: fail its batch
+            if not batch:
+                batch = self._take()
+                for waiter in batch:
+                    waiter.settle(None, exc)
+            if not isinstance(exc, Exception):
+                raise
         finally:
             self._pass_lead()
 

@@ -7,7 +7,9 @@ This is the whole of a webhook's durable work, so it is built for cost:
   ``(source, webhook_id)`` is a repeat, only once that commit succeeded;
 - one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per batch, so a repeat does not fail
   the rest of its batch: one statement per dialect, built once, executed with the list of
-  rows (SQLAlchemy renders them as one multi-row ``VALUES`` and caches the compiled form).
+  rows (SQLAlchemy renders them as one multi-row ``VALUES`` and caches the compiled form);
+- on a SQLite file, a leader takes the writers' turn (:func:`publisher.db.writer_lock`)
+  *before* it takes its batch, so what arrives while it waits joins the batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from publisher.db import write_connection
+from publisher.db import write_connection, writer_lock
 from publisher.groupcommit import GroupCommitter
 from publisher.models import InboxItem
 
@@ -37,7 +39,9 @@ class InboxWriter:
     ) -> None:
         self.engine = engine
         self.after_commit = after_commit  # the new ids, once committed: enqueue them
-        self.committer: GroupCommitter[Row, int | None] = GroupCommitter(self._write, max_batch)
+        self.committer: GroupCommitter[Row, int | None] = GroupCommitter(
+            self._write, max_batch, gate=lambda: writer_lock(engine)
+        )
 
     def write(self, row: Row) -> int | None:
         """Commit ``row``: its id, or None for a repeat; raises ``CommitFailed``."""

@@ -16,7 +16,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from publisher.config import source_policy
-from publisher.db import transaction, write_connection
+from publisher.db import transaction, write_connection, writer_lock
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
 from publisher.models import QuarantineItem, utcnow
@@ -84,7 +84,9 @@ class Intake:
         self.services = services
         self.settings = services.settings
         self.hooks = services.pm.hook
-        self._group: GroupCommitter[list[Prepared], Written] = GroupCommitter(self._write_groups)
+        self._group: GroupCommitter[list[Prepared], Written] = GroupCommitter(
+            self._write_groups, gate=lambda: writer_lock(services.engine)
+        )
 
     def submit(
         self,

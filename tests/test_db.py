@@ -12,15 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, text
 
 from publisher.db import (
     make_engine,
-    make_sessionmaker,
-    transaction,
     upgrade,
     write_connection,
     writer_lock,
@@ -164,16 +161,30 @@ def test_a_sqlite_writer_waits_for_its_turn_on_the_lock_file_not_inside_sqlite(t
     engine.dispose()
 
 
-def test_a_nested_writer_of_the_same_thread_is_refused_rather_than_left_waiting(tmp_path):
-    engine = _engine_with_a_table(tmp_path / "nested.db")
-    sessions = make_sessionmaker(engine)
-    with write_connection(engine) as connection:
-        connection.execute(text("INSERT INTO t (name) VALUES ('b')"))
-        with pytest.raises(RuntimeError, match="inside a write transaction"), transaction(sessions):
-            pass
+def test_a_thread_keeps_its_turn_for_the_writes_it_nests_until_the_outermost_ends(tmp_path):
+    """As a group commit's leader does: it takes the turn, then opens its transaction."""
+    database = tmp_path / "nested.db"
+    engine = _engine_with_a_table(database)
+    with writer_lock(engine):
+        with write_connection(engine) as connection:
+            connection.execute(text("INSERT INTO t (name) VALUES ('b')"))
+        assert not turn_is_free(database)  # the inner one ended, the thread's turn did not
+    assert turn_is_free(database)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 1
     engine.dispose()
+
+
+def turn_is_free(database: Path) -> bool:
+    """True if another process's writer would get the turn at once."""
+    fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _engine_with_a_table(path: Path) -> Engine:

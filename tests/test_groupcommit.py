@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -96,6 +97,37 @@ def test_a_write_that_returns_the_wrong_number_of_results_fails_its_batch():
     committer: GroupCommitter[int, int] = GroupCommitter(lambda items: [])
     with pytest.raises(CommitFailed):
         committer.submit(1)
+
+
+def test_a_gate_that_fails_fails_the_batch_and_the_committer_goes_on():
+    calls = {"gate": 0}
+
+    @contextmanager
+    def gate() -> Iterator[None]:
+        calls["gate"] += 1
+        if calls["gate"] == 1:
+            raise OSError("lock file unavailable")
+        yield
+
+    committer: GroupCommitter[int, int] = GroupCommitter(lambda items: items, gate=gate)
+    with pytest.raises(CommitFailed):
+        committer.submit(1)
+    assert committer.submit(2) == 2
+
+
+def test_the_gate_is_held_around_taking_and_writing_the_batch():
+    held = threading.Lock()
+
+    @contextmanager
+    def gate() -> Iterator[None]:
+        with held:
+            yield
+
+    def write(items: list[int]) -> list[bool]:
+        return [held.locked() for _ in items]
+
+    committer: GroupCommitter[int, bool] = GroupCommitter(write, gate=gate)
+    assert committer.submit(1) is True
 
 
 def test_a_forked_child_starts_with_an_idle_committer_of_its_own():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
@@ -17,18 +18,22 @@ REQUESTS = 6
 
 def hold_the_first_transaction(monkeypatch, intake, total):
     """Count the records of each transaction; the first waits until ``total`` requests are
-    in it or queued behind it, so those behind it meet in the next whatever the scheduling."""
+    in it or queued behind it, so those behind it meet in the next whatever the scheduling.
+
+    Returns the counts, and an event set once the first transaction has begun."""
     calls: list[int] = []
+    begun = threading.Event()
     write_once = intake._write_once
 
     def held(items, defer):
         if not calls:
+            begun.set()
             wait_until(lambda: len(items) + len(intake._group._queue) >= total)
         calls.append(len(items))
         return write_once(items, defer)
 
     monkeypatch.setattr(intake, "_write_once", held)
-    return calls
+    return calls, begun
 
 
 def post(client, auth, record):
@@ -41,7 +46,7 @@ def post(client, auth, record):
 
 def test_requests_that_arrive_together_share_one_commit(app, seed_json, monkeypatch):
     intake = app.extensions["publisher.intake"]
-    transactions = hold_the_first_transaction(monkeypatch, intake, REQUESTS)
+    transactions, _ = hold_the_first_transaction(monkeypatch, intake, REQUESTS)
     auth = bearer(app)
     records = [dict(seed_json, id=f"group-{n}", title=f"Story {n}") for n in range(REQUESTS)]
     with ThreadPoolExecutor(REQUESTS) as pool:
@@ -67,11 +72,11 @@ def test_a_request_that_breaks_a_shared_batch_fails_alone(app, seed_json, monkey
     auth = bearer(app)
     records = [dict(seed_json, id=f"fine-{n}", title=f"Story {n}") for n in range(3)]
     records.append(dict(seed_json, id="boom", title="Breaks"))
-    transactions = hold_the_first_transaction(monkeypatch, intake, len(records))
+    transactions, begun = hold_the_first_transaction(monkeypatch, intake, len(records))
     with ThreadPoolExecutor(len(records)) as pool:
         # the first leads alone; the others, "boom" among them, queue and share the next
         answers = [pool.submit(post, app.test_client(), auth, records[0])]
-        wait_until(lambda: intake._group._busy)
+        assert begun.wait(10)
         answers += [pool.submit(post, app.test_client(), auth, r) for r in records[1:]]
         codes = [a.result().status_code for a in answers]
     assert transactions[:2] == [1, 3]  # then each of the failed batch alone
