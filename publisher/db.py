@@ -114,7 +114,7 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
     """One write transaction on a plain connection: commit on success, roll back on error.
 
     For write paths that run only Core statements (intake): an ORM session around them
-    costs ~0.1 ms per transaction for a unit of work they never use.
+    costs more per transaction than their statements, for a unit of work they never use.
     """
     with writer_lock(engine), engine.connect() as connection:
         connection.execution_options(**{IMMEDIATE: True})
@@ -127,7 +127,7 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     """On a SQLite file, one writer at a time: the threads of every process take turns.
 
     Why: SQLite has one writer at a time, and a writer that finds the database locked
-    sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) before it looks again: far longer
+    sleeps in its busy handler, longer each time, before it looks again: far longer
     than the commit it waits for, and unfair, so under threaded web workers a writer could
     wait for seconds while others went ahead. Here a writer first takes an exclusive
     ``flock`` on ``<database>-writer.lock`` on a descriptor of its own, so the threads of
