@@ -129,13 +129,14 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     Why: SQLite has one writer at a time, and a writer that finds the database locked
     sleeps in its busy handler, longer each time, before it looks again: far longer
     than the commit it waits for, and unfair, so under threaded web workers a writer could
-    wait for seconds while others went ahead. Here a writer first takes an exclusive
-    ``flock`` on ``<database>-writer.lock`` on a descriptor of its own, so the threads of
-    one process queue on it exactly as other processes do; a waiter sleeps in the kernel
-    and is woken as soon as the holder closes its descriptor (or dies). Every write
-    transaction holds it from before ``BEGIN IMMEDIATE`` until after ``COMMIT``, so
-    publisher's writers never meet SQLite's lock: ``BEGIN IMMEDIATE`` and the busy timeout
-    are left for writers outside publisher (a ``sqlite3`` shell, a backup).
+    wait for seconds while others went ahead. Here the threads of a process queue on a lock
+    of the process, and the first of each process on an exclusive ``flock`` of
+    ``<database>-writer.lock``: every waiter sleeps (woken as soon as the turn is free, a
+    process that dies releases it too), and each process gets its turn however many of its
+    threads wait, so a worker's delivery threads do not crowd out a web process's intake.
+    Every write transaction holds the turn from before ``BEGIN IMMEDIATE`` until after
+    ``COMMIT``, so publisher's writers never meet SQLite's lock: ``BEGIN IMMEDIATE`` and the
+    busy timeout are left for writers outside publisher (a ``sqlite3`` shell, a backup).
 
     A thread that holds the turn keeps it for what it nests inside (like an ``RLock``): a
     group commit's leader takes the turn *before* it takes its batch, so what queues while
@@ -155,21 +156,33 @@ def writer_lock(engine: Engine) -> Iterator[None]:
         finally:
             turns[path] -= 1
         return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:  # e.g. a read-only folder: SQLite's busy timeout alone
-        yield
-        return
-    holder, held = object(), False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is released while it waits
-        _held[holder], held, turns[path] = fd, True, 1
-        yield
-    finally:
-        turns.pop(path, None)
-        # in a child forked meanwhile, _forget_held_locks closed the descriptor already
-        if not held or _held.pop(holder, None) is not None:
-            os.close(fd)  # releases the lock
+    with _process_lock(path):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # e.g. a read-only folder: SQLite's busy timeout between processes
+            yield
+            return
+        holder, held = object(), False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is released while it waits
+            _held[holder], held, turns[path] = fd, True, 1
+            yield
+        finally:
+            turns.pop(path, None)
+            # in a child forked meanwhile, _forget_held_locks closed the descriptor already
+            if not held or _held.pop(holder, None) is not None:
+                os.close(fd)  # releases the lock
+
+
+_process_locks: dict[str, threading.Lock] = {}
+
+
+def _process_lock(path: str) -> threading.Lock:
+    """This process's lock for ``path`` (``setdefault``: two threads get the same one)."""
+    lock = _process_locks.get(path)
+    if lock is None:
+        lock = _process_locks.setdefault(path, threading.Lock())
+    return lock
 
 
 _held: dict[object, int] = {}  # the descriptor of every lock this process's writers hold
@@ -187,12 +200,14 @@ def _forget_held_locks() -> None:
     """In a forked child: close the copies of descriptors the parent's writers held.
 
     A ``flock`` belongs to the open file, which the child's copy keeps open: left alone, the
-    lock would outlive the parent's writer and stop every writer until the child exits.
+    lock would outlive the parent's writer and stop every writer until the child exits. The
+    process locks are made anew: one a parent's thread held would stay held in the child.
     """
     for fd in _held.values():
         with suppress(OSError):
             os.close(fd)
     _held.clear()
+    _process_locks.clear()
 
 
 forksafe.after_fork(_forget_held_locks)

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,6 +159,33 @@ def test_a_sqlite_writer_waits_for_its_turn_on_the_lock_file_not_inside_sqlite(t
     assert done.is_set()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT name FROM t")).scalars().all() == ["a"]
+    engine.dispose()
+
+
+def test_of_a_processs_waiting_writers_one_waits_on_the_lock_file(tmp_path):
+    """The others wait on a lock of their process: each process gets its turn, however
+    many of its threads wait (a worker's delivery threads against a web process's leader)."""
+    database = tmp_path / "fair.db"
+    engine = _engine_with_a_table(database)
+    waiting = threading.Barrier(5)
+
+    def write() -> None:
+        waiting.wait(10)
+        with write_connection(engine) as connection:
+            connection.execute(text("INSERT INTO t (name) VALUES ('w')"))
+
+    with lock_file_held(database) as lock_file:
+        writers = [threading.Thread(target=write) for _ in range(4)]
+        for writer in writers:
+            writer.start()
+        waiting.wait(10)  # all four are on their way to the turn
+        wait_until(lambda: waiting_for(lock_file) >= 1)
+        time.sleep(0.2)  # time for the others to queue on the file too, if they would
+        assert waiting_for(lock_file) == 1
+    for writer in writers:
+        writer.join(10)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 4
     engine.dispose()
 
 
