@@ -133,6 +133,22 @@ def test_every_output_converges_whatever_happens(backend, make_app, base_setting
                 with contextlib.suppress(Conflict):  # out of date: refused, as the API's 409
                     dispatcher.redeliver(data.draw(st.sampled_from(ids)))
 
+        @rule(key=st.sampled_from(IDS))
+        def redeliver_oldest(self, key: str) -> None:
+            """The likeliest to be out of date: a record's first delivery to each output."""
+            with services.sessions() as session:
+                ids = list(
+                    session.scalars(
+                        select(Delivery.id)
+                        .where(Delivery.record_id == self.prefix + key)
+                        .order_by(Delivery.created_at)
+                        .limit(len(OUTPUTS))
+                    )
+                )
+            for delivery_id in ids:
+                with contextlib.suppress(Conflict):
+                    dispatcher.redeliver(delivery_id)
+
         @rule(output=st.sampled_from(OUTPUTS))
         def reconcile(self, output: str) -> None:
             dispatcher.reconcile(output)
