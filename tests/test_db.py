@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from publisher.db import (
     make_engine,
@@ -66,6 +67,25 @@ def query_plan(engine, statement) -> str:
             f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values())
         )
         return " | ".join(row[3] for row in rows)
+
+
+def bound_plan(engine, statement, **values) -> str:
+    """The plan SQLite makes for a prebuilt statement run with ``values``, as the code runs it."""
+    plans: list[str] = []
+    with engine.connect() as connection:
+
+        def explain(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001, ANN202
+            return f"EXPLAIN QUERY PLAN {sql}", parameters
+
+        def capture(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001
+            plans.extend(row[3] for row in cursor.fetchall())
+
+        event.listen(connection, "before_cursor_execute", explain, retval=True)
+        event.listen(connection, "after_cursor_execute", capture)
+        with contextlib.suppress(Exception):  # the result is a plan, not what it expects
+            connection.execute(statement, values)
+        connection.rollback()
+    return " | ".join(plans)
 
 
 def test_pending_checks_leave_the_choice_of_index_to_the_selective_one(tmp_path):
@@ -332,3 +352,33 @@ def _tables(database: Path) -> set[str]:
         return {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
     finally:
         connection.close()
+
+
+def test_the_delivery_paths_find_their_rows_by_index_whatever_is_stored(tmp_path):
+    """Running and settling a delivery touches its own rows only: no scan grows with the store."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from publisher.dispatch import _CONFIRM
+    from publisher.models import Attempt, Delivery, Placement
+    from publisher.store import _OPEN
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    opened = bound_plan(engine, _OPEN, b_id="r", b_output="files")
+    assert "ix_deliveries_record_output" in opened
+    values = {"r": "r", "o": "files", "v": 1, "s": "live", "h": 1, "t": datetime.now(UTC)}
+    confirm = bound_plan(engine, _CONFIRM, **values)
+    assert "sqlite_autoindex_placements_1" in confirm or "PRIMARY KEY" in confirm
+    history = select(Attempt).where(Attempt.delivery_id.in_(["a", "b"])).order_by(Attempt.id)
+    assert "ix_delivery_attempts_delivery_id" in query_plan(engine, history)
+    by_output = select(Placement.record_id).where(Placement.output == "files")
+    assert "ix_placements_output_record" in query_plan(engine, by_output)
+    due = select(Delivery.id).where(Delivery.status == "pending", Delivery.next_attempt_at <= 1)
+    assert "ix_deliveries_due" in query_plan(engine, due)
+    plans = [opened, confirm] + [query_plan(engine, s) for s in (history, by_output, due)]
+    for plan in plans:
+        assert "SCAN" not in plan, plan
+    engine.dispose()
