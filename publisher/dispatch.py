@@ -623,12 +623,20 @@ class Dispatcher:
 
     def redeliverable(self, session: Session, delivery: Delivery, now: datetime) -> bool:
         """Whether redelivering ``delivery`` still makes sense (shown by the API and page)."""
-        spec = self.outputs.get(delivery.output)
         record = session.scalars(select(Record).where(Record.id == delivery.record_id)).first()
-        if spec is None or record is None:
+        if record is None:
             return False
         placement = session.get(Placement, (delivery.record_id, delivery.output))
         held = placement.held_revision if placement else None
+        return self.may_redeliver(delivery, record, held, now)
+
+    def may_redeliver(
+        self, delivery: Delivery, record: Record, held: int | None, now: datetime
+    ) -> bool:
+        """:meth:`redeliverable` with the rows already read (a page of many deliveries)."""
+        spec = self.outputs.get(delivery.output)
+        if spec is None:
+            return False
         want = convergence.desired_revision(record, spec.wants, now)
         return convergence.can_redeliver(delivery, held, want)
 
@@ -652,7 +660,9 @@ class Dispatcher:
                 "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
                 "occurred_at": _iso(d.occurred_at or d.created_at),
                 "updated_at": _iso(d.updated_at),
-                "can_redeliver": self.redeliverable(session, d, now),
+                # a pending one is looked at anyway: the flag is for finished ones
+                "can_redeliver": d.status in ("dead", "done")
+                and self.redeliverable(session, d, now),
                 "history": history[d.id],
             }
             for d in deliveries

@@ -12,7 +12,7 @@ says why, ``docs/ops-page.md`` what it costs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -186,17 +186,25 @@ def _escape_like(word: str) -> str:
 
 
 def output_summaries(
-    session: Session, records: Sequence[Record]
+    session: Session,
+    records: Sequence[Record],
+    redeliverable: Callable[[Delivery, Record, int | None], bool],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per record and output: the ledger's state and the newest delivery, in two queries."""
+    """Per record and output: the ledger's state and the newest delivery, in two queries.
+
+    ``redeliverable(delivery, record, held revision)`` says whether Redeliver still means
+    something (the dispatcher's rule: see ``publisher.convergence.can_redeliver``).
+    """
     ids = [r.id for r in records]
-    revisions = {r.id: r.revision for r in records}
+    by_id = {r.id: r for r in records}
+    held: dict[tuple[str, str], int | None] = {}
     summary: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in ids}
     if not ids:
         return summary
     placements = select(Placement).where(Placement.record_id.in_(ids))
     for placement in session.scalars(placements):
         summary[placement.record_id][placement.output] = {"placement": placement.state}
+        held[(placement.record_id, placement.output)] = placement.held_revision
     deliveries = (
         select(Delivery)
         .where(Delivery.record_id.in_(ids), Delivery.status != "superseded")
@@ -204,11 +212,13 @@ def output_summaries(
     )
     for delivery in session.scalars(deliveries):  # oldest first: the newest one stays
         cell = summary[delivery.record_id].setdefault(delivery.output, {"placement": None})
-        cell.update(delivery_cell(delivery, revisions[delivery.record_id]))
+        pair = (delivery.record_id, delivery.output)
+        may = redeliverable(delivery, by_id[delivery.record_id], held.get(pair))
+        cell.update(delivery_cell(delivery, may))
     return summary
 
 
-def delivery_cell(delivery: Delivery, record_revision: int) -> dict[str, Any]:
+def delivery_cell(delivery: Delivery, can_redeliver: bool) -> dict[str, Any]:
     """The newest delivery of an output, as the page's status cell needs it."""
     return {
         "delivery_id": delivery.id,
@@ -217,13 +227,9 @@ def delivery_cell(delivery: Delivery, record_revision: int) -> dict[str, Any]:
         "attempts": delivery.attempts,
         "error": delivery.error,
         "due_at": delivery.next_attempt_at if delivery.status == "pending" else None,
-        "can_redeliver": can_redeliver(delivery, record_revision),
+        # a pending one is looked at anyway: Redeliver is for finished ones still meaningful
+        "can_redeliver": can_redeliver and delivery.status in ("dead", "done"),
     }
-
-
-def can_redeliver(delivery: Delivery, record_revision: int) -> bool:
-    """Only a finished delivery of the record's current revision is worth sending again."""
-    return delivery.status in ("dead", "done") and delivery.revision == record_revision
 
 
 def delivery_counts(session: Session, now: datetime) -> tuple[list[dict[str, Any]], bool]:

@@ -59,7 +59,9 @@ def records_page() -> Response:
         rows, cursor = overview.record_page(
             session, wanted, now, request.args.get("cursor") or None, limit_arg(default=50)
         )
-        cells = overview.output_summaries(session, rows)
+        cells = overview.output_summaries(
+            session, rows, lambda d, r, held: services.dispatcher.may_redeliver(d, r, held, now)
+        )
         items = [_row(r, cells[r.id]) for r in rows]
     names = list(services.dispatcher.outputs)
     return jsonify({"outputs": names, "items": items, "next_cursor": cursor})
