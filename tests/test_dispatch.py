@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -461,3 +462,20 @@ def test_one_by_one_calls_of_a_batch_run_side_by_side(make_app, base_settings, s
     drain(app)
     slow = [json.loads(line) for line in log.read_text().splitlines() if '"slow"' in line]
     assert [entry["action"] for entry in slow] == ["start"] * 3 + ["publish"] * 3
+
+
+def test_a_failed_delivery_is_logged_with_its_error_and_traceback(
+    make_app, base_settings, tmp_path, seed_json, caplog
+):
+    flag = tmp_path / "fail"
+    flag.touch()
+    log = base_settings["plugins"]["recording"]["log"]
+    app = make_app(plugins={"recording": {"log": log, "fail_flag": str(flag)}})
+    seed_json["published"] = True
+    app.extensions["publisher.intake"].take([seed_json])
+    with caplog.at_level("WARNING", logger="publisher.dispatch"):
+        drain(app)
+    (failed,) = [r for r in caplog.records if r.getMessage() == "delivery failed"]
+    assert failed.output == "flaky" and "failing on purpose" in failed.error
+    assert failed.exc_info is not None  # the stack of the plugin's raise, for its author
+    assert "recording.py" in "".join(traceback.format_tb(failed.exc_info[2]))
