@@ -544,6 +544,9 @@ def test_an_operator_finds_sees_and_acts_without_reloading(page: Page, store: St
     assert flaky.get_attribute("data-status") == "dead"
     assert "failing on purpose" in flaky.text
     assert flaky.find_element(page.by.CSS_SELECTOR, ".attempts").text == "1"
+    tried = flaky.find_elements(page.by.CSS_SELECTOR, "li.attempt")  # the attempt history
+    assert [li.get_attribute("data-outcome") for li in tried] == ["dead"]
+    assert "failing on purpose" in tried[0].text
     assert flaky.find_elements(page.by.CSS_SELECTOR, "button.redeliver")
     done = page.find("#deliveries-table tr[data-output='recorder']")
     assert done.get_attribute("data-status") == "done"
