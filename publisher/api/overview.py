@@ -16,11 +16,11 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from publisher import overview, queries
 from publisher.api.auth import bearer_token, requires
+from publisher.api.limits import check_token_rate
 from publisher.api.requests import limit_arg
 from publisher.api.schemas_out import RECORD_STATES
 from publisher.errors import InvalidRecord, MalformedInput
 from publisher.models import Record, Revision, utcnow
-from publisher.ratelimit import check_token_rate
 from publisher.records import parse_instant
 from publisher.tokens import SCOPES, authenticate_cached
 
