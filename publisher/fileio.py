@@ -42,7 +42,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_folder(path.parent)  # the rename is durable once the folder is
+    fsync_folder(path.parent)  # the rename is durable once the folder is
 
 
 def atomic_write_many(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) -> None:
@@ -67,7 +67,7 @@ def atomic_write_many(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) ->
                 os.unlink(tmp)
         raise
     for folder in sorted({path.parent for path, _ in files}):
-        _fsync_folder(folder)
+        fsync_folder(folder)
 
 
 def _write_temp(path: Path, data: bytes, mode: int) -> str:
@@ -109,7 +109,10 @@ def _fsync_path(path: str | Path, flags: int) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new link in ``folder`` durable (no-op on Windows: no folder fsync)."""
+    if os.name == "nt":  # pragma: no cover
+        return
     _fsync_path(folder, os.O_RDONLY)
 
 

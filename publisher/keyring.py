@@ -30,6 +30,7 @@ from typing import Any
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from publisher.errors import ConfigError
+from publisher.fileio import fsync_folder
 from publisher.keyfiles import JWE_ALGS, JWE_ENCS, JWS_ALGS, LEGACY, KeyEntry, entry_from_jwk
 
 log = logging.getLogger("publisher.keyring")
@@ -248,18 +249,8 @@ def write_key(folder: str | os.PathLike[str], jwk: Mapping[str, Any]) -> Path:
         raise ConfigError(f"key file {final} already exists") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_folder(folder)
     return final
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # pragma: no cover
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rotate(folder: str | os.PathLike[str], kind: str) -> str:
