@@ -133,15 +133,16 @@ class FilesOutput(BatchOutput):
         return outcomes
 
     def inventory(self) -> dict[str, int]:
-        """``{record id: revision}`` of the files on disk: the per-record index, for the files
-        that are still there."""
+        """``{record id: revision}`` of the files on disk: the per-record index, for each
+        record whose file is still there (a file deleted by hand is missing, so reconcile
+        writes it again)."""
         held: dict[str, int] = {}
         with self._locked():
             for path in sorted((self.folder / STATE_DIR / "index").glob("*.json")):
                 entry = _read_entry(path)
-                if entry and not entry.get("retracted") and entry.get("path"):
-                    if not (self.folder.resolve() / entry["path"]).is_file():
-                        continue  # indexed, but its file is gone: drift to repair
+                if not entry or entry.get("retracted") or not entry.get("path"):
+                    continue
+                if (self.folder / entry["path"]).is_file():
                     record_id = entry.get("id") or self._id_on_disk(entry["path"])
                     if record_id:
                         held[str(record_id)] = int(entry.get("revision", 0))

@@ -6,13 +6,14 @@ from __future__ import annotations
 import atexit
 import contextvars
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
+
+from publisher.forksafe import after_fork
 
 log = logging.getLogger("publisher.dispatch")
 
@@ -34,13 +35,12 @@ class Feeder(threading.Thread):
         # seconds to wait after the first id for more to join its feed (0: feed at once)
         self.linger = linger
         self.lingering: list[Any] = []
-        self.pid = os.getpid()
         self.waiting: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
         atexit.register(self.flush)
 
     def usable(self) -> bool:
-        """False in a forked child (threads do not survive a fork)."""
-        return self.pid == os.getpid() and self.is_alive()
+        """False in a forked child: threads do not survive a fork, and Python knows it."""
+        return self.is_alive()
 
     def put(self, delivery_ids: list[Any]) -> None:
         self.waiting.put(delivery_ids)
@@ -85,11 +85,10 @@ class Lanes:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._held: dict[str, int] = {}
         self._idle = threading.Condition()
-        self._pid = os.getpid()
+        after_fork(self._reset)
 
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
         with self._idle:
-            self._after_fork()
             if self._held.get(name, 0) >= self.backlog:
                 return False
             self._held[name] = self._held.get(name, 0) + 1
@@ -112,9 +111,9 @@ class Lanes:
                 self._held[name] -= 1
                 self._idle.notify_all()
 
-    def _after_fork(self) -> None:
-        if self._pid != os.getpid():
-            self._pid, self._pools, self._held = os.getpid(), {}, {}
+    def _reset(self) -> None:
+        """In a forked child: no lane threads came along, so none is held."""
+        self._pools, self._held, self._idle = {}, {}, threading.Condition()
 
     def held(self, name: str) -> int:
         """Messages the lane of ``name`` runs or holds now."""

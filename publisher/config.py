@@ -49,16 +49,16 @@ DEFAULTS: Settings = {
         "max_yaml_aliases": 100,
     },
     # the default policy per source (docs/secured.md); a source's own `secured:` overrides it
-    # `legacy: refuse` turns AES-CBC envelopes away; only then may on_failure reject or quarantine
+    # legacy: accept opens legacy AES-CBC envelopes, and then on_failure must stay sealed
     "secured": {
         "required": False,
         "on_failure": "sealed",
         "on_sealed": "accept",
         "legacy": "accept",
     },
-    # a burst of invalid envelopes from one source is logged and counted (someone probing)
+    # a burst of invalid envelopes from one source: a warning and a metric (docs/secured.md)
     "secured_alarm": {"invalid": 20, "seconds": 60.0},
-    # /readyz fails when the data or database file system has less free space than this
+    # /readyz fails when a file system intake writes to has less free (docs/operations.md)
     "readiness": {"min_free_bytes": 64 * 1024 * 1024},
     "sources": {},  # name -> {secrets: [whsec_...], secured: {...}}
     "plugins": {"disabled": []},  # per-plugin sections by plugin name

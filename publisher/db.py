@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -16,11 +15,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.functions import FunctionElement
 
+from publisher import forksafe
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
 IMMEDIATE = "publisher_begin_immediate"
-WRITER_WAIT = 30.0  # seconds a writer waits for the writer lock, as SQLite's busy_timeout
-_held = threading.local()
 
 
 def normalize_url(url: str) -> str:
@@ -115,7 +114,7 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
     """One write transaction on a plain connection: commit on success, roll back on error.
 
     For write paths that run only Core statements (intake): an ORM session around them
-    costs ~0.1 ms per transaction for a unit of work they never use.
+    costs more per transaction than their statements, for a unit of work they never use.
     """
     with writer_lock(engine), engine.connect() as connection:
         connection.execution_options(**{IMMEDIATE: True})
@@ -125,79 +124,93 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def writer_lock(engine: Engine) -> Iterator[None]:
-    """On SQLite, writers take turns: threads on a lock of this process, processes on a file.
+    """On a SQLite file, one writer at a time: the threads of every process take turns.
 
     Why: SQLite has one writer at a time, and a writer that finds the database locked
-    sleeps in its busy handler (1, 2, 5, 10 ... 100 ms) before it looks again: far longer
+    sleeps in its busy handler, longer each time, before it looks again: far longer
     than the commit it waits for, and unfair, so under threaded web workers a writer could
-    wait for seconds while others went ahead. Here the threads of a process block on a lock
-    (woken as soon as it is free, no CPU spent waiting), and the one thread holding it polls
-    the lock file (``<database>-writer.lock``, ``flock``) every 50-200 µs against the other
-    processes; both are held from before ``BEGIN IMMEDIATE`` until after ``COMMIT``, so the
-    writer meets no lock inside SQLite. Nothing else changes: after ``WRITER_WAIT`` seconds a
-    writer goes on and SQLite's busy timeout decides, as before; a writer already inside a
-    write transaction in this thread does not wait for itself. Other databases need no lock.
+    wait for seconds while others went ahead. Here the threads of a process queue on a lock
+    of the process, and the first of each process on an exclusive ``flock`` of
+    ``<database>-writer.lock``: every waiter sleeps (woken as soon as the turn is free, a
+    process that dies releases it too), and each process gets its turn however many of its
+    threads wait, so a worker's delivery threads do not crowd out a web process's intake.
+    Every write transaction holds the turn from before ``BEGIN IMMEDIATE`` until after
+    ``COMMIT``, so publisher's writers never meet SQLite's lock: ``BEGIN IMMEDIATE`` and the
+    busy timeout are left for writers outside publisher (a ``sqlite3`` shell, a backup).
+
+    A thread that holds the turn keeps it for what it nests inside (like an ``RLock``): a
+    group commit's leader takes the turn *before* it takes its batch, so what queues while
+    it waits joins the batch, then opens the batch's transaction inside that turn. A writer
+    waits as long as the writers ahead of it take to commit, without a timeout of its own.
+    Other databases need no lock.
     """
     path = _writer_lock_path(engine)
-    if path is None or getattr(_held, "depth", 0):
+    if path is None:
         yield
         return
-    deadline = time.monotonic() + WRITER_WAIT
-    threads = _threads_lock(path)
-    if not threads.acquire(timeout=WRITER_WAIT):
-        yield  # SQLite's busy timeout decides
-        return
-    try:
-        with _file_lock(path, deadline):
-            _held.depth = 1
-            try:
-                yield
-            finally:
-                _held.depth = 0
-    finally:
-        threads.release()
-
-
-@contextmanager
-def _file_lock(path: str, deadline: float) -> Iterator[None]:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # one per use: fork-safe
-    except OSError:  # e.g. a read-only folder: SQLite's busy timeout alone, as before
-        yield
-        return
-    try:
-        _acquire(fd, deadline)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-_threads_locks: dict[str, tuple[int, threading.Lock]] = {}
-_threads_locks_guard = threading.Lock()
-
-
-def _threads_lock(path: str) -> threading.Lock:
-    """This process's lock for ``path`` (made anew in a forked child)."""
-    pid = os.getpid()
-    with _threads_locks_guard:
-        owner, lock = _threads_locks.get(path, (None, None))
-        if owner != pid or lock is None:
-            lock = threading.Lock()
-            _threads_locks[path] = (pid, lock)
-        return lock
-
-
-def _acquire(fd: int, deadline: float) -> bool:
-    pause = 0.00005
-    while True:
+    turns = _turns_of_this_thread()
+    if turns.get(path):
+        turns[path] += 1
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, 0.0002)
+            yield
+        finally:
+            turns[path] -= 1
+        return
+    with _process_lock(path):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # e.g. a read-only folder: SQLite's busy timeout between processes
+            yield
+            return
+        holder, held = object(), False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the GIL is released while it waits
+            _held[holder], held, turns[path] = fd, True, 1
+            yield
+        finally:
+            turns.pop(path, None)
+            # in a child forked meanwhile, _forget_held_locks closed the descriptor already
+            if not held or _held.pop(holder, None) is not None:
+                os.close(fd)  # releases the lock
+
+
+_process_locks: dict[str, threading.Lock] = {}
+
+
+def _process_lock(path: str) -> threading.Lock:
+    """This process's lock for ``path`` (``setdefault``: two threads get the same one)."""
+    lock = _process_locks.get(path)
+    if lock is None:
+        lock = _process_locks.setdefault(path, threading.Lock())
+    return lock
+
+
+_held: dict[object, int] = {}  # the descriptor of every lock this process's writers hold
+_threads = threading.local()
+
+
+def _turns_of_this_thread() -> dict[str, int]:
+    """How deep this thread is in the turn of each lock file it holds."""
+    if not hasattr(_threads, "turns"):
+        _threads.turns = {}
+    return _threads.turns  # type: ignore[no-any-return]
+
+
+def _forget_held_locks() -> None:
+    """In a forked child: close the copies of descriptors the parent's writers held.
+
+    A ``flock`` belongs to the open file, which the child's copy keeps open: left alone, the
+    lock would outlive the parent's writer and stop every writer until the child exits. The
+    process locks are made anew: one a parent's thread held would stay held in the child.
+    """
+    for fd in _held.values():
+        with suppress(OSError):
+            os.close(fd)
+    _held.clear()
+    _process_locks.clear()
+
+
+forksafe.after_fork(_forget_held_locks)
 
 
 def _writer_lock_path(engine: Engine) -> str | None:
@@ -207,34 +220,6 @@ def _writer_lock_path(engine: Engine) -> str | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return f"{database}-writer.lock"
-
-
-@contextmanager
-def raw_write(engine: Engine) -> Iterator[Any]:
-    """A write transaction on a pooled driver connection; yields a DBAPI cursor.
-
-    For the one hot path that runs a single prebuilt statement (the webhook inbox): no
-    SQLAlchemy connection, events or result objects, which cost more than the insert. Like
-    :func:`transaction` it begins IMMEDIATE on SQLite (the pool's connections run in
-    autocommit, see ``_sqlite_pragmas``), commits on success and rolls back on any error.
-    Errors are the driver's own (``engine.dialect.dbapi.IntegrityError``, ...).
-    """
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        try:
-            if engine.dialect.name == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
-            yield cursor
-            connection.commit()
-        except BaseException:
-            with suppress(Exception):  # a broken connection: the pool finds out on checkout
-                connection.rollback()
-            raise
-        finally:
-            cursor.close()
-    finally:
-        connection.close()  # back to the pool
 
 
 def alembic_config(url: str) -> Any:

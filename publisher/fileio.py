@@ -110,8 +110,8 @@ def _fsync_path(path: str | Path, flags: int) -> None:
 
 
 def fsync_folder(folder: Path) -> None:
-    """Make a rename or a new link in ``folder`` durable (no-op on Windows: no folder fsync)."""
-    if os.name == "nt":  # pragma: no cover
+    """Flush a folder's entries to disk: a rename or a new link in it survives a crash."""
+    if os.name == "nt":  # pragma: no cover - no folder fsync there
         return
     _fsync_path(folder, os.O_RDONLY)
 

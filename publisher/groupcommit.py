@@ -11,8 +11,9 @@ Leader/follower, no thread of its own: the first caller to find the committer id
 It takes every queued item (up to ``max_batch``), runs ``write`` on them, wakes each
 caller with its result, then hands the lead to the first caller that queued meanwhile, or
 leaves the committer idle. So a queued item always has a request thread that will commit
-it; a fork copies no committer thread (there is none); and a graceful shutdown, which
-waits for in-flight requests, waits for their commits too.
+it, and a graceful shutdown, which waits for in-flight requests, waits for their commits
+too. A forked child starts with an idle committer and an empty queue
+(:mod:`publisher.forksafe`): the callers queued at the fork are threads of the parent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
+
+from publisher import forksafe
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,9 +70,9 @@ class GroupCommitter(Generic[T, R]):
     """Runs ``write(items) -> results`` (one result per item, in order) for many threads.
 
     ``write`` must commit all of its items or none, and raise if it did not commit.
-    ``gate``, if given, is entered by a leader *before* it takes its batch: a lock shared
-    with other processes, say, so that what queues while the leader waits for it joins
-    the batch.
+    ``gate``, if given, is entered by a leader *before* it takes its batch, so that what
+    queues while the leader waits for it joins the batch: on SQLite, the writers' turn
+    (:func:`publisher.db.writer_lock`), which ``write`` then holds for its transaction.
     """
 
     def __init__(
@@ -81,6 +84,10 @@ class GroupCommitter(Generic[T, R]):
         self.write = write
         self.max_batch = max(1, max_batch)
         self.gate = gate
+        self._idle()
+        forksafe.after_fork(self._idle)
+
+    def _idle(self) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Waiter[T, R]] = []
         self._busy = False  # a leader is running; while it is, queued items wait for it

@@ -99,11 +99,15 @@ class SecuredPolicySchema(Strict):
 
 
 class SecuredAlarmSchema(Strict):
+    """A burst of invalid envelopes from one source (docs/secured.md, "Alarm")."""
+
     invalid = Count(required=True, validate=_at_least(1))
-    seconds = Number(required=True, validate=_positive())
+    seconds = Number(required=True, validate=_at_least(1))
 
 
 class ReadinessSchema(Strict):
+    """What ``/readyz`` calls a full disk (docs/operations.md)."""
+
     min_free_bytes = Count(required=True, validate=_at_least(0))
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from publisher.envelopes import seal
+from publisher.keyring import Keyring, generate_key
 from publisher.models import Record
 from tests.conftest import DATA
 
@@ -181,7 +183,9 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     """Same files, same environment: validate predicts each of ingest's answers."""
     records = tmp_path / "records"
     records.mkdir()
-    (records / "good.json").write_text(json.dumps(seed_json))
+    # sealed for a key we do not hold: accepted (a legacy envelope would be refused here)
+    sealed = seal({"a": 1}, Keyring.from_jwks([generate_key("dir")]), "jwe")
+    (records / "good.json").write_text(json.dumps(dict(seed_json, secured=sealed)))
     (records / "unknown-field.json").write_text(json.dumps(dict(seed_json, colour="red")))
     (records / "no-title.json").write_text(json.dumps(dict(seed_json, title="")))
     (records / "bad-envelope.json").write_text(json.dumps(dict(seed_json, secured="x;y")))
@@ -189,9 +193,8 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     (records / "unsecured.json").write_text(json.dumps(unsecured))
     (records / "broken.json").write_text('{"title": ')
     config = tmp_path / "publisher.yaml"
-    config.write_text(
-        "sources:\n  cms:\n    secured: {required: true, on_failure: quarantine, legacy: refuse}\n"
-    )
+    policy = "{required: true, on_failure: quarantine, legacy: refuse}"
+    config.write_text(f"sources:\n  cms:\n    secured: {policy}\n")
     env = {
         "PATH": "/usr/bin:/bin",
         "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD": "1",
@@ -223,7 +226,5 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     assert any("no-title.json: title:" in p for p in refused)
     assert any("broken.json" in p for p in refused)
     assert f"{records}/bad-envelope.json: would be quarantined (secured policy)" in validated[1]
-    # the seed's own envelope is legacy AES-CBC, which this source refuses: quarantined too
-    assert f"{records}/good.json: would be quarantined (secured policy)" in validated[1]
-    assert "2 quarantined" in validated[2] and "2 quarantined" in ingested[2]
-    assert "6 records checked, 4 invalid, 2 quarantined" in validated[2]
+    assert "1 quarantined" in validated[2] and "1 quarantined" in ingested[2]
+    assert "6 records checked, 4 invalid, 1 quarantined" in validated[2]

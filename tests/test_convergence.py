@@ -171,7 +171,8 @@ def test_scheduled_events_carry_the_time_of_their_transition(
     app, client, auth, seed_json, recorded
 ):
     now = datetime.now(UTC).replace(microsecond=0)
-    live_at, gone_at = now + timedelta(seconds=2), now + timedelta(seconds=4)
+    # far enough apart that a loaded machine still runs each at its time, not after the next
+    live_at, gone_at = now + timedelta(seconds=3), now + timedelta(seconds=7)
     seed_json.update(published=True, publishedDateTime=iso(live_at), expiresAt=iso(gone_at))
     submit(client, auth, seed_json)
     drain(app)

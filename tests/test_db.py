@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, text
 
-from publisher import db
 from publisher.db import (
     make_engine,
-    make_sessionmaker,
-    transaction,
     upgrade,
     write_connection,
     writer_lock,
 )
 from publisher.models import Base
 from publisher.queue import make_huey
+from tests.concurrency import forked, wait_until
 
 
 def test_migrations_match_the_models(tmp_path):
@@ -102,40 +106,113 @@ def test_sqlite_queue_commits_without_fsync_but_consistently(tmp_path):
     assert huey.storage.dequeue() == b"message"
 
 
-def test_sqlite_writers_queue_on_the_writer_lock(tmp_path):
-    """A second writer waits on the lock file until the first has committed (it does not
-    sleep in SQLite's busy handler), and sees what the first wrote."""
-    engine = _engine_with_a_table(tmp_path / "lock.db")
-    events: list[str] = []
-    inside = threading.Event()
+@contextmanager
+def lock_file_held(database: Path) -> Iterator[Path]:
+    """Hold the writers' lock file of ``database`` as another process's writer would."""
+    path = Path(f"{database}-writer.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)
 
-    def first() -> None:
+
+def waiting_for(lock_file: Path) -> int:
+    """How many ``flock`` waiters the kernel lists for ``lock_file`` (``/proc/locks``)."""
+    inode = f":{lock_file.stat().st_ino} "
+    return sum("-> FLOCK" in line and inode in line for line in open("/proc/locks"))
+
+
+def sqlite_write_lock_is_free(database: Path) -> bool:
+    """True if a writer outside publisher gets SQLite's write lock at once."""
+    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_a_sqlite_writer_waits_for_its_turn_on_the_lock_file_not_inside_sqlite(tmp_path):
+    """While another process's writer holds the turn, a writer sleeps on the lock file:
+    it has not begun its transaction (SQLite's lock is free), and goes on once released."""
+    database = tmp_path / "turn.db"
+    engine = _engine_with_a_table(database)
+    done = threading.Event()
+
+    def write() -> None:
         with write_connection(engine) as connection:
-            inside.set()
-            time.sleep(0.2)
             connection.execute(text("INSERT INTO t (name) VALUES ('a')"))
-            events.append("first commits")
+        done.set()
 
-    thread = threading.Thread(target=first)
-    thread.start()
-    inside.wait(5)
-    with write_connection(engine) as connection:
-        events.append("second begins")
-        names = connection.execute(text("SELECT name FROM t")).scalars().all()
-    thread.join()
+    with lock_file_held(database) as lock_file:
+        writer = threading.Thread(target=write)
+        writer.start()
+        wait_until(lambda: waiting_for(lock_file) == 1)
+        assert sqlite_write_lock_is_free(database)
+        assert not done.is_set()
+    writer.join(10)
+    assert done.is_set()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT name FROM t")).scalars().all() == ["a"]
     engine.dispose()
-    assert events == ["first commits", "second begins"]
-    assert names == ["a"]
-    assert (tmp_path / "lock.db-writer.lock").exists()
 
 
-def test_a_nested_writer_does_not_wait_for_itself(tmp_path):
-    engine = _engine_with_a_table(tmp_path / "nested.db")
-    with writer_lock(engine), writer_lock(engine), write_connection(engine) as connection:
-        connection.execute(text("INSERT INTO t (name) VALUES ('b')"))
+def test_of_a_processs_waiting_writers_one_waits_on_the_lock_file(tmp_path):
+    """The others wait on a lock of their process: each process gets its turn, however
+    many of its threads wait (a worker's delivery threads against a web process's leader)."""
+    database = tmp_path / "fair.db"
+    engine = _engine_with_a_table(database)
+    waiting = threading.Barrier(5)
+
+    def write() -> None:
+        waiting.wait(10)
+        with write_connection(engine) as connection:
+            connection.execute(text("INSERT INTO t (name) VALUES ('w')"))
+
+    with lock_file_held(database) as lock_file:
+        writers = [threading.Thread(target=write) for _ in range(4)]
+        for writer in writers:
+            writer.start()
+        waiting.wait(10)  # all four are on their way to the turn
+        wait_until(lambda: waiting_for(lock_file) >= 1)
+        time.sleep(0.2)  # time for the others to queue on the file too, if they would
+        assert waiting_for(lock_file) == 1
+    for writer in writers:
+        writer.join(10)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 4
+    engine.dispose()
+
+
+def test_a_thread_keeps_its_turn_for_the_writes_it_nests_until_the_outermost_ends(tmp_path):
+    """As a group commit's leader does: it takes the turn, then opens its transaction."""
+    database = tmp_path / "nested.db"
+    engine = _engine_with_a_table(database)
+    with writer_lock(engine):
+        with write_connection(engine) as connection:
+            connection.execute(text("INSERT INTO t (name) VALUES ('b')"))
+        assert not turn_is_free(database)  # the inner one ended, the thread's turn did not
+    assert turn_is_free(database)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 1
     engine.dispose()
+
+
+def turn_is_free(database: Path) -> bool:
+    """True if another process's writer would get the turn at once."""
+    fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _engine_with_a_table(path: Path) -> Engine:
@@ -145,48 +222,81 @@ def _engine_with_a_table(path: Path) -> Engine:
     return engine
 
 
-def test_sqlite_writers_of_many_threads_take_turns_and_all_commit(tmp_path):
+#: writers that fail at once with "database is locked" if they ever meet SQLite's lock
+BUMPS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from sqlalchemy import event, text
+from publisher.db import make_engine, make_sessionmaker, transaction
+
+engine = make_engine(sys.argv[1])
+event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA busy_timeout=0"))
+sessions = make_sessionmaker(engine)
+
+def bump(_):
+    with transaction(sessions) as session:
+        value = session.execute(text("SELECT n FROM counter")).scalar_one()
+        session.execute(text("UPDATE counter SET n = :n"), {"n": value + 1})
+
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(bump, range(int(sys.argv[2]))))
+"""
+
+
+def test_sqlite_writers_of_many_processes_and_threads_never_meet_sqlites_lock(tmp_path):
+    """With SQLite's busy timeout at 0, a writer that found the database locked would fail:
+    every one of them commits, so they took turns on the lock file, never inside SQLite."""
     url = f"sqlite:///{tmp_path / 'turns.db'}"
     engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
-    with engine.begin() as connection:
+    with write_connection(engine) as connection:
         connection.execute(text("CREATE TABLE counter (n INTEGER)"))
         connection.execute(text("INSERT INTO counter VALUES (0)"))
-    inside, most = [0], [0]
-    guard = threading.Lock()
-
-    def bump() -> None:
-        with transaction(sessions) as session:
-            with guard:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-            value = session.execute(text("SELECT n FROM counter")).scalar_one()
-            session.execute(text("UPDATE counter SET n = :n"), {"n": value + 1})
-            with guard:
-                inside[0] -= 1
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda _: bump(), range(200)))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUMPS, url, "150"], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outcomes = [(p.wait(timeout=90), p.stderr.read()) for p in processes]
+    assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT n FROM counter")).scalar_one() == 200
-    assert most[0] == 1  # one writer at a time, by the queue, not by SQLite's busy handler
-    assert (tmp_path / "turns.db-writer.lock").exists()
+        assert connection.execute(text("SELECT n FROM counter")).scalar_one() == 450
     engine.dispose()
 
 
-def test_the_writer_lock_of_threads_is_the_processs_own_after_a_fork(tmp_path, monkeypatch):
-    path = str(tmp_path / "x.db-writer.lock")
-    parent = db._threads_lock(path)
-    assert db._threads_lock(path) is parent
-    monkeypatch.setattr(db.os, "getpid", lambda: -1)  # as seen from a child
-    assert db._threads_lock(path) is not parent
+def test_a_forked_child_does_not_keep_the_lock_its_parents_writer_held(tmp_path):
+    """A ``flock`` lives as long as any copy of its descriptor: the child closes its copy,
+    so once the parent's writer commits, the child (and everyone else) gets the turn."""
+    engine = _engine_with_a_table(tmp_path / "fork.db")
+    inside, release = threading.Event(), threading.Event()
+
+    def parent_writer() -> None:
+        with write_connection(engine) as connection:
+            connection.execute(text("INSERT INTO t (name) VALUES ('parent')"))
+            inside.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=parent_writer)
+    writer.start()
+    inside.wait(10)
+
+    def child() -> None:
+        # (SQLite itself must not be used across a fork with a transaction open: the child
+        # only takes its turn on the lock file)
+        with writer_lock(engine):
+            pass
+
+    with forked(child) as exit_code:
+        release.set()
+        writer.join(10)
+    assert exit_code() == 0  # the child got the turn; it did not wait forever for its copy
+    with write_connection(engine) as connection:  # and so does the parent
+        assert connection.execute(text("SELECT name FROM t")).scalars().all() == ["parent"]
+    engine.dispose()
 
 
 def test_processes_starting_at_once_on_a_fresh_sqlite_file_all_migrate(tmp_path):
     """gunicorn's workers each run the upgrade on start; they must not race on the DDL."""
-    import subprocess
-    import sys
-
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     script = "import sys; from publisher.db import upgrade; upgrade(sys.argv[1])"
     starts = [
@@ -199,3 +309,26 @@ def test_processes_starting_at_once_on_a_fresh_sqlite_file_all_migrate(tmp_path)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
+
+
+def test_a_migration_waits_for_its_turn_before_it_looks_at_the_schema(tmp_path):
+    """So of several processes starting on a fresh file, one creates the tables and the
+    others, migrating after it, find them there."""
+    database = tmp_path / "waits.db"
+    url = f"sqlite:///{database}"
+    script = "import sys; from publisher.db import upgrade; upgrade(sys.argv[1])"
+    with lock_file_held(database) as lock_file:
+        start = subprocess.Popen([sys.executable, "-c", script, url])
+        wait_until(lambda: waiting_for(lock_file) == 1, seconds=60)
+        assert start.poll() is None
+        assert not database.exists() or "alembic_version" not in _tables(database)
+    assert start.wait(timeout=60) == 0
+    assert "alembic_version" in _tables(database)
+
+
+def _tables(database: Path) -> set[str]:
+    connection = sqlite3.connect(database)
+    try:
+        return {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    finally:
+        connection.close()

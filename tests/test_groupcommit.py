@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -13,17 +12,9 @@ import pytest
 
 from publisher.background import Feeder
 from publisher.groupcommit import CommitFailed, GroupCommitter
+from tests.concurrency import forked, wait_until
 
 CALLERS = 12
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Poll until ``condition`` holds; fails the test after ``seconds`` (never a timing check)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("the condition did not hold in time")
-        time.sleep(0.001)
 
 
 class HeldWrites:
@@ -137,6 +128,32 @@ def test_the_gate_is_held_around_taking_and_writing_the_batch():
 
     committer: GroupCommitter[int, bool] = GroupCommitter(write, gate=gate)
     assert committer.submit(1) is True
+
+
+def test_a_forked_child_starts_with_an_idle_committer_of_its_own():
+    """Forked while a leader writes and callers wait: those are threads of the parent, so
+    the child's first caller leads at once instead of waiting for them forever."""
+    writing, release = threading.Event(), threading.Event()
+
+    def write(items: list[int]) -> list[int]:
+        if not writing.is_set():
+            writing.set()
+            release.wait(10)
+        return [item * 10 for item in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write)
+    with ThreadPoolExecutor(4) as pool:
+        results = pool.map(committer.submit, range(4))
+        writing.wait(10)
+        wait_until(lambda: len(committer._queue) == 3)  # the others wait behind the leader
+
+        def child() -> None:
+            assert committer.submit(7) == 70
+
+        with forked(child) as exit_code:
+            release.set()
+        assert exit_code() == 0
+        assert list(results) == [0, 10, 20, 30]  # the parent's callers all got theirs
 
 
 def test_an_interrupt_in_the_write_still_wakes_the_batch_then_goes_on():

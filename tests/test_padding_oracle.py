@@ -46,12 +46,14 @@ def _observe(client, submit: dict[str, str], read: dict[str, str], n: int, envel
     answer = client.post("/api/v1/records", json=record, headers=submit)
     shown = client.get(f"/api/v1/records/probe-{n}", headers=read)
     listed = client.get("/api/v1/records?limit=1", headers=read).json["items"][0]
+    page = client.get("/api/v1/overview/records?limit=1", headers=read).json["items"][0]
     body: dict[str, Any] = dict(answer.json)
     body.pop("id", None)
     detail = {k: v for k, v in shown.json.items() if k not in ("id", "record")}
     detail.pop("created_at"), detail.pop("updated_at")
     return json.dumps(
-        [answer.status_code, body, shown.status_code, detail, listed["secured"]], sort_keys=True
+        [answer.status_code, body, shown.status_code, detail, listed["secured"], page["secured"]],
+        sort_keys=True,
     )
 
 

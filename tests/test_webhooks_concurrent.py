@@ -32,8 +32,8 @@ from tests.backends import (  # noqa: F401 - fixtures: backend
     backend_fixture,
     drain,
 )
+from tests.concurrency import wait_until
 from tests.conftest import DATA
-from tests.test_groupcommit import wait_until
 from tests.test_webhooks import SECRET, signed_headers
 
 REQUESTS = 24
@@ -94,7 +94,7 @@ def first_commit_held(app: Flask, total: int) -> Iterator[list[list[str]]]:
 
     def held(rows: list[dict[str, Any]]) -> list[int | None]:
         if not batches:
-            queue = writer._committer()._queue
+            queue = writer.committer._queue
             wait_until(lambda: len(rows) + len(queue) >= total, seconds=60)
         batches.append([row["webhook_id"] for row in rows])
         return insert(rows)
@@ -130,18 +130,18 @@ def test_concurrent_webhooks_are_each_committed_once_in_shared_batches(hook_app,
 
 
 def test_a_failed_commit_answers_503_to_every_request_of_its_batch(hook_app, server, monkeypatch):
-    real, failures = inboxwriter.raw_write, []
+    real, failures = inboxwriter.write_connection, []
 
     @contextmanager
     def commit_fails_once(engine: Any) -> Iterator[Any]:
-        with real(engine) as cursor:
-            yield cursor  # the rows are inserted, then the commit fails: all rolled back
+        with real(engine) as connection:
+            yield connection  # the rows are inserted, then the commit fails: all rolled back
             if len(failures) == 1:  # the second batch: the one of the queued requests
                 failures.append("failed")
                 raise sqlite3.OperationalError("disk I/O error")
             failures.append("ok")
 
-    monkeypatch.setattr(inboxwriter, "raw_write", commit_fails_once)
+    monkeypatch.setattr(inboxwriter, "write_connection", commit_fails_once)
     msg_ids = [f"msg_{n}" for n in range(REQUESTS)]
     with first_commit_held(hook_app, total=REQUESTS) as batches:
         answers = post_all(server, msg_ids)
@@ -174,16 +174,6 @@ def test_rows_are_stored_as_the_orm_would_store_them(hook_app, server):
     assert (row.source, row.status, row.content_type) == ("cms", "pending", "application/json")
     assert row.received_at.tzinfo is not None
     assert before <= row.received_at <= datetime.now(UTC)
-
-
-def test_the_committer_of_a_forked_child_is_its_own(hook_app, monkeypatch):
-    writer = inbox_processor(hook_app).writer
-    parent = writer._committer()
-    assert writer._committer() is parent
-    monkeypatch.setattr(inboxwriter.os, "getpid", lambda: -1)  # as seen from a child
-    child = writer._committer()
-    assert child is not parent
-    assert writer._committer() is child
 
 
 def test_a_row_failing_another_constraint_does_not_fail_its_batch(hook_app):

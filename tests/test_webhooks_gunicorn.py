@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from publisher.app import create_app
 from publisher.models import InboxItem
+from tests.concurrency import wait_until
 from tests.conftest import DATA
-from tests.test_groupcommit import wait_until
 from tests.test_webhooks import SECRET, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -406,3 +406,16 @@ def test_a_retraction_is_remembered_until_a_newer_revision(tmp_path: Path) -> No
     again = record("r", revision=3)
     output.publish(again, event(again, "updated"))
     assert output.inventory() == {"r": 3}
+
+
+def test_a_file_deleted_by_hand_is_missing_from_the_inventory_until_republished(
+    tmp_path: Path,
+) -> None:
+    output = make_output(tmp_path)
+    rec = record("gone-by-hand")
+    output.publish(rec, event(rec))
+    markdown_files(tmp_path / "site")[0].unlink()
+    assert output.inventory() == {}
+    output.publish(rec, event(rec))  # what reconcile sends
+    assert output.inventory() == {"gone-by-hand": 1}
+    assert len(markdown_files(tmp_path / "site")) == 1
