@@ -20,9 +20,11 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/publisher serve --host $(HOST) --port $(PORT)
 
+# lint-imports checks the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask
 
-from publisher import metrics as metrics_core
 from publisher.config import load_settings
+from publisher.inbox import InboxProcessor
 from publisher.intake import Intake
 from publisher.services import build_services
 
@@ -41,12 +41,14 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     services = build_services(settings)
     app.extensions["publisher"] = services
-    app.extensions["publisher.intake"] = Intake(services)
-    # the inbox's huey task must be known to every process that consumes the queue
-    services.dispatcher.also_sweep.append(webhooks.inbox_processor(app).sweep)
+    intake = app.extensions["publisher.intake"] = Intake(services)
+    # built here, not on first use: building it registers the inbox's huey task, which every
+    # process that consumes the queue must know; the API and the CLI share this one
+    inbox = app.extensions[webhooks.EXTENSION] = InboxProcessor(services, intake)
+    services.dispatcher.also_sweep.append(inbox.sweep)
     errors.register(app)
     requests.register(app)
-    metrics_core.register(app).registry.register(app.extensions["publisher.intake"].envelope_alarm)
+    metrics.register(app).registry.register(intake.envelope_alarm)
     blueprints = (
         records,
         deliveries,

@@ -149,11 +149,11 @@ def load_settings(
     config_path = environ.get("PUBLISHER_CONFIG")
     if config_path:
         data = _read_file(Path(config_path))
-        _merge(settings, data)
+        merge_into(settings, data)
         _mark(origins, data, (), str(Path(config_path)))
     raw_env = _apply_prefixed_env(settings, environ, origins)
     if overrides:
-        _merge(settings, overrides)
+        merge_into(settings, overrides)
         _mark(origins, overrides, (), OVERRIDES)
     checked = check_settings(settings, origins)
     if config_path:
@@ -236,11 +236,11 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+def merge_into(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
     """Merge ``extra`` into ``base`` recursively (mappings merge, anything else replaces)."""
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge_into(base[key], value)
         else:
             base[key] = copy.deepcopy(value)
 

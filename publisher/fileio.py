@@ -111,6 +111,8 @@ def _fsync_path(path: str | Path, flags: int) -> None:
 
 def fsync_folder(folder: Path) -> None:
     """Flush a folder's entries to disk: a rename or a new link in it survives a crash."""
+    if os.name == "nt":  # pragma: no cover - no folder fsync there
+        return
     _fsync_path(folder, os.O_RDONLY)
 
 

@@ -41,6 +41,7 @@ from publisher.inboxwriter import InboxWriter
 from publisher.intake import STORE_REFUSED, Intake, ItemResult, is_outage
 from publisher.models import InboxItem, QuarantineItem, utcnow
 from publisher.queries import decode_cursor, encode_cursor
+from publisher.records import instant_text
 from publisher.services import Services
 from publisher.webhooks import Verifier
 
@@ -392,8 +393,8 @@ def quarantine_dict(row: QuarantineItem, *, detail: bool = False) -> dict[str, A
         "reason": row.reason,
         "errors": row.errors or {},
         "record_id": row.record_id,
-        "created_at": _iso(row.created_at),
-        "replayed_at": _iso(row.replayed_at),
+        "created_at": instant_text(row.created_at),
+        "replayed_at": instant_text(row.replayed_at),
     }
     if detail:
         answer["payload"] = row.payload.decode("utf-8", errors="replace")
@@ -430,7 +431,3 @@ def _item_errors(failed: list[tuple[int, ItemResult]], batch: bool) -> dict[str,
 
 def _single_id(results: list[ItemResult]) -> str | None:
     return results[0].id if len(results) == 1 else None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -13,7 +13,9 @@ values, JWE/JWS compact strings, and the value of any field named like ``secured
 secret logged by mistake in a message, an argument or a traceback is masked too.
 
 :func:`log_context` binds fields (``request_id`` above all) to every line logged inside
-it, for code that runs outside a Flask request (the worker).
+it: the HTTP layer binds the request id for each request (``api/requests.py``), the worker
+binds it for each delivery. This module holds a context variable rather than reading Flask's
+``g``, so the worker's dispatch logs without Flask.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
-
-from flask import g, has_app_context
 
 MASK = "[redacted]"
 _HANDLER_MARK = "_publisher_handler"
@@ -95,14 +95,14 @@ class RedactFilter(logging.Filter):
 
 
 class ContextFilter(logging.Filter):
-    """Adds ``request_id`` (Flask's ``g`` or :func:`log_context`) and bound fields."""
+    """Adds the fields bound by :func:`log_context` (``request_id`` above all)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for name, value in (_context.get() or {}).items():
             if not hasattr(record, name):
                 setattr(record, name, value)
         if getattr(record, "request_id", None) is None:
-            record.request_id = g.get("request_id") if has_app_context() else None
+            record.request_id = (_context.get() or {}).get("request_id")
         return True
 
 
@@ -129,11 +129,24 @@ class JsonFormatter(logging.Formatter):
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Bind ``fields`` (``request_id=...``, ``delivery_id=...``) to every line inside."""
-    token = _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
+    token = bind(**fields)
     try:
         yield
     finally:
         _context.reset(token)
+
+
+def bind(**fields: Any) -> contextvars.Token[Mapping[str, Any] | None]:
+    """Bind ``fields`` until :func:`unbind`: for a request, whose start and end are two hooks."""
+    return _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
+
+
+def unbind(token: contextvars.Token[Mapping[str, Any] | None]) -> None:
+    """Undo one :func:`bind` (a token from another context is dropped: nothing to undo)."""
+    try:
+        _context.reset(token)
+    except ValueError:
+        _context.set(None)
 
 
 def make_handler(stream: TextIO | None = None, fmt: str = "json") -> logging.Handler:

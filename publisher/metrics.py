@@ -9,7 +9,8 @@ Where the numbers come from:
   hooks third-party plugins see), so intake and dispatch need no metrics code;
 - refusals: the ``record_rejected`` hook, by the error ``code`` of each refused item or body;
 - HTTP: ``before_request`` / ``after_request`` (route template, never the raw path, so
-  the label set stays bounded);
+  the label set stays bounded), wired by ``publisher/api/metrics.py``: this module knows
+  no Flask;
 - queue depth, pending/dead deliveries and held quarantine: counted from the store and the
   queue, so they are right whichever process changed them, but never on the scrape's own
   time: a scrape answers the last snapshot, and a stale one (older than
@@ -28,16 +29,14 @@ empty folder (before start) and the counters of all workers are summed at scrape
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, g, request
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -242,35 +241,3 @@ class MetricsPlugin:
     def delivery_failed(self, output: str, dead: bool) -> None:
         outcome = "dead" if dead else "failed"
         self.metrics.deliveries.labels(output=output, outcome=outcome).inc()
-
-
-def register(app: Flask) -> Metrics:
-    """Wire metrics into ``app`` (idempotent): the counting plugin and HTTP timing."""
-    if EXTENSION in app.extensions:
-        return app.extensions[EXTENSION]
-    services = app.extensions["publisher"]
-    metrics = Metrics(services)
-    app.extensions[EXTENSION] = metrics
-    services.pm.register(MetricsPlugin(metrics), name="publisher-metrics")
-    app.before_request(_start_timer)
-    app.after_request(functools.partial(_observe, metrics))
-    return metrics
-
-
-def _start_timer() -> None:
-    g.metrics_started = time.perf_counter()
-
-
-def _observe(metrics: Metrics, response: Response) -> Response:
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics.responses.labels(request.method, route, str(response.status_code)).inc()
-    started = g.get("metrics_started")
-    if started is not None:
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
-    return response
-
-
-def sample(app: Flask, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-    """One sample's value from the app's registry (for tests and the CLI)."""
-    value = app.extensions[EXTENSION].registry.get_sample_value(name, dict(labels or {}))
-    return value

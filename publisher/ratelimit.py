@@ -8,6 +8,9 @@ average rate. Over the limit, the answer is 429 with ``Retry-After`` (whole seco
 The buckets live in the process: under gunicorn with N workers each worker has its own,
 so a client may get up to N times the limit. That is a guard against a runaway client,
 not a quota; put a shared limiter at the proxy if you need an exact one.
+
+This module knows no Flask: the HTTP layer keeps one :class:`RateLimiter` per app and asks
+it per token and per source (``publisher/api/limits.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +21,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from flask import Flask
-
 from publisher.errors import TooManyRequests
 
-EXTENSION = "publisher.ratelimit"
 MAX_KEYS = 10_000  # least recently used buckets are dropped beyond this (a full bucket)
 
 
@@ -48,18 +48,11 @@ class RateLimiter:
         return wait
 
 
-def limiter_of(app: Flask) -> RateLimiter:
-    limiter = app.extensions.get(EXTENSION)
-    if limiter is None:
-        limiter = app.extensions.setdefault(EXTENSION, RateLimiter())
-    return limiter
-
-
-def check_rate(app: Flask, key: str, per_minute: int) -> None:
+def check_rate(limiter: RateLimiter, key: str, per_minute: int) -> None:
     """Raise 429 (with ``Retry-After``) if ``key`` is over ``per_minute``; 0 = no limit."""
     if not per_minute or per_minute <= 0:
         return
-    wait = limiter_of(app).take(key, int(per_minute))
+    wait = limiter.take(key, int(per_minute))
     if wait > 0:
         seconds = max(1, math.ceil(wait))
         raise TooManyRequests(
@@ -67,15 +60,3 @@ def check_rate(app: Flask, key: str, per_minute: int) -> None:
             errors={"_rate": [f"at most {per_minute} requests per minute"]},
             headers={"Retry-After": str(seconds)},
         )
-
-
-def check_token_rate(app: Flask, token_id: int) -> None:
-    """The per-token limit; call after the token is authenticated."""
-    limit = app.config["PUBLISHER"]["rate_limits"].get("per_token_per_minute", 0)
-    check_rate(app, f"token:{token_id}", limit)
-
-
-def check_source_rate(app: Flask, source: str) -> None:
-    """The per-source limit; call after the webhook signature is verified."""
-    limit = app.config["PUBLISHER"]["rate_limits"].get("per_source_per_minute", 0)
-    check_rate(app, f"source:{source}", limit)

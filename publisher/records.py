@@ -71,6 +71,11 @@ def public_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k not in PRIVATE_FIELDS}
 
 
+def instant_text(value: datetime | None) -> str | None:
+    """An instant as the API writes it: ISO 8601 in UTC, with ``Z`` (the inverse of the below)."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
 def parse_instant(value: Any) -> datetime | None:
     """An ISO 8601 string (as validation leaves it) as an aware datetime.
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from publisher.app import create_app
+from publisher.config import merge_into
 from publisher.db import transaction
 from publisher.testing import drain as drain  # tests import it from here too
 from publisher.tokens import create_token
@@ -59,7 +61,8 @@ def make_app(base_settings: dict[str, Any]) -> Iterator[Callable[..., Flask]]:
     apps: list[Flask] = []
 
     def factory(**overrides: Any) -> Flask:
-        settings = _merge(base_settings, overrides)
+        settings = copy.deepcopy(base_settings)
+        merge_into(settings, overrides)
         app = create_app(overrides=settings, environ={})
         app.config["TESTING"] = True
         apps.append(app)
@@ -135,16 +138,6 @@ def bearer(app: Flask, *scopes: str) -> dict[str, str]:
 def vectors() -> Path:
     """The public vectors copied into the repository, so a fresh clone tests alone."""
     return VECTORS
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = json.loads(json.dumps(base))
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def copy_seed(tmp_path: Path) -> Path:

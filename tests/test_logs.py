@@ -65,6 +65,14 @@ def test_a_request_id_is_on_lines_logged_during_the_request(app, client, lines):
     assert noisy and noisy[0]["request_id"] == "req-42"
 
 
+def test_the_request_id_ends_with_its_request(app, client, lines):
+    client.get("/noisy", headers={"X-Request-Id": "req-1"})
+    client.get("/noisy", headers={"X-Request-Id": "req-2"})
+    logging.getLogger("publisher.test").warning("between requests")
+    ids = [line["request_id"] for line in lines() if line["logger"] == "publisher.test"]
+    assert ids == ["req-1", "req-2", None]
+
+
 def test_secrets_are_redacted_from_message_arguments_and_extra(app, client, lines):
     client.get("/noisy")
     text = "\n".join(json.dumps(line) for line in lines())

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from publisher import metrics
+from publisher.api import metrics
 from publisher.models import Delivery, utcnow
 from tests.conftest import bearer, drain
 

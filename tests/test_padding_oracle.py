@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from publisher.api.metrics import sample
 from publisher.app import create_app
 from publisher.envelopes import seal
 from publisher.errors import ConfigError
 from publisher.keyring import Keyring, generate_key, write_key
-from publisher.metrics import sample
 from tests.conftest import bearer
 
 

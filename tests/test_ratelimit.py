@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from publisher.api.limits import limiter_of
 from publisher.db import transaction
 from publisher.errors import TooManyRequests
 from publisher.ratelimit import RateLimiter, check_rate
@@ -58,7 +59,7 @@ def test_check_rate_answers_429_with_retry_after(make_app):
     app = make_app()
 
     def limited():
-        check_rate(app, "route", 1)
+        check_rate(limiter_of(app), "route", 1)
         return "ok"
 
     app.add_url_rule("/limited", view_func=limited)
@@ -73,14 +74,14 @@ def test_check_rate_answers_429_with_retry_after(make_app):
 def test_zero_means_no_limit(make_app):
     app = make_app()
     for _ in range(100):
-        check_rate(app, "k", 0)
+        check_rate(limiter_of(app), "k", 0)
 
 
 def test_check_rate_raises_the_publisher_error(make_app):
     app = make_app()
-    check_rate(app, "k", 1)
+    check_rate(limiter_of(app), "k", 1)
     with pytest.raises(TooManyRequests) as caught:
-        check_rate(app, "k", 1)
+        check_rate(limiter_of(app), "k", 1)
     assert caught.value.headers["Retry-After"] == "60"
 
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from publisher.ratelimit import check_token_rate
+from publisher.api.limits import check_token_rate
 from publisher.tokens import Principal, authenticate_cached, require_scope
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -16,13 +16,13 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from publisher import overview, queries
 from publisher.api.auth import bearer_token, requires
+from publisher.api.limits import check_token_rate
 from publisher.api.records import secured_status
 from publisher.api.requests import limit_arg
 from publisher.api.schemas_out import RECORD_STATES
 from publisher.errors import InvalidRecord, MalformedInput
 from publisher.models import Record, Revision, utcnow
-from publisher.ratelimit import check_token_rate
-from publisher.records import parse_instant
+from publisher.records import instant_text, parse_instant
 from publisher.tokens import SCOPES, authenticate_cached
 
 bp = Blueprint("overview", __name__, url_prefix="/api/v1")
@@ -76,10 +76,10 @@ def counts() -> Response:
         held, held_capped = overview.quarantine_count(session)
         disabled = overview.disabled_outputs(session, services.dispatcher.outputs)
     for row in per_output:
-        row["oldest_due_at"] = _iso(row["oldest_due_at"])
-        row["next_scheduled_at"] = _iso(row["next_scheduled_at"])
+        row["oldest_due_at"] = instant_text(row["oldest_due_at"])
+        row["next_scheduled_at"] = instant_text(row["next_scheduled_at"])
     for row in disabled:
-        row["since"] = _iso(row["since"])
+        row["since"] = instant_text(row["since"])
     totals = {k: sum(r[k] for r in per_output) for k in ("dead", "due", "scheduled")}
     due = [r["oldest_due_at"] for r in per_output if r["oldest_due_at"]]
     return jsonify(
@@ -161,7 +161,7 @@ def _instant(name: str) -> datetime | None:
 def _row(record: Record, cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for cell in cells.values():
         if "due_at" in cell:
-            cell["due_at"] = _iso(cell["due_at"])
+            cell["due_at"] = instant_text(cell["due_at"])
     title = record.fields.get("title")
     return {
         "id": record.id,
@@ -170,16 +170,11 @@ def _row(record: Record, cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "title": title if isinstance(title, str) else None,
         "source": record.source,
         "secured": {"status": secured_status(record)},  # no padding oracle (secure.py)
-        "published_at": _iso(record.published_at),
-        "expires_at": _iso(record.expires_at),
-        "updated_at": _iso(record.updated_at),
+        "published_at": instant_text(record.published_at),
+        "expires_at": instant_text(record.expires_at),
+        "updated_at": instant_text(record.updated_at),
         "outputs": cells,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    """UTC as the rest of the API writes it: ISO 8601 with ``Z``."""
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _revision(revision: Revision) -> dict[str, Any]:
@@ -189,5 +184,5 @@ def _revision(revision: Revision) -> dict[str, Any]:
         "event": revision.event,
         "title": title if isinstance(title, str) else None,
         "content_hash": revision.content_hash,
-        "created_at": _iso(revision.created_at),
+        "created_at": instant_text(revision.created_at),
     }

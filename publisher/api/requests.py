@@ -7,6 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from publisher import logs
 from publisher.errors import MalformedInput, TooLarge
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -17,11 +18,19 @@ def register(app: Flask) -> None:
     def _request_id() -> None:
         given = request.headers.get("X-Request-Id", "")
         g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        # every line logged while answering carries the id; logs.py itself knows no Flask
+        g.log_binding = logs.bind(request_id=g.request_id)
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
+
+    @app.teardown_request
+    def _unbind_request_id(_error: BaseException | None) -> None:
+        binding = g.pop("log_binding", None)
+        if binding is not None:
+            logs.unbind(binding)
 
 
 def read_body() -> bytes:

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
+from publisher.api.limits import check_source_rate
 from publisher.api.requests import read_body
 from publisher.inbox import InboxProcessor
-from publisher.ratelimit import check_source_rate
 
 bp = Blueprint("webhooks", __name__)
 
 EXTENSION = "publisher.inbox"
-_lock = threading.Lock()
 
 
 def inbox_processor(app: Flask) -> InboxProcessor:
-    """The app's inbox processor, built on first use (building it registers the huey task).
-
-    A worker must build it before it consumes, or it will not know the ``publisher.inbox``
-    task: ``create_app`` calls this once for that reason.
-    """
-    processor = app.extensions.get(EXTENSION)
-    if processor is not None:  # every request but the first: no lock
-        return processor
-    with _lock:
-        processor = app.extensions.get(EXTENSION)
-        if processor is None:
-            processor = InboxProcessor(
-                app.extensions["publisher"], app.extensions["publisher.intake"]
-            )
-            app.extensions[EXTENSION] = processor
-        return processor
+    """The app's inbox processor (``create_app`` builds it, with the services)."""
+    return app.extensions[EXTENSION]
 
 
 @bp.post("/webhooks/<source>")

@@ -8,13 +8,11 @@ import sys
 from base64 import b64encode
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from publisher import db
-from publisher.api.webhooks import inbox_processor
-from publisher.cli.common import echo_json_line, read_settings, services
+from publisher.cli.common import echo_json_line, inbox, read_settings, services
 from publisher.config import effective, load_settings
 from publisher.db import transaction
 from publisher.errors import ConfigError, PublisherError
@@ -81,7 +79,7 @@ def sources_add(name: str) -> None:
         else:
             source.secrets = [*source.secrets, secret]
     # this process's cache at once; other processes within webhooks.secrets_cache_seconds
-    inbox_processor(current_app).verifier.forget(name)
+    inbox().verifier.forget(name)
     click.echo(f"source {name!r}: POST /webhooks/{name}", err=True)
     click.echo(secret)
 
@@ -113,7 +111,7 @@ def sources_remove_secret(name: str, secret_or_prefix: str) -> None:
             )
         source.secrets = [s for s in stored if s != matches[0]]  # type: ignore[union-attr]
         left = len(source.secrets) + len(configured)  # type: ignore[union-attr]
-    inbox_processor(current_app).verifier.forget(name)
+    inbox().verifier.forget(name)
     click.echo(f"source {name!r}: secret removed, {left} left")
     if not left:
         click.echo(f"warning: source {name!r} has no secret: its deliveries are refused", err=True)

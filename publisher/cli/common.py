@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
 from publisher.config import Settings, load_settings
+from publisher.inbox import InboxProcessor
 from publisher.services import Services
 
 
@@ -41,6 +42,11 @@ def read_settings() -> Settings:
 
 def services() -> Services:
     return current_app.extensions["publisher"]
+
+
+def inbox() -> InboxProcessor:
+    """The app's inbox processor, the one its webhook route uses (built by ``create_app``)."""
+    return current_app.extensions["publisher.inbox"]
 
 
 def echo_json(value: Any) -> None:

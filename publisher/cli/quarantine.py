@@ -5,19 +5,17 @@ from __future__ import annotations
 import sys
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from publisher.api.webhooks import inbox_processor
-from publisher.cli.common import echo_json, services
+from publisher.cli.common import echo_json, inbox, services
 from publisher.errors import PublisherError
 from publisher.inbox import InboxProcessor, get_quarantined, list_quarantined, quarantine_dict
 from publisher.models import QuarantineItem
 
 
 def _processor() -> InboxProcessor:
-    return inbox_processor(current_app._get_current_object())  # type: ignore[attr-defined]
+    return inbox()
 
 
 @click.group("quarantine")
