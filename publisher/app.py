@@ -10,6 +10,7 @@ from flask import Flask
 
 from publisher import metrics as metrics_core
 from publisher.config import load_settings
+from publisher.erasure import Eraser
 from publisher.intake import Intake
 from publisher.services import build_services
 
@@ -44,6 +45,8 @@ def create_app(
     app.extensions["publisher.intake"] = Intake(services)
     # the inbox's huey task must be known to every process that consumes the queue
     services.dispatcher.also_sweep.append(webhooks.inbox_processor(app).sweep)
+    app.extensions["publisher.eraser"] = Eraser(services)
+    services.dispatcher.also_sweep.append(app.extensions["publisher.eraser"].sweep)
     errors.register(app)
     requests.register(app)
     metrics_core.register(app).registry.register(app.extensions["publisher.intake"].envelope_alarm)

@@ -90,6 +90,9 @@ DEFAULTS: Settings = {
     "token_cache_seconds": 1.0,
     # quarantined payloads not replayed are forgotten after this many days
     "quarantine_days": 30,
+    # revisions (never a record's current one) and raw inbox payloads older than this many
+    # days are pruned by the sweeper (0 = keep for ever); purges are docs/operations.md's
+    "retention": {"revisions_days": 0, "payloads_days": 0},
     # auto: text on a terminal, else JSON; access_level: werkzeug's access lines
     "logging": {"level": "INFO", "format": "auto", "access_level": "WARNING"},
     # the store and queue gauges of /metrics are counted in the background at most this often

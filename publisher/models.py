@@ -252,3 +252,19 @@ class QuarantineItem(Base):
     record_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Tombstone(Base):
+    """A purged record: all that is kept of it, so that a late replay cannot bring it back.
+
+    ``purged_at`` is None while the purge waits for the outputs' receipts of its retraction;
+    ``unconfirmed`` lists the outputs whose retraction ended dead (they may still hold it).
+    """
+
+    __tablename__ = "tombstones"
+
+    record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    unconfirmed: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -173,6 +173,11 @@ class LoggingSchema(Strict):
     access_level = Text(required=True, validate=_one_of(LOG_LEVELS))
 
 
+class RetentionSchema(Strict):
+    revisions_days = Number(required=True, validate=_at_least(0))
+    payloads_days = Number(required=True, validate=_at_least(0))
+
+
 class MetricsSchema(Strict):
     state_refresh_seconds = Number(required=True, validate=_at_least(0))
 
@@ -221,6 +226,7 @@ class SettingsSchema(Strict):
     rate_limits = fields.Nested(RateLimitsSchema, required=True)
     token_cache_seconds = Number(required=True, validate=_at_least(0))
     quarantine_days = Number(required=True, validate=_at_least(0))
+    retention = fields.Nested(RetentionSchema, required=True)
     logging = fields.Nested(LoggingSchema, required=True)
     metrics = fields.Nested(MetricsSchema, required=True)
     dev_key = fields.Boolean(required=True)

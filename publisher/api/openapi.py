@@ -100,6 +100,7 @@ def _schemas() -> dict[str, Any]:
         "SubmitOne": out.SubmitOneSchema,
         "SubmitBatch": out.SubmitBatchSchema,
         "Retract": out.RetractSchema,
+        "Purge": out.PurgeSchema,
         "RecordList": out.RecordListSchema,
         "RecordDetail": out.RecordDetailSchema,
         "Delivery": out.DeliverySchema,

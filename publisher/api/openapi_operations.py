@@ -88,16 +88,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "records",
         scope="read",
         responses={200: json_response("RecordDetail", "The record's current revision")},
-        errors=(404,),
+        errors=(404, 410),
         description="With a `read-protected` (or `admin`) token, `secured.protected` holds "
         "the decrypted protected fields.",
     ),
     ("/api/v1/records/{record_id}", "DELETE"): Op(
-        "Retract a record from every output",
+        "Retract a record from every output, or purge it",
         "records",
         scope="submit",
-        responses={202: json_response("Retract", "Retraction accepted")},
-        errors=(404,),
+        params=("purge",),
+        responses={202: json_response(_one_of("Retract", "Purge"), "Retraction or purge accepted")},
+        errors=(400, 403, 404),
+        description="With `purge=true` (scope `admin`) the record is retracted, then erased "
+        "once every output confirmed it: `status` is `pending`, later `purged`; its id is "
+        "refused from then on (`410`).",
     ),
     ("/api/v1/records/{record_id}/deliveries", "GET"): Op(
         "List a record's deliveries",
@@ -319,6 +323,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
     ),
     "published": _query("published", {"type": "boolean"}, "only (un)published records"),
+    "purge": _query("purge", {"type": "boolean"}, "erase the record (scope admin)"),
     "topic": _query("topic", {"type": "string"}, "only records with this topic"),
     "since": _query(
         "since", {"type": "string", "format": "date-time"}, "only records changed since"
@@ -362,6 +367,7 @@ ERRORS = {
     403: ("Forbidden", "The token lacks the scope"),
     404: ("NotFound", "No such resource"),
     409: ("Conflict", "Conflicts with the resource's state"),
+    410: ("Gone", "The record was purged (the time is in `message`)"),
     413: ("TooLarge", "The body is over `limits.max_body_bytes`"),
     415: ("UnsupportedType", "Unsupported Content-Type or charset"),
     422: ("Invalid", "Invalid: `errors` maps field paths to messages"),

@@ -74,6 +74,19 @@ class RetractSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["retracted", "unchanged"]))
 
 
+class PurgeSchema(Closed):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "purged"]))
+    requested_at = fields.DateTime(required=True)
+    requested_by = fields.String(required=True, metadata={"example": "token:3"})
+    purged_at = fields.DateTime(allow_none=True, required=True)
+    unconfirmed = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "outputs that never confirmed the retraction"},
+    )
+
+
 class SecuredStatusSchema(Closed):
     status = fields.String(required=True, metadata={"example": "decrypted"})
     protected = fields.Dict(
