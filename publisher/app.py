@@ -32,6 +32,7 @@ def create_app(
         quarantine,
         records,
         requests,
+        subscribers,
         webhooks,
     )
 
@@ -57,6 +58,7 @@ def create_app(
         overview,
         plugins,
         quarantine,
+        subscribers,
         webhooks,
         health,
         metrics,

@@ -84,6 +84,9 @@ DEFAULTS: Settings = {
         "secrets_cache_seconds": 5.0,  # a new or revoked secret takes effect within this
         "group_commit_max": 64,  # inbox rows of concurrent requests per commit (1 = off)
     },
+    # subscribers added through the API/CLI: how often each process looks for changes, and
+    # how long a rotated-out signing secret keeps signing beside the new one
+    "subscribers": {"refresh_seconds": 2.0, "rotation_grace_seconds": 86400.0},
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
     # a live API token is remembered this long per process: a revocation made elsewhere
     # takes effect within it (0 = look every token up on every request)

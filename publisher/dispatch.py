@@ -123,12 +123,18 @@ class Dispatcher:
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
     background_enqueue: bool = False
+    #: outputs that come and go at run time (``publisher.subscribers.LiveSubscribers``)
+    live: Any = None
+    #: how a live output becomes a spec (the delivery defaults applied to it)
+    live_spec: Callable[[Any], OutputSpec] = lambda output: OutputSpec(output)
     _task: Any = field(init=False, default=None)
+    _static: dict[str, OutputSpec] = field(init=False, default_factory=dict)
     _feeder_thread: Feeder | None = field(init=False, default=None)
     lanes: Lanes | None = field(init=False, default=None)
     _last_drift_check: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
+        self._static = dict(self.outputs)
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.receive)
         if self.lane_threads > 0:
             self.lanes = Lanes(self.lane_threads, self.lane_backlog)
@@ -137,10 +143,22 @@ class Dispatcher:
     def engine(self) -> Engine:
         return self.sessions.kw["bind"]
 
+    def refresh(self, force: bool = False) -> dict[str, OutputSpec]:
+        """Take in outputs added or removed at run time (subscribers through the API).
+
+        A cheap look, at most every few seconds (``live`` decides); the dict is replaced,
+        never changed in place, so a thread iterating the old one is not disturbed.
+        """
+        changed = self.live.changed(force) if self.live is not None else None
+        if changed is not None:
+            live = {name: self.live_spec(output) for name, output in changed.items()}
+            self.outputs = {**live, **self._static}  # YAML wins a name clash
+        return self.outputs
+
     def routes(self, connection: Connection | None = None) -> list[Route]:
         """Every output, enabled or not: a disabled output keeps its desired state, so that
         enabling it catches up with what changed meanwhile (its deliveries wait, pending)."""
-        return [Route(s.name, s.wants) for s in self.outputs.values()]
+        return [Route(s.name, s.wants) for s in self.refresh().values()]
 
     def disabled_outputs(self, connection: Connection | None = None) -> set[str]:
         # rows, not scalars(): scalars() rebuilds the result's key map on every call
@@ -216,6 +234,7 @@ class Dispatcher:
     def run_delivery(self, delivery_ids: str | Sequence[str], output: str | None = None) -> None:
         """Lease, decide, deliver and settle a batch of deliveries. Safe to receive twice."""
         ids = [delivery_ids] if isinstance(delivery_ids, str) else list(delivery_ids)
+        self.refresh()
         leased, waiting = lease(self.sessions, ids, utcnow(), self.lease_seconds)
         if waiting:  # due, but a sibling is running: look again shortly
             self._task.schedule((waiting, output), delay=SIBLING_WAIT)
@@ -540,6 +559,7 @@ class Dispatcher:
         disabled output wait for it. Returns the count.
         """
         now = now or utcnow()
+        self.refresh()
         grace = self.lease_seconds if grace is None else grace
         stale = now - timedelta(seconds=grace)
         due = and_(
@@ -664,7 +684,7 @@ class Dispatcher:
         A disabled output's deliveries stay pending (kept converged by superseding), so
         catching up is sending those. Returns how many were enqueued.
         """
-        if name not in self.outputs:
+        if name not in self.refresh():
             raise NotFound(f"no output named {name!r}")
         with transaction(self.sessions) as session:
             set_output_state(session, name, enabled, None if enabled else reason)
@@ -689,7 +709,7 @@ class Dispatcher:
         only the missing, stale and should-be-gone records get a delivery. Without it, the
         desired state is replayed under the original ids (receivers drop what they have).
         """
-        spec = self.outputs.get(name)
+        spec = self.refresh().get(name)
         if spec is None:
             raise NotFound(f"no output named {name!r}")
         inventory = getattr(spec.output, "inventory", None)

@@ -268,3 +268,22 @@ class Tombstone(Base):
     requested_by: Mapped[str] = mapped_column(String(200))
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     unconfirmed: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class Subscriber(Base):
+    """A webhook subscriber added through the API or the CLI (YAML ones are not stored).
+
+    ``secrets`` is newest first: ``[{"secret", "until"}]``; a rotated-out secret keeps
+    signing beside the new one until its ``until`` (an ISO time), then is dropped.
+    """
+
+    __tablename__ = "subscribers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_private: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -173,6 +173,13 @@ class LoggingSchema(Strict):
     access_level = Text(required=True, validate=_one_of(LOG_LEVELS))
 
 
+class SubscribersSchema(Strict):
+    refresh_seconds = Number(required=True, validate=_at_least(0))
+    rotation_grace_seconds = Number(
+        required=True, validate=validate.Range(min=0, max=366 * 86400)
+    )
+
+
 class RetentionSchema(Strict):
     revisions_days = Number(required=True, validate=_at_least(0))
     payloads_days = Number(required=True, validate=_at_least(0))
@@ -224,6 +231,7 @@ class SettingsSchema(Strict):
     embedded_worker = fields.Boolean(required=True)
     webhooks = fields.Nested(WebhooksSchema, required=True)
     rate_limits = fields.Nested(RateLimitsSchema, required=True)
+    subscribers = fields.Nested(SubscribersSchema, required=True)
     token_cache_seconds = Number(required=True, validate=_at_least(0))
     quarantine_days = Number(required=True, validate=_at_least(0))
     retention = fields.Nested(RetentionSchema, required=True)

@@ -153,6 +153,35 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         responses={200: json_response("Output", "The output")},
         errors=(404,),
     ),
+    ("/api/v1/subscribers", "GET"): Op(
+        "List webhook subscribers (YAML ones read-only), without secrets",
+        "subscribers",
+        scope="read",
+        responses={200: json_response("SubscriberList", "Subscribers")},
+    ),
+    ("/api/v1/subscribers", "POST"): Op(
+        "Add a webhook subscriber: every process sends to it within seconds, no restart",
+        "subscribers",
+        scope="admin",
+        body="subscriber",
+        responses={201: json_response("SubscriberSecret", "Added; the secret is shown once")},
+        errors=(400, 409, 413, 422),
+    ),
+    ("/api/v1/subscribers/{name}", "DELETE"): Op(
+        "Remove a subscriber added through the API",
+        "subscribers",
+        scope="admin",
+        responses={204: {"description": "Removed"}},
+        errors=(404, 409),
+    ),
+    ("/api/v1/subscribers/{name}/rotate-secret", "POST"): Op(
+        "Sign with a new secret, and with the old one too until the grace ends",
+        "subscribers",
+        scope="admin",
+        body="rotation",
+        responses={200: json_response("SubscriberSecret", "The new secret, shown once")},
+        errors=(400, 404, 409, 413, 422),
+    ),
     ("/api/v1/quarantine", "GET"): Op(
         "List quarantined payloads, newest first",
         "quarantine",
@@ -405,7 +434,36 @@ def _record_body_types() -> dict[str, Any]:
     return content
 
 
+SUBSCRIBER_BODY = {
+    "type": "object",
+    "required": ["name", "url"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "url": {"type": "string", "format": "uri"},
+        "secret": {"type": "string", "description": "whsec_...; made if absent"},
+        "events": {"type": "array", "items": {"enum": ["published", "updated", "retracted"]}},
+        "protected": {"type": "boolean"},
+        "allow_private": {"type": "boolean"},
+        "backfill": {"type": "boolean", "description": "also send what is live now"},
+    },
+}
+ROTATION_BODY = {
+    "type": "object",
+    "properties": {
+        "secret": {"type": "string", "description": "whsec_...; made if absent"},
+        "grace_seconds": {"type": "number", "minimum": 0, "maximum": 366 * 86400},
+    },
+}
+
 BODIES: dict[str, dict[str, Any]] = {
+    "subscriber": {
+        "required": True,
+        "content": {"application/json": {"schema": SUBSCRIBER_BODY}},
+    },
+    "rotation": {
+        "required": False,
+        "content": {"application/json": {"schema": ROTATION_BODY}},
+    },
     "records": {
         "required": True,
         "description": "One record, or a batch; UTF-8 only",

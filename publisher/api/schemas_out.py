@@ -187,6 +187,31 @@ class OutputListSchema(Closed):
     items = fields.List(fields.Nested(OutputSchema), required=True)
 
 
+class SubscriberSchema(Closed):
+    name = fields.String(required=True)
+    output = fields.String(required=True, metadata={"example": "webhook:search-index"})
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    protected = fields.Boolean(required=True)
+    allow_private = fields.Boolean(required=True, allow_none=True)
+    source = fields.String(required=True, validate=validate.OneOf(["config", "api"]))
+    signing_secrets = fields.Integer(
+        required=True, metadata={"description": "secrets signing now (2 during a rotation)"}
+    )
+
+
+class SubscriberListSchema(Closed):
+    items = fields.List(fields.Nested(SubscriberSchema), required=True)
+
+
+class SubscriberSecretSchema(SubscriberSchema):
+    secret = fields.String(required=True, metadata={"description": "shown only here"})
+    previous_valid_until = fields.DateTime(
+        metadata={"description": "the old secret signs beside the new one until then"}
+    )
+    backfill = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
 class HealthSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 

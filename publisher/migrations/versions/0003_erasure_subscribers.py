@@ -1,4 +1,4 @@
-"""erasure: tombstones of purged records
+"""erasure and live subscribers: tombstones of purged records, API-managed subscribers
 
 Revision ID: 0003
 Revises: 0002
@@ -28,7 +28,20 @@ def upgrade() -> None:
         sa.Column("unconfirmed", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("record_id", name=op.f("pk_tombstones")),
     )
+    op.create_table(
+        "subscribers",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("secrets", sa.JSON(), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
+        sa.Column("protected", sa.Boolean(), nullable=False),
+        sa.Column("allow_private", sa.Boolean(), nullable=True),
+        sa.Column("created_at", publisher.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", publisher.models.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_subscribers")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("subscribers")
     op.drop_table("tombstones")
