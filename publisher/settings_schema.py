@@ -175,9 +175,7 @@ class LoggingSchema(Strict):
 
 class SubscribersSchema(Strict):
     refresh_seconds = Number(required=True, validate=_at_least(0))
-    rotation_grace_seconds = Number(
-        required=True, validate=validate.Range(min=0, max=366 * 86400)
-    )
+    rotation_grace_seconds = Number(required=True, validate=validate.Range(min=0, max=366 * 86400))
 
 
 class RetentionSchema(Strict):
