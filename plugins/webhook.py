@@ -326,7 +326,7 @@ def check_response(status: int, headers: Mapping[str, str]) -> None:
     if 200 <= status < 300:
         return
     if status == 410:
-        raise DeliveryError("subscriber answered 410 Gone: disabled", disable_output=True)
+        raise DeliveryError("subscriber answered 410 Gone", disable_output=True)
     lowered = {key.lower(): value for key, value in headers.items()}
     if 300 <= status < 400:
         location = lowered.get("location", "?")[:200]

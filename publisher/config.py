@@ -75,6 +75,8 @@ DEFAULTS: Settings = {
         "lane_threads": 2,  # messages of one output running at once in a process (0: no lanes)
         "lane_backlog": 1000,  # messages one output's lane holds before they wait in the queue
         "drift_check_interval": 3600.0,  # seconds between inventory checks (0: never)
+        # a subscriber failing with no success this long is paused (0: never)
+        "pause_after_seconds": 86400.0,
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process

@@ -30,7 +30,7 @@ from huey import Huey
 from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from publisher import convergence
+from publisher import convergence, endpoints
 from publisher.background import Feeder, Lanes, call_with_timeout
 from publisher.config import DEFAULTS
 from publisher.db import transaction, unindexed
@@ -123,6 +123,8 @@ class Dispatcher:
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
     background_enqueue: bool = False
+    #: a subscriber failing with no success this long is paused (0: never)
+    pause_after_seconds: float = 86400.0
     #: outputs that come and go at run time (``publisher.subscribers.LiveSubscribers``)
     live: Any = None
     #: how a live output becomes a spec (the delivery defaults applied to it)
@@ -411,6 +413,8 @@ class Dispatcher:
             )
             _confirm(connection, jobs, now)
             _advance_state(connection, {job.record.id for job in jobs}, now)
+            for output in {job.delivery.output for job in jobs}:
+                endpoints.record_success(connection, output, now)
         for job in jobs:
             self._hook(
                 "delivery_succeeded",
@@ -473,35 +477,23 @@ class Dispatcher:
         raised: BaseException | None = None,
     ) -> None:
         now = utcnow()
-        attempts = delivery.attempts + 1
-        schedule = spec.retry_schedule if spec else ()
-        stop = error is not None and error.disable_output
-        dead = not stop and (
-            dead or (error is not None and error.permanent) or attempts >= len(schedule)
-        )
-        values: dict[str, Any] = {
-            "attempts": attempts,
-            "error": message[:2000],
-            "lease_until": None,
-            "updated_at": now,
-        }
-        if dead:
-            values["status"] = "dead"
-        elif not stop:  # a stopped output keeps the delivery pending for when it comes back
-            delay = self._delay(schedule[attempts], error)
-            values["next_attempt_at"] = now + timedelta(seconds=delay)
-            values["enqueued_at"] = now
-        outcome = "dead" if dead else "failed"
         kind = job.kind if job else None
         with transaction(self.sessions) as session:
             connection = session.connection()
+            pause = self._health_after_failure(connection, delivery.output, spec, error, now)
+            stop = pause is not None
+            values, dead = self._failure_values(delivery, message, error, spec, dead, stop, now)
             connection.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+            outcome = "dead" if dead else "failed"
             row = _attempt_row(delivery.id, now, outcome, kind, message, took, error)
             connection.execute(insert(Attempt), [row])
             if dead:
                 _mark(connection, delivery, "failed", now)
-            if stop:
-                set_output_state(session, delivery.output, False, message)
+            if pause:
+                set_output_state(session, delivery.output, False, pause)
+        if pause:
+            log.warning("output %s paused: %s", delivery.output, pause)
+            self._hook("subscriber_paused", output=delivery.output, reason=pause)
         if not dead and not stop:
             self._task.schedule(([delivery.id], delivery.output), eta=values["next_attempt_at"])
         log.warning(
@@ -535,6 +527,57 @@ class Dispatcher:
             error=message,
             dead=dead,
         )
+
+    def _health_after_failure(
+        self,
+        connection: Connection,
+        output: str,
+        spec: OutputSpec | None,
+        error: DeliveryError | None,
+        now: datetime,
+    ) -> str | None:
+        """Count a failed attempt; the reason to pause the output now, if there is one.
+
+        A ``410 Gone`` (``disable_output``) pauses at once; a subscriber failing with no
+        success for ``pause_after_seconds`` is paused too. A refusal that never reached the
+        output (``spec`` None) is not the endpoint's failure and is not counted.
+        """
+        if spec is None:
+            return None
+        row = endpoints.record_failure(connection, output, now)
+        if error is not None and error.disable_output:
+            return endpoints.PAUSED + str(error)
+        return endpoints.pause_reason(row, output, self.pause_after_seconds, now)
+
+    def _failure_values(
+        self,
+        delivery: Delivery,
+        message: str,
+        error: DeliveryError | None,
+        spec: OutputSpec | None,
+        dead: bool,
+        stop: bool,
+        now: datetime,
+    ) -> tuple[dict[str, Any], bool]:
+        """The delivery's new columns, and whether it is dead; a paused output's waits."""
+        attempts = delivery.attempts + 1
+        schedule = spec.retry_schedule if spec else ()
+        dead = not stop and (
+            dead or (error is not None and error.permanent) or attempts >= len(schedule)
+        )
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "error": message[:2000],
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if dead:
+            values["status"] = "dead"
+        elif not stop:  # a paused output keeps the delivery pending for when it comes back
+            delay = self._delay(schedule[attempts], error)
+            values["next_attempt_at"] = now + timedelta(seconds=delay)
+            values["enqueued_at"] = now
+        return values, dead
 
     def _delay(self, base: float, error: DeliveryError | None) -> float:
         if error is not None and error.retry_after is not None:

@@ -287,3 +287,19 @@ class Subscriber(Base):
     allow_private: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutputHealth(Base):
+    """Kept counts of how an output's deliveries end: updated as they settle, read cheaply.
+
+    ``failing_since`` is the first failure after the last success (None while healthy);
+    an output failing for ``delivery.pause_after_seconds`` is paused from it.
+    """
+
+    __tablename__ = "output_health"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -90,6 +90,7 @@ def build_services(settings: Settings) -> Services:
         lane_threads=delivery["lane_threads"],
         lane_backlog=delivery["lane_backlog"],
         drift_check_interval=delivery["drift_check_interval"],
+        pause_after_seconds=delivery["pause_after_seconds"],
         live=_live_subscribers(pm, sessions, settings),
         live_spec=lambda output: OutputSpec(
             output=output,

@@ -149,6 +149,7 @@ class DeliverySchema(Strict):
     lane_threads = Count(required=True, validate=_at_least(0))
     lane_backlog = Count(required=True, validate=_at_least(1))
     drift_check_interval = Number(required=True, validate=_at_least(0))
+    pause_after_seconds = Number(required=True, validate=_at_least(0))
 
 
 class WorkerSchema(Strict):

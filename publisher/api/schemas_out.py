@@ -173,9 +173,22 @@ class PluginListSchema(Closed):
     items = fields.List(fields.Nested(PluginSchema), required=True)
 
 
+class OutputHealthSchema(Closed):
+    consecutive_failures = fields.Integer(required=True)
+    failing_since = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "first failure since a success"}
+    )
+    last_success_at = fields.DateTime(required=True, allow_none=True)
+    last_failure_at = fields.DateTime(required=True, allow_none=True)
+
+
 class OutputSchema(Closed):
     name = fields.String(required=True)
     enabled = fields.Boolean(required=True)
+    paused = fields.Boolean(
+        required=True, metadata={"description": "off because it failed (410, or for too long)"}
+    )
+    health = fields.Nested(OutputHealthSchema, required=True)
     reason = fields.String(required=True, allow_none=True, metadata={"description": "why off"})
     accepts_protected = fields.Boolean(required=True)
     when = fields.String(required=True, allow_none=True, metadata={"description": "routing rule"})

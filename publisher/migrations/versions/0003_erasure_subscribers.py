@@ -1,4 +1,4 @@
-"""erasure and live subscribers: tombstones of purged records, API-managed subscribers
+"""erasure, live subscribers, endpoint health: tombstones, stored subscribers, kept counts
 
 Revision ID: 0003
 Revises: 0002
@@ -40,8 +40,18 @@ def upgrade() -> None:
         sa.Column("updated_at", publisher.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_subscribers")),
     )
+    op.create_table(
+        "output_health",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("failing_since", publisher.models.UTCDateTime(), nullable=True),
+        sa.Column("last_success_at", publisher.models.UTCDateTime(), nullable=True),
+        sa.Column("last_failure_at", publisher.models.UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_output_health")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("output_health")
     op.drop_table("subscribers")
     op.drop_table("tombstones")
