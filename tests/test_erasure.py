@@ -163,3 +163,15 @@ def test_retention_prunes_old_revisions_and_payloads_but_never_the_current_one(
         assert session.scalars(select(Revision.revision)).all() == [2]
         assert set(session.scalars(select(InboxItem.payload))) == {b""}
     assert client.get("/api/v1/records/otters-1", headers=bearer(app)).status_code == 200
+
+
+def test_ingesting_a_purged_record_again_fails_and_names_it(app, client, record, invoke, tmp_path):
+    published_by_webhook(app, client, record)
+    invoke("purge", "--now", "otters-1")
+    path = tmp_path / "again.json"
+    path.write_text(json.dumps(record))
+
+    result = invoke("ingest", str(path))
+
+    assert result.exit_code == 1
+    assert "1 gone" in result.output and "was purged" in result.output

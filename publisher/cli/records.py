@@ -81,7 +81,7 @@ def ingest(paths: tuple[str, ...], source: str) -> None:
         click.echo(line, err=True)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
     click.echo(f"{len(files)} files: {summary}")
-    if counts["invalid"] or counts["unreadable"]:
+    if counts["invalid"] or counts["unreadable"] or counts["gone"]:  # gone: a purged id
         sys.exit(1)
 
 
