@@ -8,6 +8,7 @@ removal or a rotation takes effect in every server and worker without a restart.
 
 from __future__ import annotations
 
+import logging
 import secrets as random
 import time
 from base64 import b64encode
@@ -22,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from publisher.db import transaction
 from publisher.errors import Conflict, InvalidRecord, NotFound
 from publisher.models import Delivery, Placement, Subscriber, utcnow
+
+log = logging.getLogger("publisher.subscribers")
 
 PREFIX = "webhook:"
 EVENTS = ("published", "updated", "retracted")
@@ -191,9 +194,17 @@ class LiveSubscribers:
             seen = tuple((row.name, row.updated_at) for row in rows)
             if seen == self._seen:
                 return None
-            outputs = {PREFIX + row.name: self.build(row) for row in rows}
+            outputs = {PREFIX + row.name: output for row in rows if (output := self._built(row))}
         self._seen = seen
         return outputs
+
+    def _built(self, row: Subscriber) -> Any:
+        """One row's output, or None (logged): a bad row must not stop intake or delivery."""
+        try:
+            return self.build(row)
+        except Exception as exc:  # noqa: BLE001 - e.g. a setting changed under a stored row
+            log.error("subscriber %s cannot be used: %s", row.name, exc)
+            return None
 
 
 def output_of(settings: Mapping[str, Any]) -> Callable[[Subscriber], Any]:
