@@ -115,9 +115,28 @@ def register_config_schema() -> type[Schema]:
     return WebhookSettings
 
 
-def _subscriber(sub: Any, index: int, timeout: float, allow_private: bool) -> WebhookOutput:
+def subscriber_output(
+    sub: Mapping[str, Any],
+    config: Mapping[str, Any],
+    previous: tuple[tuple[str, float], ...] = (),
+) -> WebhookOutput:
+    """The output of one subscriber kept in the database (``/api/v1/subscribers``).
+
+    Same keys and checks as a YAML subscriber; ``previous`` holds rotated-out secrets with
+    the time (epoch seconds) until which they still sign beside the current one.
+    """
+    options = (config.get("plugins") or {}).get("webhook") or {}
+    timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+    output = _subscriber(sub, 0, timeout, bool(options.get("allow_private", False)), "subscriber")
+    output.previous = tuple((Webhook(secret), until) for secret, until in previous)
+    return output
+
+
+def _subscriber(
+    sub: Any, index: int, timeout: float, allow_private: bool, where: str | None = None
+) -> WebhookOutput:
     """Check one subscriber's section and build its output; fail loudly at start-up."""
-    where = f"plugins.webhook.subscribers[{index}]"
+    where = where or f"plugins.webhook.subscribers[{index}]"
     if not isinstance(sub, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     name = str(sub.get("name", ""))
@@ -161,6 +180,8 @@ class WebhookOutput:
     allow_private: bool = False
     accepts_protected: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    #: rotated-out signers and until when (epoch seconds) they still sign, during a rotation
+    previous: tuple[tuple[Webhook, float], ...] = field(default=(), repr=False)
 
     def publish(self, record: OutputRecord, event: Event) -> None:
         self._send(record, event)
@@ -178,12 +199,24 @@ class WebhookOutput:
             "user-agent": USER_AGENT,
             "webhook-id": event.delivery_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self.signer.sign(event.delivery_id, now, body),
+            "webhook-signature": self.signature(event.delivery_id, now, body),
         }
         status, response_headers = post(
             self.url, body.encode("utf-8"), headers, self.timeout, self.allow_private
         )
         check_response(status, response_headers)
+
+    def signature(self, msg_id: str, now: datetime, body: str) -> str:
+        """The current secret's signature, then each rotated-out one's still in its grace.
+
+        Standard Webhooks receivers accept a header of space-separated signatures if any
+        one verifies, so a receiver holding either secret accepts every delivery.
+        """
+        signatures = [self.signer.sign(msg_id, now, body)]
+        signatures += [
+            old.sign(msg_id, now, body) for old, until in self.previous if until > now.timestamp()
+        ]
+        return " ".join(signatures)
 
     def payload(self, record: OutputRecord, event: Event) -> dict[str, Any]:
         """The JSON body; protected fields only for subscribers cleared to receive them."""
@@ -293,7 +326,7 @@ def check_response(status: int, headers: Mapping[str, str]) -> None:
     if 200 <= status < 300:
         return
     if status == 410:
-        raise DeliveryError("subscriber answered 410 Gone: disabled", disable_output=True)
+        raise DeliveryError("subscriber answered 410 Gone", disable_output=True)
     lowered = {key.lower(): value for key, value in headers.items()}
     if 300 <= status < 400:
         location = lowered.get("location", "?")[:200]

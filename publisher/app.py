@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from publisher.config import load_settings
+from publisher.erasure import Eraser
 from publisher.inbox import InboxProcessor
 from publisher.intake import Intake
 from publisher.services import build_services
@@ -31,6 +32,7 @@ def create_app(
         quarantine,
         records,
         requests,
+        subscribers,
         webhooks,
     )
 
@@ -46,6 +48,8 @@ def create_app(
     # process that consumes the queue must know; the API and the CLI share this one
     inbox = app.extensions[webhooks.EXTENSION] = InboxProcessor(services, intake)
     services.dispatcher.also_sweep.append(inbox.sweep)
+    app.extensions["publisher.eraser"] = Eraser(services)
+    services.dispatcher.also_sweep.append(app.extensions["publisher.eraser"].sweep)
     errors.register(app)
     requests.register(app)
     metrics.register(app).registry.register(intake.envelope_alarm)
@@ -56,6 +60,7 @@ def create_app(
         overview,
         plugins,
         quarantine,
+        subscribers,
         webhooks,
         health,
         metrics,

@@ -75,6 +75,8 @@ DEFAULTS: Settings = {
         "lane_threads": 2,  # messages of one output running at once in a process (0: no lanes)
         "lane_backlog": 1000,  # messages one output's lane holds before they wait in the queue
         "drift_check_interval": 3600.0,  # seconds between inventory checks (0: never)
+        # a subscriber failing with no success this long is paused (0: never)
+        "pause_after_seconds": 86400.0,
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
@@ -84,12 +86,18 @@ DEFAULTS: Settings = {
         "secrets_cache_seconds": 5.0,  # a new or revoked secret takes effect within this
         "group_commit_max": 64,  # inbox rows of concurrent requests per commit (1 = off)
     },
+    # subscribers added through the API/CLI: how often each process looks for changes, and
+    # how long a rotated-out signing secret keeps signing beside the new one
+    "subscribers": {"refresh_seconds": 2.0, "rotation_grace_seconds": 86400.0},
     "rate_limits": {"per_token_per_minute": 0, "per_source_per_minute": 0},  # 0 = off
     # a live API token is remembered this long per process: a revocation made elsewhere
     # takes effect within it (0 = look every token up on every request)
     "token_cache_seconds": 1.0,
     # quarantined payloads not replayed are forgotten after this many days
     "quarantine_days": 30,
+    # revisions (never a record's current one) and raw inbox payloads older than this many
+    # days are pruned by the sweeper (0 = keep for ever); purges are docs/operations.md's
+    "retention": {"revisions_days": 0, "payloads_days": 0},
     # auto: text on a terminal, else JSON; access_level: werkzeug's access lines
     "logging": {"level": "INFO", "format": "auto", "access_level": "WARNING"},
     # the store and queue gauges of /metrics are counted in the background at most this often

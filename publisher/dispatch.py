@@ -30,7 +30,7 @@ from huey import Huey
 from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from publisher import convergence
+from publisher import convergence, endpoints
 from publisher.background import Feeder, Lanes, call_with_timeout
 from publisher.config import DEFAULTS
 from publisher.db import transaction, unindexed
@@ -123,12 +123,20 @@ class Dispatcher:
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
     also_sweep: list[Callable[[], int]] = field(default_factory=list)
     background_enqueue: bool = False
+    #: a subscriber failing with no success this long is paused (0: never)
+    pause_after_seconds: float = 86400.0
+    #: outputs that come and go at run time (``publisher.subscribers.LiveSubscribers``)
+    live: Any = None
+    #: how a live output becomes a spec (the delivery defaults applied to it)
+    live_spec: Callable[[Any], OutputSpec] = lambda output: OutputSpec(output)
     _task: Any = field(init=False, default=None)
+    _static: dict[str, OutputSpec] = field(init=False, default_factory=dict)
     _feeder_thread: Feeder | None = field(init=False, default=None)
     lanes: Lanes | None = field(init=False, default=None)
     _last_drift_check: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
+        self._static = dict(self.outputs)
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.receive)
         if self.lane_threads > 0:
             self.lanes = Lanes(self.lane_threads, self.lane_backlog)
@@ -137,10 +145,22 @@ class Dispatcher:
     def engine(self) -> Engine:
         return self.sessions.kw["bind"]
 
+    def refresh(self, force: bool = False) -> dict[str, OutputSpec]:
+        """Take in outputs added or removed at run time (subscribers through the API).
+
+        A cheap look, at most every few seconds (``live`` decides); the dict is replaced,
+        never changed in place, so a thread iterating the old one is not disturbed.
+        """
+        changed = self.live.changed(force) if self.live is not None else None
+        if changed is not None:
+            live = {name: self.live_spec(output) for name, output in changed.items()}
+            self.outputs = {**live, **self._static}  # YAML wins a name clash
+        return self.outputs
+
     def routes(self, connection: Connection | None = None) -> list[Route]:
         """Every output, enabled or not: a disabled output keeps its desired state, so that
         enabling it catches up with what changed meanwhile (its deliveries wait, pending)."""
-        return [Route(s.name, s.wants) for s in self.outputs.values()]
+        return [Route(s.name, s.wants) for s in self.refresh().values()]
 
     def disabled_outputs(self, connection: Connection | None = None) -> set[str]:
         # rows, not scalars(): scalars() rebuilds the result's key map on every call
@@ -216,6 +236,7 @@ class Dispatcher:
     def run_delivery(self, delivery_ids: str | Sequence[str], output: str | None = None) -> None:
         """Lease, decide, deliver and settle a batch of deliveries. Safe to receive twice."""
         ids = [delivery_ids] if isinstance(delivery_ids, str) else list(delivery_ids)
+        self.refresh()
         leased, waiting = lease(self.sessions, ids, utcnow(), self.lease_seconds)
         if waiting:  # due, but a sibling is running: look again shortly
             self._task.schedule((waiting, output), delay=SIBLING_WAIT)
@@ -392,6 +413,8 @@ class Dispatcher:
             )
             _confirm(connection, jobs, now)
             _advance_state(connection, {job.record.id for job in jobs}, now)
+            for output in {job.delivery.output for job in jobs}:
+                endpoints.record_success(connection, output, now)
         for job in jobs:
             self._hook(
                 "delivery_succeeded",
@@ -454,35 +477,23 @@ class Dispatcher:
         raised: BaseException | None = None,
     ) -> None:
         now = utcnow()
-        attempts = delivery.attempts + 1
-        schedule = spec.retry_schedule if spec else ()
-        stop = error is not None and error.disable_output
-        dead = not stop and (
-            dead or (error is not None and error.permanent) or attempts >= len(schedule)
-        )
-        values: dict[str, Any] = {
-            "attempts": attempts,
-            "error": message[:2000],
-            "lease_until": None,
-            "updated_at": now,
-        }
-        if dead:
-            values["status"] = "dead"
-        elif not stop:  # a stopped output keeps the delivery pending for when it comes back
-            delay = self._delay(schedule[attempts], error)
-            values["next_attempt_at"] = now + timedelta(seconds=delay)
-            values["enqueued_at"] = now
-        outcome = "dead" if dead else "failed"
         kind = job.kind if job else None
         with transaction(self.sessions) as session:
             connection = session.connection()
+            pause = self._health_after_failure(connection, delivery.output, spec, error, now)
+            stop = pause is not None
+            values, dead = self._failure_values(delivery, message, error, spec, dead, stop, now)
             connection.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+            outcome = "dead" if dead else "failed"
             row = _attempt_row(delivery.id, now, outcome, kind, message, took, error)
             connection.execute(insert(Attempt), [row])
             if dead:
                 _mark(connection, delivery, "failed", now)
-            if stop:
-                set_output_state(session, delivery.output, False, message)
+            if pause:
+                set_output_state(session, delivery.output, False, pause)
+        if pause:
+            log.warning("output %s paused: %s", delivery.output, pause)
+            self._hook("subscriber_paused", output=delivery.output, reason=pause)
         if not dead and not stop:
             self._task.schedule(([delivery.id], delivery.output), eta=values["next_attempt_at"])
         log.warning(
@@ -517,6 +528,57 @@ class Dispatcher:
             dead=dead,
         )
 
+    def _health_after_failure(
+        self,
+        connection: Connection,
+        output: str,
+        spec: OutputSpec | None,
+        error: DeliveryError | None,
+        now: datetime,
+    ) -> str | None:
+        """Count a failed attempt; the reason to pause the output now, if there is one.
+
+        A ``410 Gone`` (``disable_output``) pauses at once; a subscriber failing with no
+        success for ``pause_after_seconds`` is paused too. A refusal that never reached the
+        output (``spec`` None) is not the endpoint's failure and is not counted.
+        """
+        if spec is None:
+            return None
+        row = endpoints.record_failure(connection, output, now)
+        if error is not None and error.disable_output:
+            return endpoints.PAUSED + str(error)
+        return endpoints.pause_reason(row, output, self.pause_after_seconds, now)
+
+    def _failure_values(
+        self,
+        delivery: Delivery,
+        message: str,
+        error: DeliveryError | None,
+        spec: OutputSpec | None,
+        dead: bool,
+        stop: bool,
+        now: datetime,
+    ) -> tuple[dict[str, Any], bool]:
+        """The delivery's new columns, and whether it is dead; a paused output's waits."""
+        attempts = delivery.attempts + 1
+        schedule = spec.retry_schedule if spec else ()
+        dead = not stop and (
+            dead or (error is not None and error.permanent) or attempts >= len(schedule)
+        )
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "error": message[:2000],
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if dead:
+            values["status"] = "dead"
+        elif not stop:  # a paused output keeps the delivery pending for when it comes back
+            delay = self._delay(schedule[attempts], error)
+            values["next_attempt_at"] = now + timedelta(seconds=delay)
+            values["enqueued_at"] = now
+        return values, dead
+
     def _delay(self, base: float, error: DeliveryError | None) -> float:
         if error is not None and error.retry_after is not None:
             return max(0.0, float(error.retry_after))
@@ -540,6 +602,7 @@ class Dispatcher:
         disabled output wait for it. Returns the count.
         """
         now = now or utcnow()
+        self.refresh()
         grace = self.lease_seconds if grace is None else grace
         stale = now - timedelta(seconds=grace)
         due = and_(
@@ -674,7 +737,7 @@ class Dispatcher:
         A disabled output's deliveries stay pending (kept converged by superseding), so
         catching up is sending those. Returns how many were enqueued.
         """
-        if name not in self.outputs:
+        if name not in self.refresh():
             raise NotFound(f"no output named {name!r}")
         with transaction(self.sessions) as session:
             set_output_state(session, name, enabled, None if enabled else reason)
@@ -699,7 +762,7 @@ class Dispatcher:
         only the missing, stale and should-be-gone records get a delivery. Without it, the
         desired state is replayed under the original ids (receivers drop what they have).
         """
-        spec = self.outputs.get(name)
+        spec = self.refresh().get(name)
         if spec is None:
             raise NotFound(f"no output named {name!r}")
         inventory = getattr(spec.output, "inventory", None)

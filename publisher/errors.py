@@ -100,3 +100,9 @@ class EnvelopeError(PublisherError):
 
     def __init__(self) -> None:
         super().__init__(self.MESSAGE, errors={"secured": [self.MESSAGE]})
+
+
+class Gone(PublisherError):
+    """A record that was purged: its id may not be used again (the tombstone keeps it)."""
+
+    status, code = 410, "gone"

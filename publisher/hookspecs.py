@@ -194,6 +194,23 @@ def delivery_succeeded(
 
 
 @hookspec
+def subscriber_paused(
+    output: str,
+    reason: str,
+    plugin_config: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> None:
+    """A subscriber's output (``webhook:<name>``) was paused: it answered ``410 Gone``, or
+    its deliveries failed with no success for ``delivery.pause_after_seconds``.
+
+    ``reason`` is the one the output shows (``paused: ...``). Its deliveries now wait,
+    pending; an operator's enable sends what changed meanwhile. Called in the worker
+    process, on the thread that ran the failing delivery, after the pause is committed;
+    once per pause. Must not raise (an exception is logged and ignored).
+    """
+
+
+@hookspec
 def register_routes(app: flask.Flask) -> None:
     """Add routes or blueprints to the Flask app.
 

@@ -235,9 +235,15 @@ class InboxProcessor:
             return "quarantined", _quarantine_row(
                 item, _reason(failed[0][1]), _item_errors(failed, batch), _single_id(results)
             )
+        if any(r.status == "gone" for r in results):
+            self._forget_payload(item.id)  # a replay of a purged record: keep none of it
         # Intake itself quarantines what the secured policy says to
         held = any(r.status == "quarantined" for r in results)
         return ("quarantined" if held else "done"), None
+
+    def _forget_payload(self, item_id: int) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(update(InboxItem).where(InboxItem.id == item_id).values(payload=b""))
 
     # -- the sweeper and retention ---------------------------------------------------------
 

@@ -28,6 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
 from publisher.envelopes import SecuredResult
+from publisher.erasure import refuse_purged
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
 from publisher.keyring import Keyring
@@ -68,7 +69,7 @@ class Prepared:
 class ItemResult:
     """The answer for one submitted item, as the API reports it."""
 
-    status: str  # created, revised, unchanged, quarantined, invalid
+    status: str  # created, revised, unchanged, quarantined, invalid, gone (purged)
     id: str | None = None
     revision: int | None = None
     event: str | None = None
@@ -179,11 +180,37 @@ class Intake:
                 continue
             prepared.append((len(results), item))
             results.append(None)
+        prepared = self._drop_purged(prepared, results, source)
         for index, result in zip(
             (i for i, _ in prepared), self._store([p for _, p in prepared], defer), strict=True
         ):
             results[index] = result
         return [r for r in results if r is not None]
+
+    def _drop_purged(
+        self,
+        prepared: list[tuple[int, Prepared]],
+        results: list[ItemResult | None],
+        source: str,
+    ) -> list[tuple[int, Prepared]]:
+        """Answer ``410`` for items whose id was purged: a late replay must not revive it."""
+        if not prepared:
+            return prepared
+        with self.services.engine.connect() as connection:
+            refused = refuse_purged(connection, [item.incoming.id for _, item in prepared])
+        if not refused:
+            return prepared
+        kept = []
+        for index, item in prepared:
+            error = refused.get(item.incoming.id)
+            if error is None:
+                kept.append((index, item))
+                continue
+            self._rejected(source, error)
+            results[index] = ItemResult(
+                "gone", id=item.incoming.id, errors=error.errors, error=error
+            )
+        return kept
 
     def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""

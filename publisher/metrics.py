@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
+from publisher.endpoints import health_of, is_paused
 from publisher.hookspecs import hookimpl
-from publisher.models import Delivery, QuarantineItem
+from publisher.models import Delivery, OutputState, QuarantineItem
 from publisher.queue import queue_depth
 
 log = logging.getLogger("publisher.metrics")
@@ -89,6 +90,12 @@ class Metrics:
             "publisher_deliveries",
             "Delivery attempts by output and outcome (succeeded, failed, dead)",
             ["output", "outcome"],
+            registry=r,
+        )
+        self.pauses = Counter(
+            "publisher_subscriber_pauses",
+            "Times a subscriber was paused (410 Gone, or failing too long)",
+            ["output"],
             registry=r,
         )
         self.responses = Counter(
@@ -133,6 +140,8 @@ class Snapshot:
     queue_depth: int
     deliveries: dict[str, int] | None = None
     held: int | None = None
+    #: per output: (paused, consecutive failures), from the kept counts
+    outputs: dict[str, tuple[bool, int]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)  # registered by identity in the registry
@@ -175,6 +184,7 @@ class StateCollector:
         yield GaugeMetricFamily(
             "publisher_quarantine_held", "Quarantined payloads not replayed", value=snapshot.held
         )
+        yield from _output_gauges(snapshot.outputs)
 
     def _current(self) -> Snapshot:
         snapshot = self._snapshot
@@ -197,6 +207,7 @@ class StateCollector:
         snapshot = Snapshot(self.clock(), queue_depth(self.services.huey))
         try:
             snapshot.deliveries, snapshot.held = self._counts()
+            snapshot.outputs = self._outputs()
         except Exception:  # noqa: BLE001 - a scrape must not fail on a database blip
             log.warning("metrics: the store did not answer", exc_info=True)
         self._snapshot = snapshot
@@ -213,6 +224,36 @@ class StateCollector:
         with self.services.sessions() as session:
             counts = {status: int(n) for status, n in session.execute(by_status)}
             return counts, int(session.scalar(held) or 0)
+
+    def _outputs(self) -> dict[str, tuple[bool, int]]:
+        """Paused flag and failures in a row per output: two small tables, no scan."""
+        with self.services.sessions() as session:
+            states = {row.name: row for row in session.scalars(select(OutputState))}
+            health = health_of(session.connection())
+        names = sorted(set(self.services.dispatcher.outputs) | set(health))
+        return {
+            name: (
+                is_paused(states.get(name)),
+                health[name].consecutive_failures if name in health else 0,
+            )
+            for name in names
+        }
+
+
+def _output_gauges(outputs: Mapping[str, tuple[bool, int]]) -> Iterator[Metric]:
+    paused = GaugeMetricFamily(
+        "publisher_output_paused", "1 if the output is paused for failing", labels=["output"]
+    )
+    failures = GaugeMetricFamily(
+        "publisher_output_consecutive_failures",
+        "Failed attempts since the output's last success",
+        labels=["output"],
+    )
+    for name, (is_off, count) in outputs.items():
+        paused.add_metric([name], 1 if is_off else 0)
+        failures.add_metric([name], count)
+    yield paused
+    yield failures
 
 
 class MetricsPlugin:
@@ -236,6 +277,10 @@ class MetricsPlugin:
     @hookimpl
     def delivery_succeeded(self, output: str) -> None:
         self.metrics.deliveries.labels(output=output, outcome="succeeded").inc()
+
+    @hookimpl
+    def subscriber_paused(self, output: str) -> None:
+        self.metrics.pauses.labels(output=output).inc()
 
     @hookimpl
     def delivery_failed(self, output: str, dead: bool) -> None:

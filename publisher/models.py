@@ -252,3 +252,54 @@ class QuarantineItem(Base):
     record_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Tombstone(Base):
+    """A purged record: all that is kept of it, so that a late replay cannot bring it back.
+
+    ``purged_at`` is None while the purge waits for the outputs' receipts of its retraction;
+    ``unconfirmed`` lists the outputs whose retraction ended dead (they may still hold it).
+    """
+
+    __tablename__ = "tombstones"
+
+    record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    unconfirmed: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class Subscriber(Base):
+    """A webhook subscriber added through the API or the CLI (YAML ones are not stored).
+
+    ``secrets`` is newest first: ``[{"secret", "until"}]``; a rotated-out secret keeps
+    signing beside the new one until its ``until`` (an ISO time), then is dropped.
+    """
+
+    __tablename__ = "subscribers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_private: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutputHealth(Base):
+    """Kept counts of how an output's deliveries end: updated as they settle, read cheaply.
+
+    ``failing_since`` is the first failure after the last success (None while healthy);
+    an output failing for ``delivery.pause_after_seconds`` is paused from it.
+    """
+
+    __tablename__ = "output_health"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -21,6 +21,7 @@ from publisher.outputs import Output
 from publisher.plugins import Broadcast, collect_outputs, make_plugin_manager
 from publisher.queue import make_huey
 from publisher.routing import compile_rule
+from publisher.subscribers import LiveSubscribers, output_of
 from publisher.tokens import TokenCache
 
 log = logging.getLogger("publisher")
@@ -89,8 +90,25 @@ def build_services(settings: Settings) -> Services:
         lane_threads=delivery["lane_threads"],
         lane_backlog=delivery["lane_backlog"],
         drift_check_interval=delivery["drift_check_interval"],
+        pause_after_seconds=delivery["pause_after_seconds"],
+        live=_live_subscribers(pm, sessions, settings),
+        live_spec=lambda output: OutputSpec(
+            output=output,
+            retry_schedule=tuple(delivery["retry_schedule"]),
+            timeout=float(delivery["timeout"]),
+        ),
     )
     return services
+
+
+def _live_subscribers(
+    pm: pluggy.PluginManager, sessions: sessionmaker[Session], settings: Settings
+) -> LiveSubscribers | None:
+    """Subscribers from the table, when the webhook plugin is loaded (it builds them)."""
+    if pm.get_plugin("webhook") is None:
+        return None
+    every = settings["subscribers"]["refresh_seconds"]
+    return LiveSubscribers(sessions, output_of(settings), every)
 
 
 def _load_keyring(settings: Settings) -> Keyring:

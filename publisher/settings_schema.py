@@ -153,6 +153,7 @@ class DeliverySchema(Strict):
     lane_threads = Count(required=True, validate=_at_least(0))
     lane_backlog = Count(required=True, validate=_at_least(1))
     drift_check_interval = Number(required=True, validate=_at_least(0))
+    pause_after_seconds = Number(required=True, validate=_at_least(0))
 
 
 class WorkerSchema(Strict):
@@ -175,6 +176,16 @@ class LoggingSchema(Strict):
     level = Text(required=True, validate=_one_of(LOG_LEVELS))
     format = Text(required=True, validate=_one_of(("auto", "json", "text")))
     access_level = Text(required=True, validate=_one_of(LOG_LEVELS))
+
+
+class SubscribersSchema(Strict):
+    refresh_seconds = Number(required=True, validate=_at_least(0))
+    rotation_grace_seconds = Number(required=True, validate=validate.Range(min=0, max=366 * 86400))
+
+
+class RetentionSchema(Strict):
+    revisions_days = Number(required=True, validate=_at_least(0))
+    payloads_days = Number(required=True, validate=_at_least(0))
 
 
 class MetricsSchema(Strict):
@@ -223,8 +234,10 @@ class SettingsSchema(Strict):
     embedded_worker = fields.Boolean(required=True)
     webhooks = fields.Nested(WebhooksSchema, required=True)
     rate_limits = fields.Nested(RateLimitsSchema, required=True)
+    subscribers = fields.Nested(SubscribersSchema, required=True)
     token_cache_seconds = Number(required=True, validate=_at_least(0))
     quarantine_days = Number(required=True, validate=_at_least(0))
+    retention = fields.Nested(RetentionSchema, required=True)
     logging = fields.Nested(LoggingSchema, required=True)
     metrics = fields.Nested(MetricsSchema, required=True)
     dev_key = fields.Boolean(required=True)

@@ -48,7 +48,7 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_sqlite_is_durable_by_default(tmp_path):

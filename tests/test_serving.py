@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from waitress import wasyncore
 
 from publisher.serving import make_server
 from tests.conftest import bearer
@@ -39,9 +40,10 @@ def served(make_app) -> Iterator[tuple[int, dict[str, str]]]:  # noqa: ANN001
     thread.start()
     yield port, bearer(app, "submit")
     stopping.set()
-    server.close()
-    server.task_dispatcher.shutdown()
+    # closed on the server's own thread: closing its sockets from here raced its poll (EBADF)
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # noqa: SLF001
     thread.join(5)
+    server.task_dispatcher.shutdown()
 
 
 def exchange(port: int, request: bytes, *, wait: float = 5.0) -> bytes:

@@ -88,16 +88,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "records",
         scope="read",
         responses={200: json_response("RecordDetail", "The record's current revision")},
-        errors=(404,),
+        errors=(404, 410),
         description="With a `read-protected` (or `admin`) token, `secured.protected` holds "
         "the decrypted protected fields.",
     ),
     ("/api/v1/records/{record_id}", "DELETE"): Op(
-        "Retract a record from every output",
+        "Retract a record from every output, or purge it",
         "records",
         scope="submit",
-        responses={202: json_response("Retract", "Retraction accepted")},
-        errors=(404,),
+        params=("purge",),
+        responses={202: json_response(_one_of("Retract", "Purge"), "Retraction or purge accepted")},
+        errors=(400, 403, 404),
+        description="With `purge=true` (scope `admin`) the record is retracted, then erased "
+        "once every output confirmed it: `status` is `pending`, later `purged`; its id is "
+        "refused from then on (`410`).",
     ),
     ("/api/v1/records/{record_id}/deliveries", "GET"): Op(
         "List a record's deliveries",
@@ -148,6 +152,35 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         scope="admin",
         responses={200: json_response("Output", "The output")},
         errors=(404,),
+    ),
+    ("/api/v1/subscribers", "GET"): Op(
+        "List webhook subscribers (YAML ones read-only), without secrets",
+        "subscribers",
+        scope="read",
+        responses={200: json_response("SubscriberList", "Subscribers")},
+    ),
+    ("/api/v1/subscribers", "POST"): Op(
+        "Add a webhook subscriber: every process sends to it within seconds, no restart",
+        "subscribers",
+        scope="admin",
+        body="subscriber",
+        responses={201: json_response("SubscriberSecret", "Added; the secret is shown once")},
+        errors=(400, 409, 413, 422),
+    ),
+    ("/api/v1/subscribers/{name}", "DELETE"): Op(
+        "Remove a subscriber added through the API",
+        "subscribers",
+        scope="admin",
+        responses={204: {"description": "Removed"}},
+        errors=(404, 409),
+    ),
+    ("/api/v1/subscribers/{name}/rotate-secret", "POST"): Op(
+        "Sign with a new secret, and with the old one too until the grace ends",
+        "subscribers",
+        scope="admin",
+        body="rotation",
+        responses={200: json_response("SubscriberSecret", "The new secret, shown once")},
+        errors=(400, 404, 409, 413, 422),
     ),
     ("/api/v1/quarantine", "GET"): Op(
         "List quarantined payloads, newest first",
@@ -319,6 +352,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
     ),
     "published": _query("published", {"type": "boolean"}, "only (un)published records"),
+    "purge": _query("purge", {"type": "boolean"}, "erase the record (scope admin)"),
     "topic": _query("topic", {"type": "string"}, "only records with this topic"),
     "since": _query(
         "since", {"type": "string", "format": "date-time"}, "only records changed since"
@@ -362,6 +396,7 @@ ERRORS = {
     403: ("Forbidden", "The token lacks the scope"),
     404: ("NotFound", "No such resource"),
     409: ("Conflict", "Conflicts with the resource's state"),
+    410: ("Gone", "The record was purged (the time is in `message`)"),
     413: ("TooLarge", "The body is over `limits.max_body_bytes`"),
     415: ("UnsupportedType", "Unsupported Content-Type or charset"),
     422: ("Invalid", "Invalid: `errors` maps field paths to messages"),
@@ -399,7 +434,36 @@ def _record_body_types() -> dict[str, Any]:
     return content
 
 
+SUBSCRIBER_BODY = {
+    "type": "object",
+    "required": ["name", "url"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+        "url": {"type": "string", "format": "uri"},
+        "secret": {"type": "string", "description": "whsec_...; made if absent"},
+        "events": {"type": "array", "items": {"enum": ["published", "updated", "retracted"]}},
+        "protected": {"type": "boolean"},
+        "allow_private": {"type": "boolean"},
+        "backfill": {"type": "boolean", "description": "also send what is live now"},
+    },
+}
+ROTATION_BODY = {
+    "type": "object",
+    "properties": {
+        "secret": {"type": "string", "description": "whsec_...; made if absent"},
+        "grace_seconds": {"type": "number", "minimum": 0, "maximum": 366 * 86400},
+    },
+}
+
 BODIES: dict[str, dict[str, Any]] = {
+    "subscriber": {
+        "required": True,
+        "content": {"application/json": {"schema": SUBSCRIBER_BODY}},
+    },
+    "rotation": {
+        "required": False,
+        "content": {"application/json": {"schema": ROTATION_BODY}},
+    },
     "records": {
         "required": True,
         "description": "One record, or a batch; UTF-8 only",

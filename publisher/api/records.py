@@ -8,12 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, has_request_context, jsonify, request
 
 from publisher import queries
-from publisher.api.auth import may_read_protected, requires
+from publisher.api.auth import current_token, may_read_protected, requires
 from publisher.api.requests import flag_arg, limit_arg, read_body
+from publisher.erasure import check_not_purged
 from publisher.errors import InvalidRecord
 from publisher.models import Record
 from publisher.records import parse_instant
 from publisher.secure import visible_status
+from publisher.tokens import require_scope
 
 bp = Blueprint("records", __name__, url_prefix="/api/v1")
 
@@ -69,6 +71,7 @@ def list_records() -> Response:
 def read_record(record_id: str) -> Response:
     services = _services()
     with services.sessions() as session:
+        check_not_purged(session, record_id)
         record = queries.get_record(session, record_id)
         placements = queries.placements_of(session, record_id)
     answer = record_detail(record)
@@ -79,8 +82,20 @@ def read_record(record_id: str) -> Response:
 
 
 @bp.delete("/records/<record_id>")
-@requires("submit")
 def retract(record_id: str) -> Response:
+    """Retract (scope ``submit``), or with ``purge=true`` purge (scope ``admin``): ``202``.
+
+    A purge answers its state: ``pending`` until every output confirmed the retraction,
+    then ``purged`` (docs/operations.md, "Erasure").
+    """
+    token = current_token("submit")
+    if flag_arg("purge"):
+        require_scope(token, "admin")
+        eraser = current_app.extensions["publisher.eraser"]
+        state = eraser.purge(record_id, who=f"token:{token.id}")
+        response = jsonify(state.to_dict())
+        response.status_code = 202
+        return response
     intake = current_app.extensions["publisher.intake"]
     outcome = intake.retract(record_id, request_id=g.request_id)
     response = jsonify({"id": outcome.id, "revision": outcome.revision, "status": outcome.status})

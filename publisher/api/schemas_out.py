@@ -74,6 +74,19 @@ class RetractSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["retracted", "unchanged"]))
 
 
+class PurgeSchema(Closed):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "purged"]))
+    requested_at = fields.DateTime(required=True)
+    requested_by = fields.String(required=True, metadata={"example": "token:3"})
+    purged_at = fields.DateTime(allow_none=True, required=True)
+    unconfirmed = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "outputs that never confirmed the retraction"},
+    )
+
+
 class SecuredStatusSchema(Closed):
     status = fields.String(required=True, metadata={"example": "decrypted"})
     protected = fields.Dict(
@@ -160,9 +173,22 @@ class PluginListSchema(Closed):
     items = fields.List(fields.Nested(PluginSchema), required=True)
 
 
+class OutputHealthSchema(Closed):
+    consecutive_failures = fields.Integer(required=True)
+    failing_since = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "first failure since a success"}
+    )
+    last_success_at = fields.DateTime(required=True, allow_none=True)
+    last_failure_at = fields.DateTime(required=True, allow_none=True)
+
+
 class OutputSchema(Closed):
     name = fields.String(required=True)
     enabled = fields.Boolean(required=True)
+    paused = fields.Boolean(
+        required=True, metadata={"description": "off because it failed (410, or for too long)"}
+    )
+    health = fields.Nested(OutputHealthSchema, required=True)
     reason = fields.String(required=True, allow_none=True, metadata={"description": "why off"})
     accepts_protected = fields.Boolean(required=True)
     when = fields.String(required=True, allow_none=True, metadata={"description": "routing rule"})
@@ -172,6 +198,31 @@ class OutputSchema(Closed):
 
 class OutputListSchema(Closed):
     items = fields.List(fields.Nested(OutputSchema), required=True)
+
+
+class SubscriberSchema(Closed):
+    name = fields.String(required=True)
+    output = fields.String(required=True, metadata={"example": "webhook:search-index"})
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    protected = fields.Boolean(required=True)
+    allow_private = fields.Boolean(required=True, allow_none=True)
+    source = fields.String(required=True, validate=validate.OneOf(["config", "api"]))
+    signing_secrets = fields.Integer(
+        required=True, metadata={"description": "secrets signing now (2 during a rotation)"}
+    )
+
+
+class SubscriberListSchema(Closed):
+    items = fields.List(fields.Nested(SubscriberSchema), required=True)
+
+
+class SubscriberSecretSchema(SubscriberSchema):
+    secret = fields.String(required=True, metadata={"description": "shown only here"})
+    previous_valid_until = fields.DateTime(
+        metadata={"description": "the old secret signs beside the new one until then"}
+    )
+    backfill = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 
 class HealthSchema(Closed):

@@ -53,10 +53,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from publisher.cli import admin, records, run
+    from publisher.cli import admin, records, run, subscribers
     from publisher.cli.quarantine import quarantine_group
 
-    for module in (run, records, admin):
+    for module in (run, records, admin, subscribers):
         module.register(cli)
     cli.add_command(quarantine_group, "quarantine")
     try:

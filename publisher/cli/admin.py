@@ -15,8 +15,9 @@ from publisher import db
 from publisher.cli.common import echo_json_line, inbox, read_settings, services
 from publisher.config import effective, load_settings
 from publisher.db import transaction
+from publisher.endpoints import is_paused
 from publisher.errors import ConfigError, PublisherError
-from publisher.models import Delivery, Source, utcnow
+from publisher.models import Delivery, OutputState, Source, utcnow
 from publisher.plugins import collect_outputs, describe_plugins, make_plugin_manager
 from publisher.settings_schema import check_plugin_settings
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
@@ -261,17 +262,22 @@ def reconcile(output: str) -> None:
 
 @click.group("outputs")
 def outputs() -> None:
-    """Turn outputs on and off (a downstream 410 Gone turns one off)."""
+    """Turn outputs on and off (a subscriber answering 410 Gone, or failing for
+    ``delivery.pause_after_seconds``, is paused: turned off until enabled)."""
 
 
 @outputs.command("list")
 @with_appcontext
 def outputs_list() -> None:
+    """Each output: enabled, disabled or paused (a subscriber that failed), and its rule."""
     svc = services()
-    disabled = svc.dispatcher.disabled_outputs()
-    for name, spec in svc.dispatcher.outputs.items():
-        state = "disabled" if name in disabled else "enabled"
-        click.echo(f"{name}\t{state}\t{spec.rule or '-'}")
+    with svc.sessions() as session:
+        states = {row.name: row for row in session.scalars(select(OutputState))}
+    for name, spec in svc.dispatcher.refresh().items():
+        state = states.get(name)
+        shown = "enabled" if state is None or state.enabled else "disabled"
+        shown = "paused" if is_paused(state) else shown
+        click.echo(f"{name}\t{shown}\t{spec.rule or '-'}")
 
 
 @outputs.command("enable")
@@ -292,7 +298,7 @@ def outputs_disable(name: str) -> None:
 
 def _known_output(name: str):  # noqa: ANN202 - the dispatcher
     dispatcher = services().dispatcher
-    if name not in dispatcher.outputs:
+    if name not in dispatcher.refresh():
         raise click.BadParameter(f"no output named {name!r}", param_hint="NAME")
     return dispatcher
 

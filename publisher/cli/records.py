@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -80,7 +81,7 @@ def ingest(paths: tuple[str, ...], source: str) -> None:
         click.echo(line, err=True)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
     click.echo(f"{len(files)} files: {summary}")
-    if counts["invalid"] or counts["unreadable"]:
+    if counts["invalid"] or counts["unreadable"] or counts["gone"]:  # gone: a purged id
         sys.exit(1)
 
 
@@ -140,6 +141,24 @@ def retract(record_ids: tuple[str, ...]) -> None:
         )
 
 
+@click.command("purge")
+@click.argument("record_ids", nargs=-1, required=True)
+@click.option(
+    "--now", "at_once", is_flag=True, help="Erase without waiting for the outputs' receipts."
+)
+@with_appcontext
+def purge(record_ids: tuple[str, ...], at_once: bool) -> None:
+    """Retract records everywhere, then erase them, keeping a tombstone; one JSON line each.
+
+    Without ``--now`` the erasure waits for every output's receipt of the retraction (the
+    worker's sweeper finishes it): ``status`` is ``pending`` until then, ``purged`` after.
+    """
+    eraser = current_app.extensions["publisher.eraser"]
+    who = f"cli:{getpass.getuser()}"
+    for rid in record_ids:
+        echo_json_line(eraser.purge(rid, who, at_once=at_once).to_dict())
+
+
 def _message(exc: Exception) -> str:
     if isinstance(exc, PublisherError):
         details = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.errors.items())
@@ -148,5 +167,5 @@ def _message(exc: Exception) -> str:
 
 
 def register(cli: click.Group) -> None:
-    for command in (ingest, validate, retract):
+    for command in (ingest, validate, retract, purge):
         cli.add_command(command)
