@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from publisher.worker import EmbeddedWorker
+from tests.backends import backend_fixture  # noqa: F401 - the fixture
 from tests.conftest import bearer
 
 
@@ -18,10 +19,11 @@ def _seen(log: Path, output: str) -> set[str]:
 
 
 def test_a_hanging_subscriber_does_not_hold_back_the_other_outputs(
-    make_app, base_settings, seed_json
+    backend, make_app, base_settings, seed_json
 ):
     log = Path(base_settings["plugins"]["recording"]["log"])
     app = make_app(
+        **backend.overrides(),
         plugins={"recording": {"log": str(log), "slow_seconds": 30}},  # hangs each attempt
         outputs={"slow": {"timeout": 10}},
     )
