@@ -30,6 +30,8 @@ import pytest
 from flask import Flask
 from sqlalchemy.engine import make_url
 
+from publisher.testing import drain as testing_drain
+
 POSTGRES_URL = os.environ.get(
     "PUBLISHER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -203,24 +205,5 @@ def backend_app_fixture(backend: Backend, make_app: Callable[..., Flask]) -> Fla
 
 
 def drain(app: Flask, limit: int = 1000) -> int:
-    """Run every task due now, as a worker would, on any huey storage.
-
-    Unlike ``tests.conftest.drain`` it looks at the queue's length before taking a task, so
-    it never waits on Redis's blocking pop when the queue is empty.
-    """
-    huey = app.extensions["publisher"].huey
-    ran = 0
-    while ran < limit:
-        for task in huey.read_schedule(huey._get_timestamp()):
-            huey.enqueue(task)
-        if huey.pending_count() == 0:
-            break
-        task = huey.dequeue()
-        if task is None:
-            break
-        huey.execute(task)
-        lanes = app.extensions["publisher"].dispatcher.lanes
-        if lanes is not None:  # the task handed its deliveries to their output's lane
-            lanes.wait_idle(timeout=60)
-        ran += 1
-    return ran
+    """Run every task due now, as a worker would, on any huey storage (up to ``limit``)."""
+    return testing_drain(app, rounds=limit)
