@@ -5,12 +5,10 @@ changed meanwhile, once."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import update
@@ -18,12 +16,13 @@ from sqlalchemy import update
 from publisher.db import transaction
 from publisher.models import OutputHealth, utcnow
 from tests.conftest import bearer, drain
+from tests.receivers import QuietHandler, serving
 from tests.test_metrics import scrape
 
 OUTPUT = "webhook:search"
 
 
-class Receiver(BaseHTTPRequestHandler):
+class Receiver(QuietHandler):
     """Answers the server's ``status``; records every body it accepted."""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -35,20 +34,11 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def receiver() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    httpd.received = []  # type: ignore[attr-defined]
-    httpd.status = 204  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Receiver, received=[], status=204) as httpd:
+        yield httpd
 
 
 @pytest.fixture

@@ -5,20 +5,19 @@ library, holding either secret during a rotation."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import bearer, drain
+from tests.receivers import QuietHandler, serving
 
 YAML_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
-class Receiver(BaseHTTPRequestHandler):
+class Receiver(QuietHandler):
     """Records each delivery's body and which of the server's ``secrets`` verify it."""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -36,20 +35,11 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def receiver() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    httpd.received = []  # type: ignore[attr-defined]
-    httpd.secrets = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Receiver, received=[], secrets=[]) as httpd:
+        yield httpd
 
 
 def url(httpd: ThreadingHTTPServer) -> str:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from publisher.outputs import Output
 from publisher.testing import OutputContract, load_outputs, make_record
 from publisher_plugins import feeds, files, webhook
+from tests.receivers import QuietHandler, serving
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -55,7 +54,7 @@ class TestFilesContract(OutputContract):
         return read
 
 
-class Subscriber(BaseHTTPRequestHandler):
+class Subscriber(QuietHandler):
     """A downstream subscriber: keeps what it receives; ``/gone`` answers 410."""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -65,19 +64,11 @@ class Subscriber(BaseHTTPRequestHandler):
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def subscriber() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Subscriber)
-    httpd.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Subscriber, received=[]) as httpd:
+        yield httpd
 
 
 def _webhook(httpd: ThreadingHTTPServer, path: str) -> Output:

@@ -6,11 +6,10 @@ import base64
 import email.utils
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,11 +18,12 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from publisher.errors import ConfigError
 from publisher.outputs import DeliveryError, Event, OutputRecord
 from publisher_plugins import webhook
+from tests.receivers import QuietHandler, serving
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
-class Receiver(BaseHTTPRequestHandler):
+class Receiver(QuietHandler):
     """Answers by path: /ok verifies the signature; /gone, /busy, ... answer as named."""
 
     received: list[tuple[dict[str, str], bytes, bool]]
@@ -55,19 +55,11 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    httpd.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Receiver, received=[]) as httpd:
+        yield httpd
 
 
 def base_url(httpd: ThreadingHTTPServer) -> str:
