@@ -103,6 +103,7 @@ def _schemas() -> dict[str, Any]:
         "Purge": out.PurgeSchema,
         "RecordList": out.RecordListSchema,
         "RecordDetail": out.RecordDetailSchema,
+        "Attempt": out.AttemptSchema,
         "Delivery": out.DeliverySchema,
         "DeliveryList": out.DeliveryListSchema,
         "DeliveryPage": out.DeliveryPageSchema,

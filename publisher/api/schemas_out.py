@@ -132,6 +132,18 @@ class RecordDetailSchema(Closed):
     updated_at = fields.DateTime(required=True)
 
 
+class AttemptSchema(Closed):
+    at = fields.DateTime(required=True)
+    outcome = fields.String(
+        required=True,
+        validate=validate.OneOf(["delivered", "failed", "dead", "redelivered", "skipped"]),
+    )
+    event = fields.String(required=True, allow_none=True, validate=validate.OneOf(EVENTS))
+    status_code = fields.Integer(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    duration_ms = fields.Integer(required=True, allow_none=True)
+
+
 class DeliverySchema(Closed):
     id = fields.String(required=True)
     record_id = fields.String(required=True)
@@ -144,7 +156,14 @@ class DeliverySchema(Closed):
     next_attempt_at = fields.DateTime(
         required=True, allow_none=True, metadata={"description": "set while pending"}
     )
+    occurred_at = fields.DateTime(
+        required=True, metadata={"description": "when the transition happened (embargo end...)"}
+    )
     updated_at = fields.DateTime(required=True)
+    can_redeliver = fields.Boolean(
+        required=True, metadata={"description": "false once the record has moved past it"}
+    )
+    history = fields.List(fields.Nested(AttemptSchema), required=True)
 
 
 class DeliveryListSchema(Closed):
