@@ -131,7 +131,7 @@ def backend(name: str, work: Path) -> Iterator[dict[str, Any] | None]:
     try:
         yield settings
     finally:
-        from publisher.queue import make_huey
+        from publisher.taskqueue import make_huey
 
         make_huey(settings["queue_url"]).storage.flush_all()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -521,7 +521,7 @@ def section_ingest(settings: dict[str, Any], work: Path, args: Any) -> dict[str,
 STAGES = {
     "parse": ("publisher/parsing.py", "parse_body"),
     "validate": ("publisher/schemas.py", "validate_record"),
-    "secure": ("publisher/secure.py", "secure_record"),
+    "secure": ("publisher/secured/policy.py", "secure_record"),
     "store": ("publisher/intake.py", "_store"),
     "enqueue": ("publisher/dispatch.py", "enqueue"),
 }

@@ -1,4 +1,4 @@
-"""The webhook inbox and the quarantine.
+"""The webhook inbox: verified payloads committed raw, then taken in by the worker.
 
 A verified webhook is committed raw to ``inbox`` before the sender gets its ``202``:
 senders want a fast 2xx and retry otherwise, so parsing, validating and opening happen
@@ -17,7 +17,8 @@ re-enqueues rows left ``pending`` (a crash between commit and enqueue) and frees
 ``processing`` by a killed worker.
 
 What cannot be taken in goes to ``quarantine`` with the reason and the field errors, never
-a secret or decrypted plaintext. An operator fixes the configuration or schema and replays.
+a secret or decrypted plaintext (:mod:`publisher.quarantine`). An operator fixes the
+configuration or schema and replays.
 """
 
 from __future__ import annotations
@@ -31,19 +32,17 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from publisher.background import Feeder
 from publisher.db import transaction
-from publisher.errors import Conflict, InvalidRecord, NotFound, PublisherError, Unavailable
+from publisher.errors import Conflict, InvalidRecord, PublisherError, Unavailable
 from publisher.groupcommit import CommitFailed
 from publisher.inboxwriter import InboxWriter
 from publisher.intake import STORE_REFUSED, Intake, ItemResult, is_outage
 from publisher.models import InboxItem, QuarantineItem, utcnow
-from publisher.queries import decode_cursor, encode_cursor
-from publisher.records import instant_text
+from publisher.quarantine import get_quarantined, prune_quarantine, quarantine_values
 from publisher.services import Services
-from publisher.webhooks import Verifier
+from publisher.signatures import Verifier
 
 log = logging.getLogger("publisher.inbox")
 
@@ -54,10 +53,8 @@ BATCH_TASK_NAME = "publisher.inbox.batch"  # the new rows of one group commit, o
 FEED_LINGER = 0.05
 SWEEP_GRACE = 5.0  # seconds a pending row may wait for its first task before the sweeper acts
 MIN_REMEMBER_DAYS = 4  # Standard Webhooks senders retry for about three days
-DEFAULT_QUARANTINE_DAYS = 30
 PRUNE_EVERY = 3600.0  # seconds between prunes run by the sweeper
 DEFAULT_CONTENT_TYPE = "application/json"
-MAX_ID = 2**63 - 1  # larger ids cannot exist (and SQLite cannot even compare them)
 
 
 @dataclass(frozen=True)
@@ -174,7 +171,7 @@ class InboxProcessor:
                 self._release(item_id)
                 raise
             log.error("inbox item %s refused by the store: %s", item_id, type(exc).__name__)
-            status, quarantined = "quarantined", _quarantine_row(item, "invalid", STORE_REFUSED)
+            status, quarantined = "quarantined", _quarantine(item, "invalid", STORE_REFUSED)
         with transaction(self.sessions) as session:
             if quarantined is not None:
                 session.add(quarantined)
@@ -226,13 +223,13 @@ class InboxProcessor:
             raise
         except PublisherError as exc:  # malformed, unsupported type, batch too large
             errors = exc.errors or {"_payload": [exc.message]}
-            return "quarantined", _quarantine_row(item, exc.code, errors)
+            return "quarantined", _quarantine(item, exc.code, errors)
         except Exception as exc:  # noqa: BLE001 - a bug must not loop forever on one payload
             log.error("inbox item %s failed: %s", item.id, type(exc).__name__)
-            return "quarantined", _quarantine_row(item, "internal_error", {})
+            return "quarantined", _quarantine(item, "internal_error", {})
         failed = [(i, r) for i, r in enumerate(results) if r.status == "invalid"]
         if failed:
-            return "quarantined", _quarantine_row(
+            return "quarantined", _quarantine(
                 item, _reason(failed[0][1]), _item_errors(failed, batch), _single_id(results)
             )
         if any(r.status == "gone" for r in results):
@@ -354,74 +351,6 @@ class InboxProcessor:
             )
 
 
-def list_quarantined(
-    session: Session,
-    *,
-    source: str | None = None,
-    replayed: bool | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> tuple[list[QuarantineItem], str | None]:
-    """Newest first; a page and the cursor of the next one (or None)."""
-    query = select(QuarantineItem).order_by(QuarantineItem.id.desc()).limit(limit + 1)
-    if source:
-        query = query.where(QuarantineItem.source == source)
-    if replayed is not None:
-        column = QuarantineItem.replayed_at
-        query = query.where(column.is_not(None) if replayed else column.is_(None))
-    if cursor:
-        query = query.where(QuarantineItem.id < min(decode_cursor(cursor), MAX_ID))
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].id) if more and rows else None
-
-
-def get_quarantined(session: Session, item_id: int) -> QuarantineItem:
-    row = session.get(QuarantineItem, item_id) if 0 < item_id <= MAX_ID else None
-    if row is None:
-        raise NotFound(f"no quarantine item {item_id}")
-    return row
-
-
-def prune_quarantine(session: Session, before: datetime) -> int:
-    """Delete quarantine items created before ``before`` (bounded retention)."""
-    result = session.execute(delete(QuarantineItem).where(QuarantineItem.created_at < before))
-    return int(result.rowcount or 0)
-
-
-def quarantine_dict(row: QuarantineItem, *, detail: bool = False) -> dict[str, Any]:
-    """The API and CLI view; ``detail`` adds the payload as text (ciphertext stays sealed)."""
-    answer: dict[str, Any] = {
-        "id": row.id,
-        "source": row.source,
-        "content_type": row.content_type,
-        "reason": row.reason,
-        "errors": row.errors or {},
-        "record_id": row.record_id,
-        "created_at": instant_text(row.created_at),
-        "replayed_at": instant_text(row.replayed_at),
-    }
-    if detail:
-        answer["payload"] = row.payload.decode("utf-8", errors="replace")
-    return answer
-
-
-def _quarantine_row(
-    item: InboxItem, reason: str, errors: Mapping[str, list[str]], record_id: str | None = None
-) -> QuarantineItem:
-    """The raw payload as received, so a replay parses exactly what the sender sent."""
-    return QuarantineItem(
-        source=item.source,
-        content_type=item.content_type,
-        payload=item.payload,
-        reason=reason[:40],
-        errors=dict(errors),
-        record_id=record_id,
-        created_at=utcnow(),
-    )
-
-
 def _reason(result: ItemResult) -> str:
     return result.error.code if result.error is not None else "invalid"
 
@@ -437,3 +366,11 @@ def _item_errors(failed: list[tuple[int, ItemResult]], batch: bool) -> dict[str,
 
 def _single_id(results: list[ItemResult]) -> str | None:
     return results[0].id if len(results) == 1 else None
+
+
+def _quarantine(
+    item: InboxItem, reason: str, errors: Mapping[str, list[str]], record_id: str | None = None
+) -> QuarantineItem:
+    return QuarantineItem(
+        **quarantine_values(item.source, item.content_type, item.payload, reason, errors, record_id)
+    )

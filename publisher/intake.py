@@ -27,18 +27,24 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
-from publisher.envelopes import SecuredResult
 from publisher.erasure import refuse_purged
 from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
-from publisher.keyring import Keyring
-from publisher.models import QuarantineItem, utcnow
+from publisher.models import QuarantineItem
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
 from publisher.plugins import Broadcast
-from publisher.records import canonical_json, public_fields, record_id
+from publisher.quarantine import quarantine_values
+from publisher.records import hashable_json, public_fields, record_id
 from publisher.schemas import Validated, validate_record
-from publisher.secure import InvalidEnvelopeAlarm, SecuredOutcome, check_policies, secure_record
+from publisher.secured import (
+    InvalidEnvelopeAlarm,
+    Keyring,
+    SecuredOutcome,
+    SecuredResult,
+    check_policies,
+    secure_record,
+)
 from publisher.services import Services
 from publisher.store import Incoming, Stored, retract_record, save_records
 
@@ -445,17 +451,13 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _quarantine_row(item: Prepared) -> dict[str, Any]:
-    fields = dict(item.incoming.fields)
-    fields["body"] = item.incoming.body
-    return {
-        "source": item.incoming.source,
-        "content_type": "application/json",
-        "payload": json.dumps(fields, default=str).encode(),
-        "reason": item.quarantine or "unknown",
-        "errors": {"secured": [EnvelopeError.MESSAGE]},
-        "record_id": item.incoming.id,
-        "created_at": utcnow(),
-    }
+    """An API record held by its ``secured`` policy, kept as the JSON it amounts to."""
+    fields = {**item.incoming.fields, "body": item.incoming.body}
+    payload = json.dumps(fields, default=str).encode()
+    errors = {"secured": [EnvelopeError.MESSAGE]}
+    reason = item.quarantine or "unknown"
+    source = item.incoming.source
+    return quarantine_values(source, "application/json", payload, reason, errors, item.incoming.id)
 
 
 def secured_digest(result: SecuredResult, keyring: Keyring) -> str | None:
@@ -480,5 +482,5 @@ def secured_digest(result: SecuredResult, keyring: Keyring) -> str | None:
         else json.dumps(entry.key.as_dict(private=True), sort_keys=True).encode()
     )
     key = hmac.new(b"publisher secured digest", material, hashlib.sha256).digest()
-    digest = hmac.new(key, canonical_json(result.protected), hashlib.sha256).hexdigest()
+    digest = hmac.new(key, hashable_json(result.protected), hashlib.sha256).hexdigest()
     return f"opened:{result.kid}:{digest}"

@@ -54,7 +54,7 @@ from sqlalchemy import func, select
 from publisher.endpoints import health_of, is_paused
 from publisher.hookspecs import hookimpl
 from publisher.models import Delivery, OutputState, QuarantineItem
-from publisher.queue import queue_depth
+from publisher.taskqueue import queue_depth
 
 log = logging.getLogger("publisher.metrics")
 EXTENSION = "publisher.metrics"

@@ -52,7 +52,8 @@ def record_id(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(normalise_url(url).encode()).hexdigest()[:32]
 
 
-def canonical_json(value: Any) -> bytes:
+def hashable_json(value: Any) -> bytes:
+    """Sorted-key compact JSON bytes, for content hashes (not RFC 8785: see secured.canonical)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -60,7 +61,7 @@ def content_hash(fields: Mapping[str, Any], body: str, ignore: Iterable[str] = (
     """A hash of the record's content, leaving out ``ignore`` (the volatile fields)."""
     skip = set(ignore)
     kept = {k: v for k, v in fields.items() if k not in skip}
-    digest = hashlib.sha256(canonical_json(kept))
+    digest = hashlib.sha256(hashable_json(kept))
     digest.update(b"\x00")
     digest.update(body.encode())
     return digest.hexdigest()

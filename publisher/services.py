@@ -16,12 +16,12 @@ from publisher import db
 from publisher.config import Settings
 from publisher.dispatch import Dispatcher, OutputSpec
 from publisher.errors import ConfigError
-from publisher.keyring import Keyring, LiveKeyring, ensure_dev_key
 from publisher.outputs import Output
 from publisher.plugins import Broadcast, collect_outputs, make_plugin_manager
-from publisher.queue import make_huey
 from publisher.routing import compile_rule
+from publisher.secured import Keyring, LiveKeyring, ensure_dev_key
 from publisher.subscribers import LiveSubscribers, output_of
+from publisher.taskqueue import make_huey
 from publisher.tokens import TokenCache
 
 log = logging.getLogger("publisher")
@@ -41,7 +41,7 @@ class Services:
 
     def open_protected(self, fields: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Decrypted protected fields of a record, for outputs and readers cleared for them."""
-        from publisher.envelopes import open_secured
+        from publisher.secured import open_secured
 
         result = open_secured(fields.get("secured"), fields, self.keyring)
         return (

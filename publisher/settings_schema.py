@@ -254,7 +254,7 @@ class SettingsSchema(Strict):
 # -- checking ---------------------------------------------------------------------------------
 def check_settings(settings: Mapping[str, Any], origins: Origins | None = None) -> dict[str, Any]:
     """Load ``settings`` through the schema; raise one ConfigError listing every problem."""
-    from publisher.secure import check_policies  # envelopes load lazily: the CLI starts fast
+    from publisher.secured import check_policies  # envelopes load lazily: the CLI starts fast
 
     try:
         loaded = SettingsSchema().load(settings)

@@ -135,7 +135,7 @@ def redis_queue_url() -> str:
 
 def flush_queue(queue_url: str) -> None:
     """Delete the keys of this queue name only (queue, schedule, results)."""
-    from publisher.queue import make_huey
+    from publisher.taskqueue import make_huey
 
     huey = make_huey(queue_url)
     huey.storage.flush_all()

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import grimp
 import pytest
 from importlinter import api as importlinter
 
@@ -252,3 +253,16 @@ def test_the_map_says_where_each_route_command_and_hook_is_handled(app, table):
 
 def test_every_hook_has_a_caller_in_the_core():
     assert [row for row in hook_rows() if row.endswith("|  |")] == []
+
+
+def test_the_rest_of_publisher_reaches_secured_code_through_its_entry_point():
+    """``publisher.secured`` is one room with one door: nobody imports its modules directly."""
+    graph = grimp.build_graph("publisher", include_external_packages=False, cache_dir=None)
+    inside = {m for m in graph.modules if m.startswith("publisher.secured.")}
+    through_the_side = sorted(
+        f"{importer} -> {module}"
+        for module in inside
+        for importer in graph.find_modules_that_directly_import(module)
+        if not importer.startswith("publisher.secured")
+    )
+    assert through_the_side == []

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 import yaml
 
-from publisher.canonical import canonical_bytes, canonical_fields, canonical_json, es_number
+from publisher.secured.canonical import canonical_bytes, canonical_fields, canonical_json, es_number
 
 
 def test_documented_example() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from publisher.envelopes import seal
-from publisher.keyring import Keyring, generate_key
 from publisher.models import Record
+from publisher.secured.envelopes import seal
+from publisher.secured.keyring import Keyring, generate_key
 from tests.conftest import DATA
 
 PUBLISHER = str(Path(sys.executable).parent / "publisher")

@@ -94,8 +94,8 @@ def test_open_sealed_exits_2(keys_dir: Path) -> None:
 
 
 def test_open_a_detached_signature_with_its_record(keys_dir: Path, tmp_path: Path) -> None:
-    from publisher.envelopes import sign_record
-    from publisher.keyring import Keyring
+    from publisher.secured.envelopes import sign_record
+    from publisher.secured.keyring import Keyring
 
     _run(keys_group, ["generate", "--kind", "Ed25519"], keys_dir)
     record = {"title": "t", "heat": 3}

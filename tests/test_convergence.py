@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import select, text, update
 
-from publisher.envelopes import seal
-from publisher.keyring import Keyring, generate_key, write_key
 from publisher.models import Delivery, Placement
+from publisher.secured.envelopes import seal
+from publisher.secured.keyring import Keyring, generate_key, write_key
 from tests.conftest import bearer, drain
 
 SEED_ID = "01ee6836a697b68869a9c9060713dc45"

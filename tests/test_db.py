@@ -25,7 +25,7 @@ from publisher.db import (
     writer_lock,
 )
 from publisher.models import Base
-from publisher.queue import make_huey
+from publisher.taskqueue import make_huey
 from tests.concurrency import forked, wait_until
 
 

@@ -220,8 +220,8 @@ def test_poison_delivery_ends_dead(app, seed_json):
 def test_only_outputs_that_accept_protected_data_see_it(
     make_app, base_settings, seed_json, recorded
 ):
-    from publisher.envelopes import seal
-    from publisher.keyring import Keyring, generate_key, write_key
+    from publisher.secured.envelopes import seal
+    from publisher.secured.keyring import Keyring, generate_key, write_key
 
     keys = Path(base_settings["keys_dir"])
     write_key(keys, generate_key("dir", kid="k1"))

@@ -16,16 +16,16 @@ from jwcrypto import jwe as jc_jwe
 from jwcrypto import jwk as jc_jwk
 from jwcrypto import jws as jc_jws
 
-from publisher.canonical import canonical_bytes
-from publisher.envelopes import (
+from publisher.errors import ConfigError
+from publisher.secured.canonical import canonical_bytes
+from publisher.secured.envelopes import (
     INVALID,
     open_envelope,
     open_secured,
     seal,
     sign_record,
 )
-from publisher.errors import ConfigError
-from publisher.keyring import KINDS, Keyring, generate_key, rotate, write_key
+from publisher.secured.keyring import KINDS, Keyring, generate_key, rotate, write_key
 
 DATA = Path(__file__).parent / "data"
 VECTORS = DATA / "vectors"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from publisher.envelopes import seal, sign_record
-from publisher.keyring import Keyring, generate_key, write_key
+from publisher.secured.envelopes import seal, sign_record
+from publisher.secured.keyring import Keyring, generate_key, write_key
 from tests.conftest import bearer, drain
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from publisher.errors import ConfigError
-from publisher.keyring import (
+from publisher.secured.keyring import (
     KINDS,
     Keyring,
     ensure_dev_key,

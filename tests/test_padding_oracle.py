@@ -18,9 +18,9 @@ import pytest
 
 from publisher.api.metrics import sample
 from publisher.app import create_app
-from publisher.envelopes import seal
 from publisher.errors import ConfigError
-from publisher.keyring import Keyring, generate_key, write_key
+from publisher.secured.envelopes import seal
+from publisher.secured.keyring import Keyring, generate_key, write_key
 from tests.conftest import bearer
 
 
@@ -100,7 +100,7 @@ def test_a_burst_of_invalid_envelopes_raises_an_alarm(make_app, base_settings, c
     write_key(Path(base_settings["keys_dir"]), generate_key("legacy-cbc", kid="legacy-1"))
     app = make_app(secured_alarm={"invalid": 5, "seconds": 3600})
     client, submit = app.test_client(), bearer(app, "submit")
-    caplog.set_level(logging.WARNING, "publisher.secure")
+    caplog.set_level(logging.WARNING, "publisher.secured.policy")
     for n in range(12):
         record = {
             "id": f"bad-{n}",

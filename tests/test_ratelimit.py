@@ -11,8 +11,8 @@ from publisher.api.limits import limiter_of
 from publisher.db import transaction
 from publisher.errors import TooManyRequests
 from publisher.ratelimit import RateLimiter, check_rate
+from publisher.signatures import secret_key, sign
 from publisher.tokens import create_token
-from publisher.webhooks import secret_key, sign
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

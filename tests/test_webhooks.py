@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
-from publisher import webhooks
+from publisher import signatures
 from publisher.api.webhooks import inbox_processor
 from publisher.cli.admin import sources_add
 from publisher.db import transaction
 from publisher.models import Source, utcnow
-from publisher.webhooks import Refused, Signed, secret_key, sign, verify_signature
+from publisher.signatures import Refused, Signed, secret_key, sign, verify_signature
 from tests.conftest import drain
 
 SECRET = "whsec_" + b64encode(b"a test secret of thirty-two b.").decode()
@@ -266,7 +266,7 @@ def test_a_cache_time_of_zero_reads_the_secrets_on_every_request(make_app, seed_
 
 
 def test_the_cache_is_bounded_whatever_source_names_arrive(make_app, seed_md, monkeypatch):
-    monkeypatch.setattr(webhooks, "MAX_CACHED_SOURCES", 3)
+    monkeypatch.setattr(signatures, "MAX_CACHED_SOURCES", 3)
     app = make_app()
     client = app.test_client()
     for n in range(10):

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from publisher.queue import queue_depth
+from publisher.taskqueue import queue_depth
 
 bp = Blueprint("health", __name__)
 #: free space below which a file system counts as full (``readiness.min_free_bytes``)

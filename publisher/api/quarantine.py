@@ -8,7 +8,7 @@ from publisher.api.auth import requires
 from publisher.api.requests import flag_arg, limit_arg
 from publisher.api.webhooks import inbox_processor
 from publisher.db import transaction
-from publisher.inbox import get_quarantined, list_quarantined, quarantine_dict
+from publisher.quarantine import get_quarantined, list_quarantined, quarantine_dict
 
 bp = Blueprint("quarantine", __name__, url_prefix="/api/v1")
 

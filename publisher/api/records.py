@@ -14,7 +14,7 @@ from publisher.erasure import check_not_purged
 from publisher.errors import InvalidRecord
 from publisher.models import Record
 from publisher.records import parse_instant
-from publisher.secure import visible_status
+from publisher.secured import visible_status
 from publisher.tokens import require_scope
 
 bp = Blueprint("records", __name__, url_prefix="/api/v1")

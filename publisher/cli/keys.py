@@ -18,9 +18,17 @@ from typing import Any, TypeVar
 
 import click
 
-from publisher.envelopes import open_envelope, seal
 from publisher.errors import ConfigError, EnvelopeError
-from publisher.keyring import KIND_ALIASES, KINDS, Keyring, generate_key, rotate, write_key
+from publisher.secured import (
+    KIND_ALIASES,
+    KINDS,
+    Keyring,
+    generate_key,
+    open_envelope,
+    rotate,
+    seal,
+    write_key,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KIND_CHOICE = click.Choice([*KINDS, *KIND_ALIASES])
@@ -148,7 +156,7 @@ def open_command(source: str, record: Path | None, keys_dir: Path) -> None:
     """Open an envelope from SOURCE (a file, or - for stdin); print status and plaintext."""
     payload = None
     if record is not None:
-        from publisher.canonical import canonical_bytes
+        from publisher.secured import canonical_bytes
 
         try:
             payload = canonical_bytes(json.loads(_read(str(record))))

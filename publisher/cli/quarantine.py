@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from publisher.cli.common import echo_json, inbox, services
 from publisher.errors import PublisherError
-from publisher.inbox import InboxProcessor, get_quarantined, list_quarantined, quarantine_dict
+from publisher.inbox import InboxProcessor
 from publisher.models import QuarantineItem
+from publisher.quarantine import get_quarantined, list_quarantined, quarantine_dict
 
 
 def _processor() -> InboxProcessor:

@@ -98,7 +98,7 @@ def validate(paths: tuple[str, ...], source: str, strict: bool) -> None:
     """
     from publisher.config import load_settings
     from publisher.intake import dry_run
-    from publisher.keyring import Keyring
+    from publisher.secured import Keyring
 
     settings = load_settings()
     settings["strict"] = settings["strict"] or strict

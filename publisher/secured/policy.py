@@ -40,11 +40,11 @@ from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from publisher.envelopes import INVALID, SecuredResult, is_legacy, open_secured
 from publisher.errors import ConfigError, EnvelopeError, InvalidRecord, PublisherError
-from publisher.keyring import Keyring
+from publisher.secured.envelopes import INVALID, SecuredResult, is_legacy, open_secured
+from publisher.secured.keyring import Keyring
 
-log = logging.getLogger("publisher.secure")
+log = logging.getLogger("publisher.secured.policy")
 
 Action = Literal["accept", "quarantine", "reject"]
 _ON_FAILURE = {"reject": "reject", "quarantine": "quarantine", "sealed": "accept"}
@@ -139,7 +139,7 @@ def secure_record(
     """Open the record's ``secured`` field and apply the source's policy.
 
     ``fields`` must be the record as received (before ``id`` is derived or defaults are
-    filled): a JWS covers exactly those fields (see :mod:`publisher.canonical`).
+    filled): a JWS covers exactly those fields (see :mod:`publisher.secured.canonical`).
     """
     envelope = fields.get("secured")
     if check_policy(policy)["legacy"] == "refuse" and is_legacy(envelope):

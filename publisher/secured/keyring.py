@@ -3,7 +3,7 @@
 Why it is shaped like this:
 
 - What a key file may hold, and the algorithm it pins, is checked by
-  :mod:`publisher.keyfiles`; a key is only ever used with that pinned algorithm.
+  :mod:`publisher.secured.keyfiles`; a key is only ever used with that pinned algorithm.
 - Keys are chosen by ``kid`` through an in-memory dict only; a ``kid`` never becomes a path.
 - Several keys live side by side so they can be rotated: the newest ``created`` key of a
   kind (with private material) is *active* for sealing and signing, older ones still open.
@@ -31,9 +31,16 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from publisher.errors import ConfigError
 from publisher.fileio import fsync_folder
-from publisher.keyfiles import JWE_ALGS, JWE_ENCS, JWS_ALGS, LEGACY, KeyEntry, entry_from_jwk
+from publisher.secured.keyfiles import (
+    JWE_ALGS,
+    JWE_ENCS,
+    JWS_ALGS,
+    LEGACY,
+    KeyEntry,
+    entry_from_jwk,
+)
 
-log = logging.getLogger("publisher.keyring")
+log = logging.getLogger("publisher.secured.keyring")
 
 __all__ = [
     "JWE_ALGS",

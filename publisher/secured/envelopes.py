@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from joserfc import jwe, jws
 from joserfc.errors import SecurityWarning
 
-from publisher.canonical import canonical_bytes, canonical_json
 from publisher.errors import ConfigError
-from publisher.keyring import JWE_ALGS, JWE_ENCS, JWS_ALGS, LEGACY, KeyEntry, Keyring
+from publisher.secured.canonical import canonical_bytes, canonical_json
+from publisher.secured.keyring import JWE_ALGS, JWE_ENCS, JWS_ALGS, LEGACY, KeyEntry, Keyring
 
 Status = Literal[
     "absent", "verified", "decrypted", "decrypted-unauthenticated", "sealed", "invalid"

@@ -37,7 +37,7 @@ from publisher.config import Settings
 from publisher.errors import Unauthenticated
 from publisher.models import Source
 
-log = logging.getLogger("publisher.webhooks")
+log = logging.getLogger("publisher.signatures")
 
 MESSAGE = "Unauthenticated"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from publisher.config import DEFAULTS, source_policy
-from publisher.envelopes import INVALID, SecuredResult, seal
 from publisher.errors import ConfigError, EnvelopeError, InvalidRecord
-from publisher.keyring import Keyring, generate_key
-from publisher.secure import decide, secure_record
+from publisher.secured.envelopes import INVALID, SecuredResult, seal
+from publisher.secured.keyring import Keyring, generate_key
+from publisher.secured.policy import decide, secure_record
 
 DATA = Path(__file__).parent / "data"
 
