@@ -370,10 +370,14 @@ def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, A
 
 
 def _blueprint() -> Any:
-    """``/feeds/...`` routes reading the files from the folder the settings name."""
-    from flask import Blueprint, current_app, jsonify, send_file
+    """``/feeds/...`` routes reading the files from the folder the settings name.
 
-    blueprint = Blueprint("publisher_feeds", __name__)
+    A flask-smorest blueprint, so the routes describe themselves in ``/openapi.json``.
+    """
+    from flask import current_app, jsonify, send_file
+    from flask_smorest import Blueprint
+
+    blueprint = Blueprint("publisher_feeds", __name__, description="Feeds")
 
     def serve(key: str, fmt: str) -> Any:
         if fmt not in FORMATS:
@@ -384,15 +388,41 @@ def _blueprint() -> Any:
             return _not_found(jsonify)
         return send_file(path.resolve(), mimetype=FORMATS[fmt], conditional=True, max_age=60)
 
-    @blueprint.get("/feeds/<fmt>")
+    @blueprint.route("/feeds/<fmt>", parameters=[FORMAT_PARAMETER])
+    @blueprint.doc(security=[], responses=FEED_RESPONSES)
     def site_feed(fmt: str) -> Any:
+        """The site-wide feed"""
         return serve("", fmt)
 
-    @blueprint.get("/feeds/topics/<topic>/<fmt>")
+    @blueprint.route("/feeds/topics/<topic>/<fmt>", parameters=[FORMAT_PARAMETER])
+    @blueprint.doc(security=[], responses=FEED_RESPONSES)
     def topic_feed(topic: str, fmt: str) -> Any:
+        """A topic's feed"""
         return serve(f"topics/{topic_slug(topic)}", fmt)
 
     return blueprint
+
+
+FORMAT_PARAMETER = {
+    "name": "fmt",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": list(FORMATS)},
+}
+FEED_RESPONSES = {
+    "200": {
+        "description": "The feed",
+        "content": {
+            "application/atom+xml": {"schema": {"type": "string"}},
+            "application/rss+xml": {"schema": {"type": "string"}},
+            "application/feed+json": {
+                "schema": {"type": "object", "description": "a JSON Feed 1.1 document"}
+            },
+        },
+    },
+    "304": {"description": "Not modified (conditional request)"},
+    "404": {"description": "No such feed"},
+}
 
 
 def _not_found(jsonify: Any) -> Any:

@@ -64,11 +64,10 @@ def create_app(
         webhooks,
         health,
         metrics,
-        openapi,
         ops,
     )
-    for module in blueprints:
-        app.register_blueprint(module.bp)
+    # flask-smorest's Api registers them and generates /openapi.json from their schemas
+    openapi.register(app, [module.bp for module in blueprints])
     services.pm.hook.register_routes(app=app)
     logging.getLogger("publisher").setLevel(logging.INFO)
     return app

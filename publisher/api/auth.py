@@ -31,7 +31,8 @@ def current_token(scope: str) -> Principal:
 
 
 def requires(scope: str) -> Callable[[F], F]:
-    """Decorate a view: 401 without a valid token, 403 without ``scope``."""
+    """Decorate a view: 401 without a valid token, 403 without ``scope``; and say so in the
+    OpenAPI document (security, 401/403/429/503: ``publisher.api.openapi``)."""
 
     def decorator(view: F) -> F:
         @wraps(view)
@@ -39,7 +40,17 @@ def requires(scope: str) -> Callable[[F], F]:
             current_token(scope)
             return view(*args, **kwargs)
 
-        return wrapped  # type: ignore[return-value]
+        return needs(scope)(wrapped)  # type: ignore[return-value]
+
+    return decorator
+
+
+def needs(scope: str) -> Callable[[F], F]:
+    """Document a view's token (``any``: any live token) when the view checks it itself."""
+
+    def decorator(view: F) -> F:
+        view._apidoc = {**getattr(view, "_apidoc", {}), "auth": scope}  # type: ignore[attr-defined]
+        return view
 
     return decorator
 

@@ -6,36 +6,64 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from typing import Any
+
+from flask import current_app
+from marshmallow import fields
 from sqlalchemy import and_, or_, select
 
 from publisher.api.auth import requires
+from publisher.api.openapi import Blueprint
 from publisher.api.records import delivery_dicts
-from publisher.api.requests import limit_arg
+from publisher.api.schemas import (
+    DELIVERY_STATUSES,
+    DeliveryListSchema,
+    DeliverySchema,
+    QuerySchema,
+    choice_field,
+    cursor_field,
+    limit_field,
+)
 from publisher.errors import MalformedInput
 from publisher.models import Delivery
 
-bp = Blueprint("deliveries", __name__, url_prefix="/api/v1")
-STATUSES = ("pending", "done", "dead", "superseded")
+bp = Blueprint("deliveries", __name__, url_prefix="/api/v1", description="Deliveries")
+
+
+class DeliveryQuerySchema(QuerySchema):
+    status = choice_field(DELIVERY_STATUSES, "delivery status")
+    output = fields.String(metadata={"description": "only deliveries to this output"})
+    cursor = cursor_field()
+    limit = limit_field(default=200)
+
+
+class DeliveryPageSchema(DeliveryListSchema):
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "pass as `cursor`; null at the end"},
+    )
 
 
 @bp.get("/deliveries")
 @requires("read")
-def list_deliveries() -> Response:
-    status = request.args.get("status")
-    if status and status not in STATUSES:
-        raise MalformedInput(
-            f"status must be one of {', '.join(STATUSES)}", errors={"status": ["unknown"]}
-        )
-    limit = limit_arg(default=200)
+@bp.arguments(DeliveryQuerySchema, location="query")
+@bp.response(200, DeliveryPageSchema, description="A page of deliveries")
+def list_deliveries(args: dict[str, Any]) -> Any:
+    """List deliveries, most recently changed first
+
+    `limit` 1-500 (default 200); `next_cursor` gives the next page. 400 for a bad `status`,
+    `cursor` or `limit`.
+    """
+    limit = args["limit"]
     order = (Delivery.updated_at.desc(), Delivery.id.desc())
     query = select(Delivery).order_by(*order).limit(limit + 1)
-    if status:
-        query = query.where(Delivery.status == status)
-    if request.args.get("output"):
-        query = query.where(Delivery.output == request.args["output"])
-    if request.args.get("cursor"):
-        after_time, after_id = _decode(request.args["cursor"])
+    if args.get("status"):
+        query = query.where(Delivery.status == args["status"])
+    if args.get("output"):
+        query = query.where(Delivery.output == args["output"])
+    if args.get("cursor"):
+        after_time, after_id = _decode(args["cursor"])
         query = query.where(
             or_(
                 Delivery.updated_at < after_time,
@@ -47,7 +75,7 @@ def list_deliveries() -> Response:
         more, rows = len(rows) > limit, rows[:limit]
         items = delivery_dicts(session, rows)
     cursor = _encode(rows[-1]) if more and rows else None
-    return jsonify({"items": items, "next_cursor": cursor})
+    return {"items": items, "next_cursor": cursor}
 
 
 # -- the cursor: the last item's (updated_at, id), newest first, as /api/v1/records pages ----
@@ -73,11 +101,12 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 
 @bp.post("/deliveries/<delivery_id>/redeliver")
 @requires("admin")
-def redeliver(delivery_id: str) -> Response:
+@bp.response(202, DeliverySchema, description="The delivery, pending again")
+@bp.errors(404)
+def redeliver(delivery_id: str) -> Any:
+    """Make a delivery pending again (same id, fresh schedule)"""
     services = current_app.extensions["publisher"]
     delivery = services.dispatcher.redeliver(delivery_id)
     with services.sessions() as session:
         (answer,) = delivery_dicts(session, [session.get(Delivery, delivery.id)])
-    response = jsonify(answer)
-    response.status_code = 202
-    return response
+    return answer

@@ -14,31 +14,55 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import current_app
+from marshmallow import fields, validate
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from publisher.api.openapi import Blueprint
+from publisher.api.schemas import Closed
 from publisher.taskqueue import queue_depth
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("health", __name__, description="Operations")
 #: free space below which a file system counts as full (``readiness.min_free_bytes``)
 DEFAULT_MIN_FREE = 64 * 1024 * 1024
 
 
+class HealthSchema(Closed):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadinessSchema(Closed):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(["ok", "unreachable", "full"])),
+        required=True,
+        metadata={
+            "description": "`database` (ok, unreachable) and `disk` (ok, full, unreachable) "
+            "decide readiness; `queue` (ok, unreachable) is reported only: intake works "
+            "without it"
+        },
+    )
+
+
 @bp.get("/healthz")
-def healthz() -> Response:
-    return jsonify({"status": "ok"})
+@bp.response(200, HealthSchema, description="Alive")
+def healthz() -> Any:
+    """Liveness: the process answers"""
+    return {"status": "ok"}
 
 
 @bp.get("/readyz")
-def readyz() -> Response:
+@bp.response(200, ReadinessSchema, description="Ready")
+@bp.alt_response(503, schema=ReadinessSchema, description="Not ready: `checks` says what failed")
+def readyz() -> Any:
+    """Readiness: this process can accept and durably store"""
     services = current_app.extensions["publisher"]
     checks = {"database": _database(services), "disk": _disk(services.settings)}
     ready = all(v == "ok" for v in checks.values())
     checks["queue"] = "ok" if queue_depth(services.huey) >= 0 else "unreachable"  # reported only
-    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
-    response.status_code = 200 if ready else 503
-    return response
+    return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
 
 
 def _database(services: Any) -> str:

@@ -11,17 +11,25 @@ import functools
 import time
 from collections.abc import Mapping
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from publisher.api.openapi import Blueprint
 from publisher.errors import NotFound
 from publisher.metrics import EXTENSION, Metrics, MetricsPlugin
 
-bp = Blueprint("metrics", __name__)
+bp = Blueprint("metrics", __name__, description="Operations")
+TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 
 @bp.get("/metrics")
+@bp.doc(responses={"200": {"description": "Metrics of this process", "content": TEXT}})
+@bp.errors(404)
 def metrics() -> Response:
+    """Prometheus metrics (text exposition format)
+
+    404 when metrics are not enabled (`publisher.metrics.register`).
+    """
     collected = current_app.extensions.get(EXTENSION)
     if collected is None:  # ``register(app)`` (below) was not called
         raise NotFound("metrics are not enabled")

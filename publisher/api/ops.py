@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, redirect, render_template, url_for
+from flask import Flask, Response, redirect, render_template, send_from_directory, url_for
 from flask.blueprints import BlueprintSetupState
+
+from publisher.api.openapi import Blueprint, described
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -31,20 +33,31 @@ CONTENT_SECURITY_POLICY = "; ".join(
     )
 )
 
+STATIC = PACKAGE / "static"
+
 bp = Blueprint(
     "ops",
     __name__,
     url_prefix="/ops",
-    static_folder=str(PACKAGE / "static"),
-    static_url_path="/static",
     template_folder=str(PACKAGE / "templates"),
+    description="Operations",
 )
 
 
 @bp.get("/")
+@bp.doc(responses={"200": {"description": "The page", "content": {"text/html": {}}}})
 def page() -> Response:
+    """The operator's page (HTML; its script uses the management API)"""
     response = Response(render_template("ops.html"), mimetype="text/html")
     return _harden(response)
+
+
+@bp.get("/static/<path:filename>")
+@bp.doc(responses={"200": {"description": "A static file"}, "304": {"description": "Not modified"}})
+@bp.errors(404)
+def static(filename: str) -> Response:
+    """The operator page's script and style sheet"""
+    return send_from_directory(STATIC, filename)
 
 
 @bp.after_request
@@ -62,6 +75,14 @@ def _harden(response: Response) -> Response:
     return response
 
 
+@described(
+    {
+        "summary": "Leads to the operator's page",
+        "tags": ["ops"],
+        "security": [],
+        "responses": {"302": {"description": "Redirect to `/ops/`"}},
+    }
+)
 def _to_page() -> Any:
     return redirect(url_for("ops.page"), code=302)
 

@@ -2,22 +2,161 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, has_request_context, jsonify, request
+from flask import current_app, g, has_request_context, request
+from marshmallow import Schema, fields, validate
 
 from publisher import queries
-from publisher.api.auth import current_token, may_read_protected, requires
-from publisher.api.requests import flag_arg, limit_arg, read_body
+from publisher.api.auth import may_read_protected, requires
+from publisher.api.openapi import Blueprint, OneOfSchema
+from publisher.api.requests import read_body
+from publisher.api.schemas import (
+    PLACEMENT_STATES,
+    RECORD_STATES,
+    SUBMIT_STATUSES,
+    Closed,
+    DeliveryListSchema,
+    Flag,
+    Instant,
+    QueryInstant,
+    QuerySchema,
+    SecuredStatusSchema,
+    SubmitItemSchema,
+    choice_field,
+    cursor_field,
+    limit_field,
+    messages,
+)
 from publisher.erasure import check_not_purged
-from publisher.errors import InvalidRecord
 from publisher.models import Record
-from publisher.records import parse_instant
+from publisher.parsing import ACCEPTED_TYPES, MARKDOWN_TYPES, NDJSON_TYPES
+from publisher.schemas import RecordSchema
 from publisher.secured import visible_status
 from publisher.tokens import require_scope
 
-bp = Blueprint("records", __name__, url_prefix="/api/v1")
+bp = Blueprint("records", __name__, url_prefix="/api/v1", description="Records")
+
+
+# -- what the views take and answer --------------------------------------------------------
+
+
+class RecordQuerySchema(QuerySchema):
+    cursor = cursor_field()
+    limit = limit_field()
+    published = Flag(metadata={"description": "only (un)published records"})
+    topic = fields.String(metadata={"description": "only records with this topic"})
+    since = QueryInstant(metadata={"description": "only records changed since"})
+    state = choice_field(RECORD_STATES, "only records in a state")
+
+
+class RetractQuerySchema(QuerySchema):
+    purge = Flag(metadata={"description": "erase the record (scope admin)"})
+
+
+class SubmitOneSchema(Closed):
+    """``202`` for one record (a quarantined record has no revision)."""
+
+    id = fields.String(required=True)
+    revision = fields.Integer()
+    status = fields.String(required=True, validate=validate.OneOf(SUBMIT_STATUSES))
+    warnings = fields.List(fields.String())
+    errors = messages()
+
+
+class SubmitBatchSchema(Closed):
+    items = fields.List(fields.Nested(SubmitItemSchema), required=True)
+
+
+class SubmitSchema(OneOfSchema):
+    choices = (SubmitOneSchema, SubmitBatchSchema)
+
+    def choose(self, obj: Any) -> type[Schema]:
+        return SubmitBatchSchema if "items" in obj else SubmitOneSchema
+
+
+class RetractSchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["retracted", "unchanged"]))
+
+
+class PurgeSchema(Closed):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "purged"]))
+    requested_at = Instant(required=True)
+    requested_by = fields.String(required=True, metadata={"example": "token:3"})
+    purged_at = Instant(allow_none=True, required=True)
+    unconfirmed = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "outputs that never confirmed the retraction"},
+    )
+
+
+class RetractOrPurgeSchema(OneOfSchema):
+    choices = (RetractSchema, PurgeSchema)
+
+    def choose(self, obj: Any) -> type[Schema]:
+        return PurgeSchema if "requested_at" in obj else RetractSchema
+
+
+class RecordSummarySchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(RECORD_STATES))
+    title = fields.String(required=True, allow_none=True)
+    published = fields.Boolean(required=True)
+    secured = fields.Nested(SecuredStatusSchema, required=True)
+    updated_at = Instant(required=True)
+
+
+class RecordListSchema(Closed):
+    items = fields.List(fields.Nested(RecordSummarySchema), required=True)
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "pass as `cursor`; null at the end"},
+    )
+
+
+class RecordDetailSchema(Closed):
+    id = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(RECORD_STATES))
+    record = fields.Dict(required=True, metadata={"description": "the record's fields"})
+    secured = fields.Nested(SecuredStatusSchema, required=True)
+    warnings = fields.List(fields.String(), required=True)
+    source = fields.String(required=True)
+    outputs = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(PLACEMENT_STATES)),
+        required=True,
+        metadata={"description": "output name -> placement state"},
+    )
+    created_at = Instant(required=True)
+    updated_at = Instant(required=True)
+
+
+def record_body(description: str) -> dict[str, Any]:
+    """The body intake parses (parsing.py, then ``RecordSchema``), in each accepted type."""
+    many = {"type": "array", "items": RecordSchema, "minItems": 1}
+    one_or_many = {"oneOf": [RecordSchema, many]}
+    markdown = {
+        "type": "string",
+        "description": "YAML front matter (the record's fields) between `---` lines, then the body",
+    }
+    content: dict[str, Any] = {}
+    for media_type in ACCEPTED_TYPES:  # YAML: one document, a list, or several documents
+        schema = markdown if media_type in MARKDOWN_TYPES else one_or_many
+        content[media_type] = {"schema": many if media_type in NDJSON_TYPES else schema}
+    return {"required": True, "description": description, "content": content}
+
+
+LOCATION = {"Location": {"description": "the record's URL", "schema": {"type": "string"}}}
+
+
+# -- the views ------------------------------------------------------------------------------
 
 
 def _services() -> Any:
@@ -26,8 +165,21 @@ def _services() -> Any:
 
 @bp.post("/records")
 @requires("submit")
-def submit() -> Response:
-    """One record answers its id, revision and status; a batch answers per item."""
+@bp.response(
+    202,
+    SubmitSchema,
+    description="Accepted: one record answers its id, revision and status; a batch (a JSON "
+    "array, NDJSON, several YAML documents) answers per item.",
+    headers=LOCATION,
+)
+@bp.errors(400, 413, 415, 422)
+@bp.doc(requestBody=record_body("One record, or a batch; UTF-8 only"))
+def submit() -> Any:
+    """Submit one record or a batch
+
+    A batch holds at most `limits.max_batch` records; an invalid item of a batch is reported
+    in its place, an invalid single record answers 422.
+    """
     intake = current_app.extensions["publisher.intake"]
     results, batch = intake.submit(
         read_body(),
@@ -36,39 +188,47 @@ def submit() -> Response:
         request_id=g.request_id,
     )
     if batch:
-        response = jsonify({"items": [r.to_dict() for r in results]})
-        response.status_code = 202
-        return response
+        return {"items": [r.to_dict() for r in results]}
     (result,) = results
     if result.error is not None:
         raise result.error
-    response = jsonify(result.to_dict())
-    response.status_code = 202
-    response.headers["Location"] = f"/api/v1/records/{result.id}"
-    return response
+    return result.to_dict(), {"Location": f"/api/v1/records/{result.id}"}
 
 
 @bp.get("/records")
 @requires("read")
-def list_records() -> Response:
-    args = request.args
+@bp.arguments(RecordQuerySchema, location="query")
+@bp.response(200, RecordListSchema, description="A page of records")
+@bp.errors(422)
+def list_records(args: dict[str, Any]) -> Any:
+    """List records, newest first
+
+    400 for a bad `cursor`, `limit` or `published`; 422 for a bad `since`.
+    """
     with _services().sessions() as session:
         rows, cursor = queries.list_records(
             session,
-            published=flag_arg("published"),
-            topic=args.get("topic") or None,
-            since=_instant(args.get("since")),
-            state=args.get("state") or None,
-            cursor=args.get("cursor") or None,
-            limit=limit_arg(),
+            published=args.get("published"),
+            topic=args.get("topic"),
+            since=args.get("since"),
+            state=args.get("state"),
+            cursor=args.get("cursor"),
+            limit=args["limit"],
         )
         items = [record_summary(r) for r in rows]
-    return jsonify({"items": items, "next_cursor": cursor})
+    return {"items": items, "next_cursor": cursor}
 
 
 @bp.get("/records/<record_id>")
 @requires("read")
-def read_record(record_id: str) -> Response:
+@bp.response(200, RecordDetailSchema, description="The record's current revision")
+@bp.errors(404, 410)
+def read_record(record_id: str) -> Any:
+    """Read a record
+
+    With a `read-protected` (or `admin`) token, `secured.protected` holds the decrypted
+    protected fields.
+    """
     services = _services()
     with services.sessions() as session:
         check_not_purged(session, record_id)
@@ -78,39 +238,45 @@ def read_record(record_id: str) -> Response:
     answer["outputs"] = {p.output: p.state for p in placements}
     if may_read_protected() and record.secured_status.startswith("decrypted"):
         answer["secured"]["protected"] = services.open_protected(record.fields)
-    return jsonify(answer)
+    return answer
 
 
 @bp.delete("/records/<record_id>")
-def retract(record_id: str) -> Response:
-    """Retract (scope ``submit``), or with ``purge=true`` purge (scope ``admin``): ``202``.
+@requires("submit")
+@bp.arguments(RetractQuerySchema, location="query")
+@bp.response(202, RetractOrPurgeSchema, description="Retraction or purge accepted")
+@bp.errors(404)
+def retract(args: dict[str, Any], record_id: str) -> Any:
+    """Retract a record from every output, or purge it
 
-    A purge answers its state: ``pending`` until every output confirmed the retraction,
-    then ``purged`` (docs/operations.md, "Erasure").
+    With `purge=true` (scope `admin`) the record is retracted, then erased once every output
+    confirmed it: `status` is `pending`, later `purged`; its id is refused from then on
+    (`410`).
     """
-    token = current_token("submit")
-    if flag_arg("purge"):
+    token = g.token
+    if args.get("purge"):
         require_scope(token, "admin")
         eraser = current_app.extensions["publisher.eraser"]
-        state = eraser.purge(record_id, who=f"token:{token.id}")
-        response = jsonify(state.to_dict())
-        response.status_code = 202
-        return response
+        return eraser.purge(record_id, who=f"token:{token.id}").to_dict()
     intake = current_app.extensions["publisher.intake"]
     outcome = intake.retract(record_id, request_id=g.request_id)
-    response = jsonify({"id": outcome.id, "revision": outcome.revision, "status": outcome.status})
-    response.status_code = 202
-    return response
+    return {"id": outcome.id, "revision": outcome.revision, "status": outcome.status}
 
 
 @bp.get("/records/<record_id>/deliveries")
 @requires("read")
-def record_deliveries(record_id: str) -> Response:
+@bp.response(200, DeliveryListSchema, description="Deliveries, oldest first")
+@bp.errors(404)
+def record_deliveries(record_id: str) -> Any:
+    """List a record's deliveries"""
     with _services().sessions() as session:
         queries.get_record(session, record_id)
         rows = queries.deliveries_of(session, record_id)
         items = delivery_dicts(session, rows)
-    return jsonify({"items": items})
+    return {"items": items}
+
+
+# -- the answers' data ------------------------------------------------------------------------
 
 
 def record_summary(record: Record) -> dict[str, Any]:
@@ -121,7 +287,7 @@ def record_summary(record: Record) -> dict[str, Any]:
         "title": record.fields.get("title"),
         "published": record.published,
         "secured": {"status": secured_status(record)},
-        "updated_at": _iso(record.updated_at),
+        "updated_at": record.updated_at,
     }
 
 
@@ -132,38 +298,23 @@ def secured_status(record: Record) -> str:
 
 
 def record_detail(record: Record) -> dict[str, Any]:
-    fields = {k: v for k, v in record.fields.items() if k != "secured"}
+    fields_ = {k: v for k, v in record.fields.items() if k != "secured"}
     if record.body:
-        fields["body"] = record.body
+        fields_["body"] = record.body
     if "secured" in record.fields:
-        fields["secured"] = record.fields["secured"]  # the envelope itself is not secret
+        fields_["secured"] = record.fields["secured"]  # the envelope itself is not secret
     return {
         "id": record.id,
         "revision": record.revision,
         "state": record.state,
-        "record": fields,
+        "record": fields_,
         "secured": {"status": secured_status(record)},
         "warnings": record.warnings or [],
         "source": record.source,
-        "created_at": _iso(record.created_at),
-        "updated_at": _iso(record.updated_at),
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
     }
 
 
 def delivery_dicts(session: Any, rows: Any) -> list[dict[str, Any]]:
     return _services().dispatcher.describe(session, list(rows))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def _instant(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parse_instant(value)
-    except ValueError as exc:
-        raise InvalidRecord(
-            "since must be an ISO 8601 date-time", errors={"since": [str(exc)]}
-        ) from exc

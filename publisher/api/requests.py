@@ -1,4 +1,4 @@
-"""Per-request plumbing: a request id that follows a record into its deliveries."""
+"""Per-request plumbing: a request id that follows a record into its deliveries; bounded bodies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from publisher import logs
-from publisher.errors import MalformedInput, TooLarge
+from publisher.errors import TooLarge
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -48,25 +48,3 @@ def read_body() -> bytes:
         message = f"the body is over {limit} bytes"
         raise TooLarge(message, errors={"_body": [message]})
     return body
-
-
-def flag_arg(name: str) -> bool | None:
-    """A boolean query parameter: true/false (1/0, yes/no); absent or empty is None."""
-    value = request.args.get(name)
-    if value is None or value == "":
-        return None
-    if value.lower() in {"true", "1", "yes"}:
-        return True
-    if value.lower() in {"false", "0", "no"}:
-        return False
-    raise MalformedInput(f"{name} must be true or false", errors={name: ["not a boolean"]})
-
-
-def limit_arg(default: int = 50, most: int = 500) -> int:
-    """The ``limit`` query parameter of a page, 1 to ``most``."""
-    value = request.args.get("limit")
-    if not value:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= most:
-        raise MalformedInput(f"limit must be 1-{most}", errors={"limit": [f"must be 1-{most}"]})
-    return int(value)
