@@ -73,7 +73,9 @@ class QueryParser(FlaskParser):
     """
 
     def handle_error(self, error: Any, req: Any, schema: Schema, **_kwargs: Any) -> None:
-        errors = {name: list(_flat(msgs)) for name, msgs in error.normalized_messages().items()}
+        by_location = error.normalized_messages()  # webargs: {"query": {name: [...]}}
+        found = next(iter(by_location.values())) if len(by_location) == 1 else by_location
+        errors = {name: list(_flat(msgs)) for name, msgs in found.items()}
         name, first = next(iter(errors.items()))
         message = f"{name} {first[0]}" if first else f"invalid {name}"
         dates = {n for n, f in schema.fields.items() if isinstance(f, QueryInstant)}
@@ -291,8 +293,7 @@ def _undocumented(rule: str) -> dict[str, Any]:
         "summary": "Route added by a plugin (not described)",
         "x-undocumented": True,
         "parameters": [
-            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-            for n in names
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
         ],
         "responses": {"default": {"description": "Whatever the plugin answers"}},
     }

@@ -193,9 +193,7 @@ def records_page(args: dict[str, Any]) -> Any:
     services = _services()
     now = utcnow()
     with services.sessions() as session:
-        rows, cursor = overview.record_page(
-            session, wanted, now, args.get("cursor"), args["limit"]
-        )
+        rows, cursor = overview.record_page(session, wanted, now, args.get("cursor"), args["limit"])
         cells = overview.output_summaries(
             session, rows, lambda d, r, held: services.dispatcher.may_redeliver(d, r, held, now)
         )

@@ -57,11 +57,11 @@ class RetractQuerySchema(QuerySchema):
 class SubmitOneSchema(Closed):
     """``202`` for one record (a quarantined record has no revision)."""
 
+    status = fields.String(required=True, validate=validate.OneOf(SUBMIT_STATUSES))
     id = fields.String(required=True)
     revision = fields.Integer()
-    status = fields.String(required=True, validate=validate.OneOf(SUBMIT_STATUSES))
-    warnings = fields.List(fields.String())
     errors = messages()
+    warnings = fields.List(fields.String())
 
 
 class SubmitBatchSchema(Closed):
@@ -128,14 +128,14 @@ class RecordDetailSchema(Closed):
     secured = fields.Nested(SecuredStatusSchema, required=True)
     warnings = fields.List(fields.String(), required=True)
     source = fields.String(required=True)
+    created_at = Instant(required=True)
+    updated_at = Instant(required=True)
     outputs = fields.Dict(
         keys=fields.String(),
         values=fields.String(validate=validate.OneOf(PLACEMENT_STATES)),
         required=True,
         metadata={"description": "output name -> placement state"},
     )
-    created_at = Instant(required=True)
-    updated_at = Instant(required=True)
 
 
 def record_body(description: str) -> dict[str, Any]:

@@ -82,9 +82,7 @@ class SecuredStatusSchema(Closed):
 class SubmitItemSchema(Closed):
     """One item of a batch answer: an id and revision, or errors."""
 
-    status = fields.String(
-        required=True, validate=validate.OneOf([*SUBMIT_STATUSES, "invalid"])
-    )
+    status = fields.String(required=True, validate=validate.OneOf([*SUBMIT_STATUSES, "invalid"]))
     id = fields.String()
     revision = fields.Integer()
     errors = messages()

@@ -23,6 +23,7 @@ class WebhookAnswerSchema(Closed):
     status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
     id = fields.String(required=True, metadata={"description": "the webhook-id"})
 
+
 EXTENSION = "publisher.inbox"
 
 
