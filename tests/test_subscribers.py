@@ -165,6 +165,20 @@ def test_when_the_grace_ends_only_the_new_secret_signs(two_processes, receiver):
     assert old in receiver.secrets
 
 
+@pytest.mark.parametrize("grace", [-3.2e170, 1e300, -1])
+def test_a_grace_out_of_range_is_refused_not_a_500(two_processes, receiver, grace):
+    """Found by schemathesis: a timedelta of 1e170 seconds overflowed into a 500."""
+    api, _worker = two_processes
+    add(api, receiver)
+    answer = api.test_client().post(
+        "/api/v1/subscribers/search/rotate-secret",
+        json={"grace_seconds": grace},
+        headers=bearer(api),
+    )
+    assert (answer.status_code, answer.json["code"]) == (422, "invalid")
+    assert set(answer.json["errors"]) == {"grace_seconds"}
+
+
 def test_a_removed_subscriber_gets_nothing_more(two_processes, receiver):
     api, worker = two_processes
     add(api, receiver)

@@ -17,7 +17,7 @@ from publisher.api.auth import requires
 from publisher.api.openapi import Blueprint
 from publisher.api.requests import read_body
 from publisher.api.schemas import EVENTS, Closed, Instant
-from publisher.errors import MalformedInput
+from publisher.errors import InvalidRecord, MalformedInput
 
 bp = Blueprint("subscribers", __name__, url_prefix="/api/v1", description="Subscribers")
 
@@ -47,6 +47,8 @@ class SubscriberSecretSchema(SubscriberSchema):
     backfill = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 
+MAX_GRACE = 366 * 86400
+
 # The bodies are checked by publisher.subscribers (the CLI's way in too); described here.
 SUBSCRIBER_BODY = {
     "type": "object",
@@ -65,7 +67,7 @@ ROTATION_BODY = {
     "type": "object",
     "properties": {
         "secret": {"type": "string", "description": "whsec_...; made if absent"},
-        "grace_seconds": {"type": "number", "minimum": 0, "maximum": 366 * 86400},
+        "grace_seconds": {"type": "number", "minimum": 0, "maximum": MAX_GRACE},
     },
 }
 
@@ -148,13 +150,23 @@ def rotate_secret(name: str) -> Any:
     """
     services = _services()
     given = _json_object(empty_ok=True)
-    grace = given.get("grace_seconds")
-    if grace is not None and (not isinstance(grace, int | float) or isinstance(grace, bool)):
-        raise MalformedInput(
-            "grace_seconds must be a number", errors={"grace_seconds": ["not a number"]}
-        )
+    grace = _grace(given.get("grace_seconds"))
     answer = subscribers.rotate(
         services.sessions, services.settings, name, grace, given.get("secret") or None
     )
     services.dispatcher.refresh(force=True)
     return answer
+
+
+def _grace(grace: Any) -> float | None:
+    """The documented range: beyond it a ``timedelta`` overflows (a 500, not an answer)."""
+    if grace is None:
+        return None
+    if not isinstance(grace, int | float) or isinstance(grace, bool):
+        raise MalformedInput(
+            "grace_seconds must be a number", errors={"grace_seconds": ["not a number"]}
+        )
+    if not 0 <= grace <= MAX_GRACE:
+        message = f"grace_seconds must be 0-{MAX_GRACE}"
+        raise InvalidRecord(message, errors={"grace_seconds": [message]})
+    return grace
