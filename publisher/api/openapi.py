@@ -186,6 +186,9 @@ class PublisherApi(flask_smorest.Api):
     def _register_error_handlers(self) -> None:
         """api/errors.py's handlers stay; flask-smorest's would write another shape."""
 
+    def _register_pagination_header(self) -> None:
+        """No flask-smorest pagination: pages are keyset cursors (``next_cursor``)."""
+
     def _register_responses(self) -> None:
         for status, description in ERRORS.items():
             response: dict[str, Any] = {
