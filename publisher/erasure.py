@@ -145,15 +145,17 @@ class Eraser:
         return counts
 
 
+# built once: intake runs it in every write transaction
+_TOMBSTONES_OF = select(Tombstone.record_id, Tombstone.requested_at).where(
+    Tombstone.record_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def refuse_purged(connection: Connection, record_ids: Sequence[str]) -> dict[str, Gone]:
     """The ids among ``record_ids`` that have a tombstone, each with the 410 to answer."""
     if not record_ids:
         return {}
-    rows = connection.execute(
-        select(Tombstone.record_id, Tombstone.requested_at).where(
-            Tombstone.record_id.in_(sorted(set(record_ids)))
-        )
-    ).all()
+    rows = connection.execute(_TOMBSTONES_OF, {"ids": sorted(set(record_ids))}).all()
     return {row.record_id: gone(row.record_id, row.requested_at) for row in rows}
 
 

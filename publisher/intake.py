@@ -28,7 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
 from publisher.erasure import refuse_purged
-from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
+from publisher.errors import EnvelopeError, Gone, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
 from publisher.models import QuarantineItem
 from publisher.outputs import OutputRecord
@@ -186,37 +186,13 @@ class Intake:
                 continue
             prepared.append((len(results), item))
             results.append(None)
-        prepared = self._drop_purged(prepared, results, source)
         for index, result in zip(
             (i for i, _ in prepared), self._store([p for _, p in prepared], defer), strict=True
         ):
             results[index] = result
+            if result.status == "gone" and result.error is not None:
+                self._rejected(source, result.error)  # a late replay must not revive it
         return [r for r in results if r is not None]
-
-    def _drop_purged(
-        self,
-        prepared: list[tuple[int, Prepared]],
-        results: list[ItemResult | None],
-        source: str,
-    ) -> list[tuple[int, Prepared]]:
-        """Answer ``410`` for items whose id was purged: a late replay must not revive it."""
-        if not prepared:
-            return prepared
-        with self.services.engine.connect() as connection:
-            refused = refuse_purged(connection, [item.incoming.id for _, item in prepared])
-        if not refused:
-            return prepared
-        kept = []
-        for index, item in prepared:
-            error = refused.get(item.incoming.id)
-            if error is None:
-                kept.append((index, item))
-                continue
-            self._rejected(source, error)
-            results[index] = ItemResult(
-                "gone", id=item.incoming.id, errors=error.errors, error=error
-            )
-        return kept
 
     def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""
@@ -323,11 +299,14 @@ class Intake:
 
     def _write_once(self, items: Sequence[Prepared], defer: bool) -> Written:
         volatile = self.settings["volatile_fields"]
-        kept = [item for item in items if not item.quarantine]
         with write_connection(self.services.engine) as connection:
-            # read in the write transaction: no second connection per request
+            # reads in the write transaction: no second connection per request, and a purge
+            # cannot slip in between the check and the write
+            gone = refuse_purged(connection, [item.incoming.id for item in items])
+            live = [item for item in items if item.incoming.id not in gone]
+            kept = [item for item in live if not item.quarantine]
             routes = self.services.dispatcher.routes(connection)
-            for item in items:
+            for item in live:
                 if item.quarantine:
                     connection.execute(_INSERT_QUARANTINE, _quarantine_row(item))
             outcomes = save_records(
@@ -336,7 +315,9 @@ class Intake:
         stored = list(zip(outcomes, kept, strict=True))
         outcome_of = {id(item): outcome for outcome, item in stored}
         results = [
-            ItemResult("quarantined", id=item.incoming.id)
+            _gone(item.incoming.id, gone[item.incoming.id])
+            if item.incoming.id in gone
+            else ItemResult("quarantined", id=item.incoming.id)
             if item.quarantine
             else _result(outcome_of[id(item)], item)
             for item in items
@@ -418,6 +399,10 @@ def dry_run(raw: Any, settings: Settings, keyring: Keyring, source: str) -> Item
         return ItemResult("invalid", errors=exc.errors, error=exc)
     status = "quarantined" if outcome.action == "quarantine" else "accepted"
     return ItemResult(status, id=validated.data["id"], warnings=validated.warnings)
+
+
+def _gone(record_id: str, error: Gone) -> ItemResult:
+    return ItemResult("gone", id=record_id, errors=error.errors, error=error)
 
 
 def _result(outcome: Stored, item: Prepared) -> ItemResult:

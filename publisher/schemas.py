@@ -289,6 +289,8 @@ def check_text(raw: Any, max_string: int, errors: dict[str, list[str]]) -> None:
     again (a YAML alias) was checked already: skipping it keeps the walk as long as the
     parsed input, whatever the aliases would expand to.
     """
+    if _all_storable(raw, max_string):
+        return
     seen: set[int] = set()
     stack: list[tuple[Path, Any]] = [((), raw)]
     while stack:
@@ -306,6 +308,34 @@ def check_text(raw: Any, max_string: int, errors: dict[str, list[str]]) -> None:
                     stack.append((path + (key,), item))
             else:
                 stack.extend((path + (index,), item) for index, item in enumerate(value))
+
+
+def _all_storable(raw: Any, max_string: int) -> bool:
+    """The common case first: one walk, no paths, one search over all the text at once.
+
+    Joining cannot make a false finding: a Python string holds a surrogate only as a lone
+    one (a pair is one astral character), and NUL is one character. When this says no,
+    the full walk finds where, for the field paths of the answer.
+    """
+    seen: set[int] = set()
+    strings: list[str] = []
+    stack: list[Any] = [raw]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            if isinstance(value, Mapping):
+                strings.extend(key for key in value if isinstance(key, str))
+                stack.extend(value.values())
+            else:
+                stack.extend(value)
+    if not strings:
+        return True
+    return max(map(len, strings)) <= max_string and UNSTORABLE.search("".join(strings)) is None
 
 
 def _check_string(
