@@ -35,8 +35,8 @@ from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
 from publisher.plugins import Broadcast
 from publisher.quarantine import quarantine_values
-from publisher.records import hashable_json, public_fields, record_id
-from publisher.schemas import Validated, validate_record
+from publisher.records import hashable_json, public_fields
+from publisher.schemas import Validated, validate
 from publisher.secured import (
     InvalidEnvelopeAlarm,
     Keyring,
@@ -163,18 +163,22 @@ class Intake:
         request_id: str | None = None,
         defer: bool = False,
         refuse_held: bool = False,
+        checked: Sequence[Validated | PublisherError] | None = None,
     ) -> list[ItemResult]:
         """Validate and open each item, then store all accepted ones in one transaction.
 
         ``defer`` leaves enqueueing to the worker's sweeper (``publisher ingest``).
         ``refuse_held`` answers an item the secured policy would quarantine as invalid
         instead (a replay: the item already is in the quarantine, and stays there).
+        ``checked`` is each item's :func:`validate` outcome when it was done elsewhere
+        (``publisher ingest`` validates in worker processes).
         """
         results: list[ItemResult | None] = []
         prepared: list[tuple[int, Prepared]] = []
-        for raw in items:
+        for index, raw in enumerate(items):
             try:
-                item = self.prepare(raw, source=source, request_id=request_id)
+                done = checked[index] if checked is not None else None
+                item = self.prepare(raw, source=source, request_id=request_id, checked=done)
                 if refuse_held and item.quarantine:
                     raise StillHeld(
                         "the secured field still cannot be opened",
@@ -194,10 +198,19 @@ class Intake:
                 self._rejected(source, result.error)  # a late replay must not revive it
         return [r for r in results if r is not None]
 
-    def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        raw: Any,
+        *,
+        source: str,
+        request_id: str | None = None,
+        checked: Validated | PublisherError | None = None,
+    ) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""
         self._notify("record_received", source=source, raw=raw if isinstance(raw, dict) else {})
-        validated = validate(raw, self.settings)
+        if isinstance(checked, PublisherError):
+            raise checked
+        validated = checked or validate(raw, self.settings)
         data = validated.data
         self._notify("record_validated", record=data, warnings=validated.warnings)
         outcome = open_under_policy(
@@ -357,15 +370,6 @@ class Intake:
             raise
         except Exception:  # noqa: BLE001 - an observing plugin must not break intake
             log.exception("plugin hook %s failed", hook)
-
-
-def validate(raw: Any, settings: Settings) -> Validated:
-    """Check one raw item as every door does: the schema, strict mode, a derivable id."""
-    validated = validate_record(
-        raw, strict=settings["strict"], max_string=settings["limits"]["max_string"]
-    )
-    validated.data["id"] = record_id(validated.data)
-    return validated
 
 
 def open_under_policy(

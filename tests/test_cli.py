@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from publisher.models import Record
@@ -55,6 +56,25 @@ def test_ingest_reports_bad_files_and_exits_non_zero(invoke, tmp_path):
     result = invoke("ingest", str(tmp_path / "broken.json"), str(DATA / "invalid" / "no-title.md"))
     assert result.exit_code == 1
     assert "broken.json" in result.stderr and "no-title.md: title" in result.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_ingest_answers_the_same_whatever_the_worker_processes(invoke, tmp_path, seed_json, jobs):
+    """Files are checked in worker processes and stored in order: same counts, same lines."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for n in range(12):
+        (folder / f"{n:02}-ok.json").write_text(json.dumps(dict(seed_json, title=f"Record {n}")))
+    (folder / "05-broken.json").write_text('{"title": ')
+    (folder / "07-untitled.json").write_text(json.dumps({"body": "no title"}))
+    batch = [dict(seed_json, title="Same id twice"), dict(seed_json, title="Same id, again")]
+    (folder / "09-batch.ndjson").write_text("".join(json.dumps(r) + "\n" for r in batch))
+    result = invoke("ingest", "--jobs", jobs, str(folder))
+    assert result.exit_code == 1  # a broken and an invalid file
+    assert "15 files: 1 created, 1 invalid, 13 revised, 1 unreadable" in result.stdout
+    problems = [line.split(":", 1)[0].rsplit("/", 1)[-1] for line in result.stderr.splitlines()
+                if line.startswith(str(folder))]  # fmt: skip
+    assert problems == ["05-broken.json", "07-untitled.json"]
 
 
 def test_ingest_from_stdin(invoke, seed_md):
