@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from publisher.models import Record
 from publisher.secured.envelopes import seal
 from publisher.secured.keyring import Keyring, generate_key
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 PUBLISHER = str(Path(sys.executable).parent / "publisher")
 
@@ -116,7 +116,7 @@ def test_keys_commands_are_part_of_the_cli(invoke, tmp_path):
 
 
 def test_deliveries_and_retract_commands(app, invoke, seed_json):
-    from tests.conftest import drain
+    from publisher.testing import drain
 
     seed_json["published"] = True
     (result,) = app.extensions["publisher.intake"].take([seed_json])
@@ -136,7 +136,7 @@ def test_db_upgrade_runs_migrations(tmp_path):
 
 
 def test_ingest_leaves_enqueueing_to_the_sweeper(app, invoke, tmp_path, seed_json, recorded):
-    from tests.conftest import drain
+    from publisher.testing import drain
 
     seed_json["published"] = True
     path = tmp_path / "one.json"
@@ -149,7 +149,7 @@ def test_ingest_leaves_enqueueing_to_the_sweeper(app, invoke, tmp_path, seed_jso
 
 
 def test_deliveries_prints_one_json_object_per_line(app, invoke, seed_json):
-    from tests.conftest import drain
+    from publisher.testing import drain
 
     taken = app.extensions["publisher.intake"].take(
         [dict(seed_json, published=True, originalUrl=f"https://example.com/{n}") for n in (1, 2)]
@@ -167,7 +167,7 @@ def test_deliveries_prints_one_json_object_per_line(app, invoke, seed_json):
 
 
 def test_sources_remove_secret_ends_a_rotation(app, invoke, seed_md):
-    from tests.test_webhooks import send
+    from tests.helpers import send
 
     client = app.test_client()
     old = invoke("sources", "add", "cms").stdout.strip()
@@ -189,7 +189,7 @@ def test_sources_remove_secret_ends_a_rotation(app, invoke, seed_md):
 
 
 def test_remove_secret_points_at_the_file_for_a_configured_secret(make_app):
-    from tests.test_webhooks import SECRET
+    from tests.helpers import SECRET
 
     app = make_app(sources={"cms": {"secrets": [SECRET]}})
     from publisher.cli import cli
