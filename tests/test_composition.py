@@ -75,18 +75,21 @@ def test_a_folder_plugin_is_executed_once_per_command_line_process(counting_env,
 
 
 def test_services_are_complete_when_constructed(base_settings, monkeypatch):
-    """Nothing of ``Services`` is ``None`` at construction, to be filled in afterwards."""
-    constructed: list[dict[str, object]] = []
+    """Nothing handed to ``Services`` is ``None``, to be filled in afterwards."""
+    given: list[dict[str, object]] = []
 
     class Checked(services_module.Services):
-        def __post_init__(self) -> None:
-            constructed.append({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            names = [f.name for f in dataclasses.fields(services_module.Services)]
+            given.append(dict(zip(names, args, strict=False)) | kwargs)
+            super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(services_module, "Services", Checked)
     built = services_module.build_services(load_settings({}, base_settings))
     try:
-        assert len(constructed) == 1
-        assert [name for name, value in constructed[0].items() if value is None] == []
+        assert len(given) == 1
+        assert [name for name, value in given[0].items() if value is None] == []
+        assert {f.name for f in dataclasses.fields(built)} == set(given[0])
     finally:
         built.close()
 
