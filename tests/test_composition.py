@@ -8,11 +8,15 @@ plugin file executed twice.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,16 @@ with open(os.environ["COUNT_FILE"], "a") as count:
 @hookimpl
 def register_outputs():
     return []
+
+
+@hookimpl
+def register_routes(app):
+    from flask import jsonify
+
+    @app.get("/probe")
+    def probe():
+        dispatcher = app.extensions["publisher"].dispatcher
+        return jsonify(background=dispatcher.background_enqueue)
 """
 
 
@@ -111,6 +125,40 @@ def _wsgi_enqueue(env: dict[str, str]) -> str:
 def test_wsgi_enqueues_in_the_background_by_default_and_as_its_setting_says(counting_env):
     assert _wsgi_enqueue(counting_env) == "background"
     assert _wsgi_enqueue(counting_env | {"PUBLISHER_ENQUEUE": "inline"}) == "inline"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_builds_its_app_once_with_background_enqueue(counting_env):
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "publisher"), "serve", "--port", str(port), "--no-worker"],
+        env=counting_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        answer = _get_when_up(f"http://127.0.0.1:{port}/probe", server)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert answer == {"background": True}
+    assert len(Path(counting_env["COUNT_FILE"]).read_text().splitlines()) == 1
+
+
+def _get_when_up(url: str, server: subprocess.Popen) -> object:
+    for _ in range(600):  # polls while the server starts (migrations, plugins)
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback
+                return json.loads(answer.read())
+        except OSError:
+            threading.Event().wait(0.1)
+    raise AssertionError("publisher serve did not answer")
 
 
 def test_an_app_enqueues_as_its_setting_says(make_app):
