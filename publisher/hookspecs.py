@@ -224,8 +224,9 @@ def subscriber_output(
     event), ``protected`` and, when set, ``allow_private``. ``previous`` holds the
     rotated-out secrets that still sign beside the current one, each with the time (epoch
     seconds) its grace ends. ``config`` is the service's settings, read-only. The output must
-    be named ``webhook:<name>``. The first plugin that returns an output wins (the built-in
-    ``webhook`` plugin); with no plugin implementing it, subscribers are not delivered to.
+    be named ``webhook:<name>``. The first output returned wins; pluggy asks the plugin
+    registered last first, so an installed or folder plugin comes before the built-in
+    ``webhook``. With no plugin implementing it, stored subscribers are not delivered to.
 
     Called in every process that delivers or takes records in (web servers, workers,
     commands), on the thread that looks at the table (at most every

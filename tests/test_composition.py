@@ -189,3 +189,50 @@ def test_the_core_reaches_plugins_only_through_hooks_without_exceptions():
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     (contract,) = [c for c in contracts["contracts"] if c["id"] == "core-calls-hooks"]
     assert contract.get("ignore_imports", []) == []
+
+
+SINK = """
+from publisher.hookspecs import hookimpl
+from publisher.outputs import BaseOutput
+
+built = []
+
+
+class Sink(BaseOutput):
+    def __init__(self, name):
+        super().__init__(name=name)
+        self.events = []
+
+    def publish(self, record, event):
+        self.events.append((record.id, event.kind))
+
+
+@hookimpl
+def subscriber_output(subscriber, previous, config):
+    built.append((dict(subscriber), previous))
+    return Sink(f"webhook:{subscriber['name']}")
+"""
+
+
+def test_a_plugin_delivers_to_stored_subscribers_through_the_hook(make_app, seed_json, monkeypatch):
+    import types
+
+    from publisher import subscribers
+    from publisher.testing import drain
+
+    sink = types.ModuleType("sink_plugin")
+    exec(SINK, sink.__dict__)  # noqa: S102 - the plugin module of this test
+    monkeypatch.setitem(sys.modules, "sink_plugin", sink)
+    app = make_app(plugins={"load": {"sink": "sink_plugin"}})
+    services = app.extensions["publisher"]
+    url = "https://search.example/hook"
+    subscribers.add(services.sessions, services.settings, {"name": "search", "url": url})
+    output = services.dispatcher.refresh(force=True)["webhook:search"].output
+    assert isinstance(output, sink.Sink)  # registered after the built-ins: asked first
+    ((subscriber, previous),) = sink.built
+    assert subscriber["url"] == url and subscriber["secret"].startswith("whsec_")
+    assert previous == ()
+
+    app.extensions["publisher.intake"].take([dict(seed_json, id="sunk-1", published=True)])
+    drain(app)
+    assert output.events == [("sunk-1", "published")]
