@@ -275,7 +275,7 @@ def test_tests_import_only_helpers_meant_for_it():
     wrong = []
     for path in sorted((ROOT / "tests").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests"):
-                if node.module not in helpers:
-                    wrong.append(f"{path.relative_to(ROOT)}: from {node.module}")
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if (module or "").startswith("tests") and module not in helpers:
+                wrong.append(f"{path.relative_to(ROOT)}: from {module}")
     assert wrong == []
