@@ -39,7 +39,7 @@ from publisher.leases import lease, renew
 from publisher.logs import log_context
 from publisher.models import Attempt, Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
-from publisher.records import public_fields
+from publisher.records import instant_text, public_fields
 from publisher.store import Planned, Route, converge_pair
 
 log = logging.getLogger("publisher.dispatch")
@@ -709,6 +709,7 @@ class Dispatcher:
         """
         now = utcnow()
         history = attempt_history(session, [d.id for d in deliveries])
+        due = instant_text
         return [
             {
                 "id": d.id,
@@ -719,9 +720,9 @@ class Dispatcher:
                 "attempts": d.attempts,
                 "error": d.error,
                 "revision": d.revision,
-                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
-                "occurred_at": _iso(d.occurred_at or d.created_at),
-                "updated_at": _iso(d.updated_at),
+                "next_attempt_at": due(d.next_attempt_at) if d.status == "pending" else None,
+                "occurred_at": instant_text(d.occurred_at or d.created_at),
+                "updated_at": instant_text(d.updated_at),
                 # a pending one is looked at anyway: the flag is for finished ones
                 "can_redeliver": d.status in ("dead", "done")
                 and self.redeliverable(session, d, now),
@@ -973,7 +974,7 @@ def attempt_history(session: Session, delivery_ids: Sequence[str]) -> dict[str, 
     for row in rows:
         history[row.delivery_id].append(
             {
-                "at": _iso(row.at),
+                "at": instant_text(row.at),
                 "outcome": row.outcome,
                 "event": row.event,
                 "status_code": row.status_code,
@@ -982,10 +983,6 @@ def attempt_history(session: Session, delivery_ids: Sequence[str]) -> dict[str, 
             }
         )
     return history
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _exc_info(raised: BaseException | None) -> Any:
