@@ -709,7 +709,6 @@ class Dispatcher:
         """
         now = utcnow()
         history = attempt_history(session, [d.id for d in deliveries])
-        due = instant_text
         return [
             {
                 "id": d.id,
@@ -720,7 +719,9 @@ class Dispatcher:
                 "attempts": d.attempts,
                 "error": d.error,
                 "revision": d.revision,
-                "next_attempt_at": due(d.next_attempt_at) if d.status == "pending" else None,
+                "next_attempt_at": (
+                    instant_text(d.next_attempt_at) if d.status == "pending" else None
+                ),
                 "occurred_at": instant_text(d.occurred_at or d.created_at),
                 "updated_at": instant_text(d.updated_at),
                 # a pending one is looked at anyway: the flag is for finished ones
