@@ -7,7 +7,7 @@ reads as "App failed to load" and stops on, instead of restarting workers that c
 import sys
 
 from publisher.app import create_app
-from publisher.config import problem_lines
+from publisher.config import SERVING_DEFAULTS, problem_lines
 from publisher.errors import ConfigError
 from publisher.logs import configure_logging
 
@@ -15,9 +15,8 @@ from publisher.logs import configure_logging
 EXIT_APP_LOAD_ERROR = 4
 
 try:
-    app = create_app()
+    app = create_app(defaults=SERVING_DEFAULTS)  # enqueue: background, unless configured
 except ConfigError as exc:
     print("\n".join(problem_lines(exc)), file=sys.stderr, flush=True)
     sys.exit(EXIT_APP_LOAD_ERROR)
 configure_logging(app.config["PUBLISHER"])
-app.extensions["publisher"].dispatcher.background_enqueue = True

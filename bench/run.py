@@ -716,22 +716,26 @@ def report(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
+    # issue 17's targets: PostgreSQL + Redis pays a network round trip per statement
+    api_target, webhook_target = (0.25, 0.4) if name.startswith("postgres") else (0.3, 0.5)
     if "intake" in r:
         i = r["intake"]
         rows.append(("intake: bare Flask (baseline)", fmt_rounds(i["bare"]), "", ""))
         api_ratio = i["api"]["ratio"]
         rows.append(
-            ("intake: API", f"{fmt_rounds(i['api'])}; ratio {fmt_ratios(i['api'])}", ">= 0.3",
-             verdict(api_ratio >= 0.3))
+            ("intake: API", f"{fmt_rounds(i['api'])}; ratio {fmt_ratios(i['api'])}",
+             f">= {api_target}", verdict(api_ratio >= api_target))
         )  # fmt: skip
         if "note" in i["webhook"]:
-            rows.append(("intake: signed webhook", i["webhook"]["note"], ">= 0.5", "skipped"))
+            rows.append(
+                ("intake: signed webhook", i["webhook"]["note"], f">= {webhook_target}", "skipped")
+            )
         else:
             ratio = i["webhook"]["ratio"]
             rows.append(
                 ("intake: signed webhook",
                  f"{fmt_rounds(i['webhook'])}; ratio {fmt_ratios(i['webhook'])}",
-                 ">= 0.5", verdict(ratio >= 0.5))
+                 f">= {webhook_target}", verdict(ratio >= webhook_target))
             )  # fmt: skip
     if "delivery" in r:
         d = r["delivery"]
@@ -748,7 +752,7 @@ def report(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(
             (f"batch: publisher ingest of {g['records']:,}",
              f"{g['per_second']:.0f} records/s ({g['seconds']:.1f} s, process start included)",
-             ">= 1,000/s", verdict(g["per_second"] >= 1000))
+             ">= 2,000/s", verdict(g["per_second"] >= 2000))
         )  # fmt: skip
     if "memory" in r:
         m = r["memory"]

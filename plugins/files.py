@@ -38,6 +38,7 @@ from publisher.errors import ConfigError
 from publisher.fileio import atomic_write_many, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
+from publisher_plugins import front_matter as yaml_text
 
 LAYOUTS = ("category", "type", "flat")
 GENERATORS = ("hugo", "jekyll")
@@ -50,8 +51,6 @@ STATE_DIR = ".publisher"
 RESERVED_SECTIONS = frozenset({"tags", "categories"})
 #: record fields with a key of their own in the front matter; the rest go under the namespace
 MAPPED = frozenset({"title", "publishedDateTime", "topics", "category", "excerpt"})
-#: libyaml's safe dumper when PyYAML was built with it (same output, a fraction of the time)
-DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @hookimpl
@@ -309,13 +308,7 @@ class Page:
 
 def render(record: OutputRecord, page: Page, generator: str = "hugo") -> str:
     """YAML front matter from the mapping for ``generator``, then the Markdown body."""
-    front = yaml.dump(
-        front_matter(record, page, generator),
-        Dumper=DUMPER,
-        sort_keys=False,
-        allow_unicode=True,
-        width=1000,
-    )
+    front = yaml_text.dump(front_matter(record, page, generator))
     body = record.body if record.body.endswith("\n") or not record.body else record.body + "\n"
     return f"---\n{front}---\n\n{body}"
 

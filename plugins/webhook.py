@@ -115,19 +115,21 @@ def register_config_schema() -> type[Schema]:
     return WebhookSettings
 
 
+@hookimpl
 def subscriber_output(
-    sub: Mapping[str, Any],
+    subscriber: Mapping[str, Any],
+    previous: tuple[tuple[str, float], ...],
     config: Mapping[str, Any],
-    previous: tuple[tuple[str, float], ...] = (),
 ) -> WebhookOutput:
     """The output of one subscriber kept in the database (``/api/v1/subscribers``).
 
-    Same keys and checks as a YAML subscriber; ``previous`` holds rotated-out secrets with
-    the time (epoch seconds) until which they still sign beside the current one.
+    Same checks as a YAML subscriber; ``previous`` holds rotated-out secrets with the time
+    (epoch seconds) until which they still sign beside the current one.
     """
     options = (config.get("plugins") or {}).get("webhook") or {}
     timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
-    output = _subscriber(sub, 0, timeout, bool(options.get("allow_private", False)), "subscriber")
+    allow_private = bool(options.get("allow_private", False))
+    output = _subscriber(subscriber, 0, timeout, allow_private, "subscriber")
     output.previous = tuple((Webhook(secret), until) for secret, until in previous)
     return output
 

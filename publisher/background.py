@@ -70,6 +70,36 @@ class Feeder(threading.Thread):
             self.feed(self.drain(self.waiting.get_nowait()))
 
 
+class Feeding:
+    """Where ids go after a commit: to ``feed`` at once (inline), or to this process's
+    feeder thread (background: the committing request answers without a queue write).
+
+    The thread starts on first use, and again in a forked child, where it did not survive.
+    """
+
+    def __init__(
+        self, feed: Callable[[Sequence[Any]], None], *, background: bool, linger: float = 0.0
+    ) -> None:
+        self.feed = feed
+        self.background = background
+        self.linger = linger
+        self._thread: Feeder | None = None
+
+    def __call__(self, ids: list[Any]) -> None:
+        if not self.background:
+            self.feed(ids)
+            return
+        if self._thread is None or not self._thread.usable():
+            self._thread = Feeder(self.feed, linger=self.linger)
+            self._thread.start()
+        self._thread.put(ids)
+
+    def flush(self) -> None:
+        """Feed what the thread still holds (closing the app; exit does it too)."""
+        if self._thread is not None:
+            self._thread.flush()
+
+
 class Lanes:
     """One small pool of threads per output, so that outputs never wait for each other.
 
@@ -85,11 +115,12 @@ class Lanes:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._held: dict[str, int] = {}
         self._idle = threading.Condition()
+        self._closed = False
         after_fork(self._reset)
 
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
         with self._idle:
-            if self._held.get(name, 0) >= self.backlog:
+            if self._closed or self._held.get(name, 0) >= self.backlog:
                 return False
             self._held[name] = self._held.get(name, 0) + 1
             pool = self._pools.get(name)
@@ -110,6 +141,22 @@ class Lanes:
             with self._idle:
                 self._held[name] -= 1
                 self._idle.notify_all()
+
+    def close(self, wait: float = 5.0) -> None:
+        """Stop every lane: held messages are dropped (their leases expire and the sweeper
+        sends them again), running ones get ``wait`` seconds to end; nothing new starts.
+
+        The pools' threads are not daemons: a lane left running would outlive its app.
+        """
+        with self._idle:
+            pools, self._pools, self._held, self._closed = list(self._pools.values()), {}, {}, True
+            self._idle.notify_all()
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + wait
+        for pool in pools:
+            for thread in list(pool._threads):  # the executor's own set of its threads
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _reset(self) -> None:
         """In a forked child: no lane threads came along, so none is held."""

@@ -80,6 +80,10 @@ DEFAULTS: Settings = {
     },
     "worker": {"threads": 4},
     "embedded_worker": True,  # ``publisher serve`` runs a worker in the same process
+    # who writes the queue after a commit: the committing thread (inline), or a feeder thread
+    # of the process (background: a request answers without a queue round trip). ``serve``
+    # and ``wsgi:app`` default to background (PROCESS_DEFAULTS); a file or env var still wins
+    "enqueue": "inline",
     "webhooks": {
         "tolerance_seconds": 300,
         "remember_ids_days": 7,
@@ -122,6 +126,9 @@ ENV_NAMES = {
 #: Environment variables read elsewhere, not settings.
 OTHER_ENV_NAMES = {"PUBLISHER_CONFIG", "PUBLISHER_DISABLE_PLUGIN_AUTOLOAD"}
 OVERRIDES = "overrides"  # the origin of values given to ``create_app(overrides=...)``
+PROCESS = "process default"  # the origin of values given to ``create_app(defaults=...)``
+#: what the serving processes (``publisher serve``, ``wsgi:app``) default to, under the file
+SERVING_DEFAULTS: Settings = {"enqueue": "background"}
 DEFAULT = "default"
 
 
@@ -144,16 +151,23 @@ class LoadedSettings(dict):  # type: ignore[type-arg]
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Build and check the settings: defaults, the YAML file, environment, then overrides.
 
-    Raises :class:`ConfigError` whose ``errors`` name every bad key path (and where its
-    value came from), so that ``serve``, ``worker`` and ``wsgi:app`` stop at start.
+    ``defaults`` are a process's own defaults (``SERVING_DEFAULTS``), over :data:`DEFAULTS`
+    and under everything the operator writes. Raises :class:`ConfigError` whose ``errors``
+    name every bad key path (and where its value came from), so that ``serve``, ``worker``
+    and ``wsgi:app`` stop at start.
     """
     environ = os.environ if environ is None else environ
     settings = copy.deepcopy(DEFAULTS)
     origins: Origins = {}
+    if defaults:
+        merge_into(settings, defaults)
+        _mark(origins, defaults, (), PROCESS)
     config_path = environ.get("PUBLISHER_CONFIG")
     if config_path:
         data = _read_file(Path(config_path))

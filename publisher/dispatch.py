@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, upda
 from sqlalchemy.orm import Session, sessionmaker
 
 from publisher import convergence, endpoints
-from publisher.background import Feeder, Lanes, call_with_timeout
+from publisher.background import Feeding, Lanes, call_with_timeout
 from publisher.config import DEFAULTS
 from publisher.db import transaction, unindexed
 from publisher.errors import Conflict, NotFound
@@ -39,7 +39,7 @@ from publisher.leases import lease, renew
 from publisher.logs import log_context
 from publisher.models import Attempt, Delivery, OutputState, Placement, Record, utcnow
 from publisher.outputs import DeliveryError, Event, Output, OutputRecord
-from publisher.records import public_fields
+from publisher.records import instant_text, public_fields
 from publisher.store import Planned, Route, converge_pair
 
 log = logging.getLogger("publisher.dispatch")
@@ -131,19 +131,26 @@ class Dispatcher:
     live_spec: Callable[[Any], OutputSpec] = lambda output: OutputSpec(output)
     _task: Any = field(init=False, default=None)
     _static: dict[str, OutputSpec] = field(init=False, default_factory=dict)
-    _feeder_thread: Feeder | None = field(init=False, default=None)
+    _feeding: Feeding = field(init=False)
     lanes: Lanes | None = field(init=False, default=None)
     _last_drift_check: float = field(init=False, default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self._static = dict(self.outputs)
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.receive)
+        self._feeding = Feeding(self.feed, background=self.background_enqueue)
         if self.lane_threads > 0:
             self.lanes = Lanes(self.lane_threads, self.lane_backlog)
 
     @property
     def engine(self) -> Engine:
         return self.sessions.kw["bind"]
+
+    def close(self) -> None:
+        """Enqueue what the feeder still holds, and stop the lanes (``Services.close``)."""
+        self._feeding.flush()
+        if self.lanes is not None:
+            self.lanes.close()
 
     def refresh(self, force: bool = False) -> dict[str, OutputSpec]:
         """Take in outputs added or removed at run time (subscribers through the API).
@@ -177,17 +184,15 @@ class Dispatcher:
     ) -> None:
         """Feed the queue after the commit; a failure here is repaired by the sweeper.
 
-        With ``background_enqueue`` (``serve`` and ``wsgi.py`` turn it on) the ids go to a
-        feeder thread, so a request costs one durable commit and no queue round trip.
+        With ``background_enqueue`` (the ``enqueue: background`` setting, the default of
+        ``serve`` and ``wsgi.py``) the ids go to a feeder thread, so a request costs one
+        durable commit and no queue round trip.
         """
         now = now or utcnow()
         due = [(d.id, d.output) for d in deliveries if d.next_attempt_at <= now]
         if not due:
             return
-        if self.background_enqueue:
-            self._feeder().put(due)
-        else:
-            self.feed(due)
+        self._feeding(due)
 
     def feed(self, deliveries: Iterable[tuple[str, str]]) -> None:
         """Enqueue ``(id, output)`` pairs: one message per output, ``batch_size`` ids each."""
@@ -201,12 +206,6 @@ class Dispatcher:
                     self._task(ids[start : start + size], output)
                 except Exception:  # noqa: BLE001 - the sweeper will enqueue them
                     log.warning("enqueue failed; the sweeper will retry", exc_info=True)
-
-    def _feeder(self) -> Feeder:
-        if self._feeder_thread is None or not self._feeder_thread.usable():
-            self._feeder_thread = Feeder(self.feed)
-            self._feeder_thread.start()
-        return self._feeder_thread
 
     def receive(self, delivery_ids: str | Sequence[str], output: str | None = None) -> None:
         """The huey task: hand a message to its output's lane and return at once.
@@ -720,9 +719,11 @@ class Dispatcher:
                 "attempts": d.attempts,
                 "error": d.error,
                 "revision": d.revision,
-                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
-                "occurred_at": _iso(d.occurred_at or d.created_at),
-                "updated_at": _iso(d.updated_at),
+                "next_attempt_at": (
+                    instant_text(d.next_attempt_at) if d.status == "pending" else None
+                ),
+                "occurred_at": instant_text(d.occurred_at or d.created_at),
+                "updated_at": instant_text(d.updated_at),
                 # a pending one is looked at anyway: the flag is for finished ones
                 "can_redeliver": d.status in ("dead", "done")
                 and self.redeliverable(session, d, now),
@@ -974,7 +975,7 @@ def attempt_history(session: Session, delivery_ids: Sequence[str]) -> dict[str, 
     for row in rows:
         history[row.delivery_id].append(
             {
-                "at": _iso(row.at),
+                "at": instant_text(row.at),
                 "outcome": row.outcome,
                 "event": row.event,
                 "status_code": row.status_code,
@@ -983,10 +984,6 @@ def attempt_history(session: Session, delivery_ids: Sequence[str]) -> dict[str, 
             }
         )
     return history
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _exc_info(raised: BaseException | None) -> Any:

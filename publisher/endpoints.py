@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from publisher.models import OutputHealth, OutputState
+from publisher.records import instant_text
 
 PAUSED = "paused: "
 #: outputs that may be paused for failing; local outputs (files, feeds) are not
@@ -77,9 +78,9 @@ def health_dict(row: Any) -> dict[str, Any]:
         }
     return {
         "consecutive_failures": row.consecutive_failures,
-        "failing_since": _iso(row.failing_since),
-        "last_success_at": _iso(row.last_success_at),
-        "last_failure_at": _iso(row.last_failure_at),
+        "failing_since": instant_text(row.failing_since),
+        "last_success_at": instant_text(row.last_success_at),
+        "last_failure_at": instant_text(row.last_failure_at),
     }
 
 
@@ -95,7 +96,3 @@ def _ensure(connection: Connection, output: str) -> None:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(OutputHealth).values(name=output, consecutive_failures=0)
     connection.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

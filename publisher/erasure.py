@@ -33,6 +33,7 @@ from publisher.models import (
     Tombstone,
     utcnow,
 )
+from publisher.records import instant_text
 from publisher.store import retract_record
 
 if TYPE_CHECKING:
@@ -62,9 +63,9 @@ class PurgeState:
         return {
             "id": self.id,
             "status": self.status,
-            "requested_at": _iso(self.requested_at),
+            "requested_at": instant_text(self.requested_at),
             "requested_by": self.requested_by,
-            "purged_at": _iso(self.purged_at),
+            "purged_at": instant_text(self.purged_at),
             "unconfirmed": self.unconfirmed,
         }
 
@@ -145,20 +146,22 @@ class Eraser:
         return counts
 
 
+# built once: intake runs it in every write transaction
+_TOMBSTONES_OF = select(Tombstone.record_id, Tombstone.requested_at).where(
+    Tombstone.record_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def refuse_purged(connection: Connection, record_ids: Sequence[str]) -> dict[str, Gone]:
     """The ids among ``record_ids`` that have a tombstone, each with the 410 to answer."""
     if not record_ids:
         return {}
-    rows = connection.execute(
-        select(Tombstone.record_id, Tombstone.requested_at).where(
-            Tombstone.record_id.in_(sorted(set(record_ids)))
-        )
-    ).all()
+    rows = connection.execute(_TOMBSTONES_OF, {"ids": sorted(set(record_ids))}).all()
     return {row.record_id: gone(row.record_id, row.requested_at) for row in rows}
 
 
 def gone(record_id: str, when: datetime) -> Gone:
-    message = f"record {record_id!r} was purged ({_iso(when)}): its id cannot be used again"
+    message = f"record {record_id!r} was purged ({instant_text(when)}): its id cannot be used again"
     return Gone(message, errors={"id": [message]})
 
 
@@ -169,11 +172,11 @@ def check_not_purged(session: Session, record_id: str) -> None:
         return
     if stone.purged_at is None:
         message = (
-            f"record {record_id!r} is being purged (asked {_iso(stone.requested_at)}): "
+            f"record {record_id!r} is being purged (asked {instant_text(stone.requested_at)}): "
             "it is erased once every output confirmed its retraction"
         )
     else:
-        message = f"record {record_id!r} was purged ({_iso(stone.purged_at)})"
+        message = f"record {record_id!r} was purged ({instant_text(stone.purged_at)})"
     raise Gone(message, errors={"id": [message]})
 
 
@@ -279,7 +282,3 @@ def _state(stone: Tombstone) -> PurgeState:
         stone.purged_at,
         list(stone.unconfirmed or []),
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

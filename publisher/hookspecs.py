@@ -210,6 +210,31 @@ def subscriber_paused(
     """
 
 
+@hookspec(firstresult=True)
+def subscriber_output(
+    subscriber: Mapping[str, Any],
+    previous: tuple[tuple[str, float], ...],
+    config: Mapping[str, Any],
+) -> Output | None:
+    """Build the output of one subscriber stored through ``/api/v1/subscribers`` or
+    ``publisher subscribers add`` (or return ``None``: this plugin delivers to none).
+
+    ``subscriber`` holds the stored keys, already checked by the core: ``name``, ``url``,
+    ``secret`` (the current ``whsec_...`` signing secret), ``events`` (``None``: every
+    event), ``protected`` and, when set, ``allow_private``. ``previous`` holds the
+    rotated-out secrets that still sign beside the current one, each with the time (epoch
+    seconds) its grace ends. ``config`` is the service's settings, read-only. The output must
+    be named ``webhook:<name>``. The first output returned wins; pluggy asks the plugin
+    registered last first, so an installed or folder plugin comes before the built-in
+    ``webhook``. With no plugin implementing it, stored subscribers are not delivered to.
+
+    Called in every process that delivers or takes records in (web servers, workers,
+    commands), on the thread that looks at the table (at most every
+    ``subscribers.refresh_seconds``), once for each stored subscriber added or changed.
+    Raising skips that subscriber with a logged error; the others, intake and delivery go on.
+    """
+
+
 @hookspec
 def register_routes(app: flask.Flask) -> None:
     """Add routes or blueprints to the Flask app.

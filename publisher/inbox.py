@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from publisher.background import Feeder
+from publisher.background import Feeding
 from publisher.db import transaction
 from publisher.errors import Conflict, InvalidRecord, PublisherError, Unavailable
 from publisher.groupcommit import CommitFailed
@@ -89,7 +89,8 @@ class InboxProcessor:
         self._task = services.huey.task(name=TASK_NAME, retries=0)(self.process)
         self._batch_task = services.huey.task(name=BATCH_TASK_NAME, retries=0)(self.process_batch)
         self._sent: dict[int, float] = {}  # inbox id -> when this sweeper last enqueued it
-        self._feeder_thread: Feeder | None = None
+        background = self.settings["enqueue"] == "background"  # serve and wsgi: off the request
+        self._after_commit = Feeding(self._enqueue_many, background=background, linger=FEED_LINGER)
         most = self.settings["webhooks"]["group_commit_max"]
         self.writer = InboxWriter(services.engine, most, self._after_commit)
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
@@ -128,18 +129,6 @@ class InboxProcessor:
             log.info("webhook %r from %r is a repeat; ignored", webhook_id, source)
             return Received(None, duplicate=True)
         return Received(item_id, duplicate=False)
-
-    def _after_commit(self, item_ids: list[int]) -> None:
-        if self.services.dispatcher.background_enqueue:  # serve and wsgi: off the request
-            self._feeder().put(item_ids)
-        else:
-            self._enqueue_many(item_ids)
-
-    def _feeder(self) -> Feeder:
-        if self._feeder_thread is None or not self._feeder_thread.usable():
-            self._feeder_thread = Feeder(self._enqueue_many, linger=FEED_LINGER)
-            self._feeder_thread.start()
-        return self._feeder_thread
 
     def _enqueue_many(self, item_ids: Sequence[int]) -> None:
         """One queue message for the rows of one commit (a queue write costs a commit too)."""

@@ -28,15 +28,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from publisher.config import Settings, source_policy
 from publisher.db import transaction, write_connection, writer_lock
 from publisher.erasure import refuse_purged
-from publisher.errors import EnvelopeError, InvalidRecord, PublisherError
+from publisher.errors import EnvelopeError, Gone, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
 from publisher.models import QuarantineItem
 from publisher.outputs import OutputRecord
 from publisher.parsing import Parsed, parse_body
 from publisher.plugins import Broadcast
 from publisher.quarantine import quarantine_values
-from publisher.records import hashable_json, public_fields, record_id
-from publisher.schemas import Validated, validate_record
+from publisher.records import hashable_json, public_fields
+from publisher.schemas import Validated, validate
 from publisher.secured import (
     InvalidEnvelopeAlarm,
     Keyring,
@@ -163,18 +163,22 @@ class Intake:
         request_id: str | None = None,
         defer: bool = False,
         refuse_held: bool = False,
+        checked: Sequence[Validated | PublisherError] | None = None,
     ) -> list[ItemResult]:
         """Validate and open each item, then store all accepted ones in one transaction.
 
         ``defer`` leaves enqueueing to the worker's sweeper (``publisher ingest``).
         ``refuse_held`` answers an item the secured policy would quarantine as invalid
         instead (a replay: the item already is in the quarantine, and stays there).
+        ``checked`` is each item's :func:`validate` outcome when it was done elsewhere
+        (``publisher ingest`` validates in worker processes).
         """
         results: list[ItemResult | None] = []
         prepared: list[tuple[int, Prepared]] = []
-        for raw in items:
+        for index, raw in enumerate(items):
             try:
-                item = self.prepare(raw, source=source, request_id=request_id)
+                done = checked[index] if checked is not None else None
+                item = self.prepare(raw, source=source, request_id=request_id, checked=done)
                 if refuse_held and item.quarantine:
                     raise StillHeld(
                         "the secured field still cannot be opened",
@@ -186,42 +190,27 @@ class Intake:
                 continue
             prepared.append((len(results), item))
             results.append(None)
-        prepared = self._drop_purged(prepared, results, source)
         for index, result in zip(
             (i for i, _ in prepared), self._store([p for _, p in prepared], defer), strict=True
         ):
             results[index] = result
+            if result.status == "gone" and result.error is not None:
+                self._rejected(source, result.error)  # a late replay must not revive it
         return [r for r in results if r is not None]
 
-    def _drop_purged(
+    def prepare(
         self,
-        prepared: list[tuple[int, Prepared]],
-        results: list[ItemResult | None],
+        raw: Any,
+        *,
         source: str,
-    ) -> list[tuple[int, Prepared]]:
-        """Answer ``410`` for items whose id was purged: a late replay must not revive it."""
-        if not prepared:
-            return prepared
-        with self.services.engine.connect() as connection:
-            refused = refuse_purged(connection, [item.incoming.id for _, item in prepared])
-        if not refused:
-            return prepared
-        kept = []
-        for index, item in prepared:
-            error = refused.get(item.incoming.id)
-            if error is None:
-                kept.append((index, item))
-                continue
-            self._rejected(source, error)
-            results[index] = ItemResult(
-                "gone", id=item.incoming.id, errors=error.errors, error=error
-            )
-        return kept
-
-    def prepare(self, raw: Any, *, source: str, request_id: str | None = None) -> Prepared:
+        request_id: str | None = None,
+        checked: Validated | PublisherError | None = None,
+    ) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""
         self._notify("record_received", source=source, raw=raw if isinstance(raw, dict) else {})
-        validated = validate(raw, self.settings)
+        if isinstance(checked, PublisherError):
+            raise checked
+        validated = checked or validate(raw, self.settings)
         data = validated.data
         self._notify("record_validated", record=data, warnings=validated.warnings)
         outcome = open_under_policy(
@@ -323,11 +312,14 @@ class Intake:
 
     def _write_once(self, items: Sequence[Prepared], defer: bool) -> Written:
         volatile = self.settings["volatile_fields"]
-        kept = [item for item in items if not item.quarantine]
         with write_connection(self.services.engine) as connection:
-            # read in the write transaction: no second connection per request
+            # reads in the write transaction: no second connection per request, and a purge
+            # cannot slip in between the check and the write
+            gone = refuse_purged(connection, [item.incoming.id for item in items])
+            live = [item for item in items if item.incoming.id not in gone]
+            kept = [item for item in live if not item.quarantine]
             routes = self.services.dispatcher.routes(connection)
-            for item in items:
+            for item in live:
                 if item.quarantine:
                     connection.execute(_INSERT_QUARANTINE, _quarantine_row(item))
             outcomes = save_records(
@@ -336,7 +328,9 @@ class Intake:
         stored = list(zip(outcomes, kept, strict=True))
         outcome_of = {id(item): outcome for outcome, item in stored}
         results = [
-            ItemResult("quarantined", id=item.incoming.id)
+            _gone(item.incoming.id, gone[item.incoming.id])
+            if item.incoming.id in gone
+            else ItemResult("quarantined", id=item.incoming.id)
             if item.quarantine
             else _result(outcome_of[id(item)], item)
             for item in items
@@ -378,15 +372,6 @@ class Intake:
             log.exception("plugin hook %s failed", hook)
 
 
-def validate(raw: Any, settings: Settings) -> Validated:
-    """Check one raw item as every door does: the schema, strict mode, a derivable id."""
-    validated = validate_record(
-        raw, strict=settings["strict"], max_string=settings["limits"]["max_string"]
-    )
-    validated.data["id"] = record_id(validated.data)
-    return validated
-
-
 def open_under_policy(
     raw: Any,
     data: dict[str, Any],
@@ -418,6 +403,10 @@ def dry_run(raw: Any, settings: Settings, keyring: Keyring, source: str) -> Item
         return ItemResult("invalid", errors=exc.errors, error=exc)
     status = "quarantined" if outcome.action == "quarantine" else "accepted"
     return ItemResult(status, id=validated.data["id"], warnings=validated.warnings)
+
+
+def _gone(record_id: str, error: Gone) -> ItemResult:
+    return ItemResult("gone", id=record_id, errors=error.errors, error=error)
 
 
 def _result(outcome: Stored, item: Prepared) -> ItemResult:

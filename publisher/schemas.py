@@ -37,9 +37,11 @@ from functools import cache, cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validates_schema
+from marshmallow import validate as check
 
 from publisher.errors import InvalidRecord
+from publisher.records import record_id
 
 MAX_TITLE = 1_000
 MAX_EXCERPT = 10_000
@@ -52,8 +54,8 @@ MAX_ID = 512
 MAX_TOPICS = 100
 MAX_RELATED = 100
 MAX_IMAGES = 50
-_INT64 = validate.Range(min=-(2**63), max=2**63 - 1)
-_NON_NEGATIVE = validate.Range(min=0, max=2**63 - 1)
+_INT64 = check.Range(min=-(2**63), max=2**63 - 1)
+_NON_NEGATIVE = check.Range(min=0, max=2**63 - 1)
 _MAX_UNKNOWN_DEPTH = 64
 _MAX_UNKNOWN_VALUES = 100_000  # values, all unknown fields of a record together
 
@@ -71,7 +73,7 @@ DEFAULT_MAX_STRING = 1_000_000  # limits.max_string
 class _Lean(fields.Field):
     """Checks a value's validators as marshmallow does, without rebuilding them per value.
 
-    marshmallow's ``Field._validate`` builds a ``validate.And`` of the field's validators
+    marshmallow's ``Field._validate`` builds a ``check.And`` of the field's validators
     for every value it checks; a record has ~90 values. Same validators, same order, same
     errors; a field without validators skips the step.
     """
@@ -81,8 +83,8 @@ class _Lean(fields.Field):
             self._validators_and(value)
 
     @cached_property
-    def _validators_and(self) -> validate.And:
-        return validate.And(*self.validators)
+    def _validators_and(self) -> check.And:
+        return check.And(*self.validators)
 
 
 class Str(_Lean, fields.String):
@@ -173,7 +175,7 @@ def _int(**kwargs: Any) -> Int:
 
 
 def _str(max_length: int, **kwargs: Any) -> Str:
-    return Str(validate=validate.Length(max=max_length), **kwargs)
+    return Str(validate=check.Length(max=max_length), **kwargs)
 
 
 def _not_blank(value: str) -> None:
@@ -209,13 +211,13 @@ class RelatedSchema(_Schema):
     type = _str(MAX_SHORT)
     provider = Nested(ProviderSchema)
     quality = _int()
-    images = List(Nested(ImageSchema), validate=validate.Length(max=MAX_IMAGES))
+    images = List(Nested(ImageSchema), validate=check.Length(max=MAX_IMAGES))
 
 
 class RecordSchema(_Schema):
-    id = Str(validate=validate.Length(min=1, max=MAX_ID))
+    id = Str(validate=check.Length(min=1, max=MAX_ID))
     category = _str(MAX_SHORT)
-    title = Str(required=True, validate=[validate.Length(min=1, max=MAX_TITLE), _not_blank])
+    title = Str(required=True, validate=[check.Length(min=1, max=MAX_TITLE), _not_blank])
     excerpt = _str(MAX_EXCERPT)
     publishedDateTime = AwareDateTime()  # noqa: N815
     expiresAt = AwareDateTime()  # noqa: N815
@@ -226,8 +228,8 @@ class RecordSchema(_Schema):
     heat = _int()
     published = StrictBoolean()
     provider = Nested(ProviderSchema)
-    topics = List(_str(MAX_SHORT), validate=validate.Length(max=MAX_TOPICS))
-    related = List(Nested(RelatedSchema), validate=validate.Length(max=MAX_RELATED))
+    topics = List(_str(MAX_SHORT), validate=check.Length(max=MAX_TOPICS))
+    related = List(Nested(RelatedSchema), validate=check.Length(max=MAX_RELATED))
     secured = _str(MAX_SECURED)
     body = _str(MAX_BODY)
 
@@ -249,6 +251,15 @@ class Validated:
 
     data: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+
+
+def validate(raw: Any, settings: Mapping[str, Any]) -> Validated:
+    """Check one raw item as every door does: the schema, strict mode, a derivable id."""
+    validated = validate_record(
+        raw, strict=settings["strict"], max_string=settings["limits"]["max_string"]
+    )
+    validated.data["id"] = record_id(validated.data)
+    return validated
 
 
 def validate_record(
@@ -289,6 +300,8 @@ def check_text(raw: Any, max_string: int, errors: dict[str, list[str]]) -> None:
     again (a YAML alias) was checked already: skipping it keeps the walk as long as the
     parsed input, whatever the aliases would expand to.
     """
+    if _all_storable(raw, max_string):
+        return
     seen: set[int] = set()
     stack: list[tuple[Path, Any]] = [((), raw)]
     while stack:
@@ -306,6 +319,34 @@ def check_text(raw: Any, max_string: int, errors: dict[str, list[str]]) -> None:
                     stack.append((path + (key,), item))
             else:
                 stack.extend((path + (index,), item) for index, item in enumerate(value))
+
+
+def _all_storable(raw: Any, max_string: int) -> bool:
+    """The common case first: one walk, no paths, one search over all the text at once.
+
+    Joining cannot make a false finding: a Python string holds a surrogate only as a lone
+    one (a pair is one astral character), and NUL is one character. When this says no,
+    the full walk finds where, for the field paths of the answer.
+    """
+    seen: set[int] = set()
+    strings: list[str] = []
+    stack: list[Any] = [raw]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            if isinstance(value, Mapping):
+                strings.extend(key for key in value if isinstance(key, str))
+                stack.extend(value.values())
+            else:
+                stack.extend(value)
+    if not strings:
+        return True
+    return max(map(len, strings)) <= max_string and UNSTORABLE.search("".join(strings)) is None
 
 
 def _check_string(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,15 +21,18 @@ from publisher.outputs import Output
 from publisher.plugins import Broadcast, collect_outputs, make_plugin_manager
 from publisher.routing import compile_rule
 from publisher.secured import Keyring, LiveKeyring, ensure_dev_key
-from publisher.subscribers import LiveSubscribers, output_of
+from publisher.subscribers import LiveSubscribers, builds_subscribers, output_of
 from publisher.taskqueue import make_huey
 from publisher.tokens import TokenCache
 
 log = logging.getLogger("publisher")
+OPENED = frozenset({"decrypted", "decrypted-unauthenticated"})
 
 
 @dataclass
 class Services:
+    """The core's parts, each built once and complete before this holds them."""
+
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
@@ -41,47 +45,56 @@ class Services:
 
     def open_protected(self, fields: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Decrypted protected fields of a record, for outputs and readers cleared for them."""
-        from publisher.secured import open_secured
-
-        result = open_secured(fields.get("secured"), fields, self.keyring)
-        return (
-            result.protected
-            if result.status in {"decrypted", "decrypted-unauthenticated"}
-            else None
-        )
+        return open_protected(self.keyring, fields)
 
     def close(self) -> None:
+        """Stop this app's threads (the dispatcher's lanes), then its connections."""
+        self.dispatcher.close()
         self.engine.dispose()
 
 
-def build_services(settings: Settings) -> Services:
-    """Connect the store and queue, load keys and plugins, and wire the dispatcher."""
+def open_protected(keyring: Keyring, fields: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A record's protected fields opened with ``keyring``, or None if they cannot be."""
+    from publisher.secured import open_secured
+
+    result = open_secured(fields.get("secured"), fields, keyring)
+    return result.protected if result.status in OPENED else None
+
+
+def build_services(settings: Settings, plugins: pluggy.PluginManager | None = None) -> Services:
+    """Connect the store and queue, load keys and plugins, and wire the dispatcher.
+
+    ``plugins`` is a plugin manager the process already built from these settings (the
+    command line builds one to add plugins' commands): plugin modules run once per process.
+    """
     if settings.get("auto_migrate", True):
         db.upgrade(settings["database_url"])
     engine = db.make_engine(settings["database_url"], synchronous=settings["sqlite_synchronous"])
     sessions = db.make_sessionmaker(engine)
     huey = make_huey(settings["queue_url"])
     keyring = _load_keyring(settings)
-    pm = make_plugin_manager(settings)
+    pm = plugins or make_plugin_manager(settings)
     outputs = collect_outputs(pm, settings)
-    services = Services(
-        settings,
-        engine,
-        sessions,
-        huey,
-        pm,
-        outputs,
-        None,
-        keyring,  # type: ignore[arg-type]
-        TokenCache(settings["token_cache_seconds"]),
-    )
+    dispatcher = _dispatcher(settings, sessions, huey, pm, outputs, keyring)
+    token_cache = TokenCache(settings["token_cache_seconds"])
+    return Services(settings, engine, sessions, huey, pm, outputs, dispatcher, keyring, token_cache)
+
+
+def _dispatcher(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    huey: Huey,
+    pm: pluggy.PluginManager,
+    outputs: Mapping[str, tuple[str, Output]],
+    keyring: Keyring,
+) -> Dispatcher:
     delivery = settings["delivery"]
-    services.dispatcher = Dispatcher(
+    return Dispatcher(
         sessions=sessions,
         huey=huey,
         outputs=output_specs(outputs, settings),
         hooks=Broadcast(pm, settings),
-        opener=services.open_protected,
+        opener=functools.partial(open_protected, keyring),
         jitter=delivery["jitter"],
         lease_seconds=delivery["lease_seconds"],
         max_receives=delivery["max_receives"],
@@ -90,6 +103,7 @@ def build_services(settings: Settings) -> Services:
         lane_threads=delivery["lane_threads"],
         lane_backlog=delivery["lane_backlog"],
         drift_check_interval=delivery["drift_check_interval"],
+        background_enqueue=settings["enqueue"] == "background",
         pause_after_seconds=delivery["pause_after_seconds"],
         live=_live_subscribers(pm, sessions, settings),
         live_spec=lambda output: OutputSpec(
@@ -98,17 +112,16 @@ def build_services(settings: Settings) -> Services:
             timeout=float(delivery["timeout"]),
         ),
     )
-    return services
 
 
 def _live_subscribers(
     pm: pluggy.PluginManager, sessions: sessionmaker[Session], settings: Settings
 ) -> LiveSubscribers | None:
-    """Subscribers from the table, when the webhook plugin is loaded (it builds them)."""
-    if pm.get_plugin("webhook") is None:
+    """Subscribers from the table, when a plugin builds their outputs (the webhook plugin)."""
+    if not builds_subscribers(pm):
         return None
     every = settings["subscribers"]["refresh_seconds"]
-    return LiveSubscribers(sessions, output_of(settings), every)
+    return LiveSubscribers(sessions, output_of(pm, settings), every)
 
 
 def _load_keyring(settings: Settings) -> Keyring:

@@ -232,6 +232,7 @@ class SettingsSchema(Strict):
     delivery = fields.Nested(DeliverySchema, required=True)
     worker = fields.Nested(WorkerSchema, required=True)
     embedded_worker = fields.Boolean(required=True)
+    enqueue = Text(required=True, validate=_one_of(("inline", "background")))
     webhooks = fields.Nested(WebhooksSchema, required=True)
     rate_limits = fields.Nested(RateLimitsSchema, required=True)
     subscribers = fields.Nested(SubscribersSchema, required=True)

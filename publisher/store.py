@@ -101,8 +101,8 @@ class Stored:
 # -- the write path's statements ----------------------------------------------------------
 # Built once, at import: SQLAlchemy memoises a statement object's cache key and finds its
 # compiled form in the engine's cache, where a statement built per call costs a new clause
-# tree, its coercions and its cache key every time (~100 us against ~18 us per statement on
-# SQLite, measured on the token lookup). Values travel as bound parameters; an UPDATE without
+# tree, its coercions and its cache key every time (several times the cost of executing it:
+# docs/performance.md). Values travel as bound parameters; an UPDATE without
 # ``values()`` sets the columns named by its parameters' keys.
 
 _PRIOR = (

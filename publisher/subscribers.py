@@ -8,26 +8,32 @@ removal or a rotation takes effect in every server and worker without a restart.
 
 from __future__ import annotations
 
+import binascii
 import logging
+import re
 import secrets as random
 import time
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
-from marshmallow import ValidationError
+import pluggy
+from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from publisher.db import transaction
-from publisher.errors import Conflict, InvalidRecord, NotFound
+from publisher.errors import ConfigError, Conflict, InvalidRecord, NotFound
 from publisher.models import Delivery, Placement, Subscriber, utcnow
 
 log = logging.getLogger("publisher.subscribers")
 
 PREFIX = "webhook:"
 EVENTS = ("published", "updated", "retracted")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: the longest grace a rotation may give the old secret (a year)
 MAX_GRACE = 366 * 86400.0
 
@@ -36,12 +42,49 @@ def new_secret() -> str:
     return "whsec_" + b64encode(random.token_bytes(32)).decode()
 
 
-def check(sub: Mapping[str, Any]) -> dict[str, Any]:
-    """The plugin's own schema for a subscriber: the same keys and checks as the YAML."""
-    from publisher_plugins.webhook import SubscriberSettings
-
+def _signing_secret(secret: str) -> None:
+    """A Standard Webhooks secret: ``whsec_`` and base64 of at least one byte."""
     try:
-        return SubscriberSettings().load(dict(sub))
+        usable = secret.startswith("whsec_") and bool(b64decode(secret[6:] + "=="))
+    except (ValueError, binascii.Error):
+        usable = False
+    if not usable:
+        raise ValidationError("must be a whsec_... secret")
+
+
+def _http_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("must be an http(s) URL")
+    if parts.username or parts.password:
+        raise ValidationError("must not carry credentials")
+
+
+class StoredSubscriber(Schema):
+    """A subscriber of the table: the keys and checks of a YAML one (``plugins.webhook``).
+
+    The core keeps the table, so the core checks what goes in it; the plugin that delivers
+    (``subscriber_output``) builds the output from a row this schema let in.
+    """
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(NAME, error="must be 1-64 letters, digits, '.', '_' or '-'"),
+    )
+    url = fields.String(required=True, validate=_http_url)
+    secret = fields.String(required=True, validate=_signing_secret)
+    events = fields.List(
+        fields.String(validate=validate.OneOf(EVENTS, error="must be one of " + ", ".join(EVENTS)))
+    )
+    allow_private = fields.Boolean()
+    protected = fields.Boolean(load_default=False)
+    timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
+
+
+def check(sub: Mapping[str, Any]) -> dict[str, Any]:
+    """``sub`` loaded by :class:`StoredSubscriber`, or field errors (``InvalidRecord``)."""
+    try:
+        return StoredSubscriber().load(dict(sub))
     except ValidationError as exc:
         errors = {k: v if isinstance(v, list) else [str(v)] for k, v in exc.messages.items()}
         raise InvalidRecord("invalid subscriber", errors=errors) from None
@@ -207,9 +250,15 @@ class LiveSubscribers:
             return None
 
 
-def output_of(settings: Mapping[str, Any]) -> Callable[[Subscriber], Any]:
-    """How a stored row becomes a webhook output: the plugin's builder and checks."""
-    from publisher_plugins.webhook import subscriber_output
+def builds_subscribers(pm: pluggy.PluginManager) -> bool:
+    """True when a plugin turns stored subscribers into outputs (``subscriber_output``)."""
+    return bool(pm.hook.subscriber_output.get_hookimpls())
+
+
+def output_of(pm: pluggy.PluginManager, settings: Mapping[str, Any]) -> Callable[[Subscriber], Any]:
+    """How a stored row becomes an output: the ``subscriber_output`` hook (the webhook
+    plugin's builder), given the row's current secret and those still in their grace."""
+    config = MappingProxyType(dict(settings))
 
     def build(row: Subscriber) -> Any:
         now = utcnow()
@@ -226,7 +275,10 @@ def output_of(settings: Mapping[str, Any]) -> Callable[[Subscriber], Any]:
         previous = tuple(
             (s["secret"], datetime.fromisoformat(s["until"]).timestamp()) for s in live[1:]
         )
-        return subscriber_output(sub, settings, previous)
+        output = pm.hook.subscriber_output(subscriber=sub, previous=previous, config=config)
+        if output is None:
+            raise ConfigError("no plugin builds an output for it (subscriber_output)")
+        return output
 
     return build
 

@@ -18,13 +18,8 @@ from flask.testing import FlaskClient
 from publisher.app import create_app
 from publisher.config import merge_into
 from publisher.db import transaction
-from publisher.testing import drain as drain  # tests import it from here too
 from publisher.tokens import create_token
-
-HERE = Path(__file__).parent
-DATA = HERE / "data"
-LOCAL_PLUGINS = HERE / "local_plugins"
-VECTORS = DATA / "vectors"
+from tests.helpers import DATA, LOCAL_PLUGINS, VECTORS
 
 os.environ.setdefault("PUBLISHER_DISABLE_PLUGIN_AUTOLOAD", "1")
 
@@ -125,13 +120,6 @@ def recorded(base_settings: dict[str, Any]) -> Callable[[], list[dict[str, Any]]
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
     return read
-
-
-def bearer(app: Flask, *scopes: str) -> dict[str, str]:
-    """Authorization headers with a new token of ``scopes`` (admin by default) for ``app``."""
-    with transaction(app.extensions["publisher"].sessions) as session:
-        token = create_token(session, scopes or ("admin",))[1]
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -48,7 +48,8 @@ def test_hostile_input_is_refused(client, auth, name, body, content_type, status
 def test_body_over_the_limit_answers_413(make_app, token):
     app = make_app(limits={"max_body_bytes": 1000})
     client = app.test_client()
-    from tests.conftest import create_token, transaction
+    from publisher.db import transaction
+    from publisher.tokens import create_token
 
     with transaction(app.extensions["publisher"].sessions) as session:
         bearer = create_token(session, ["submit"])[1]

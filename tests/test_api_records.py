@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 
 def post(client, auth, body, content_type="text/markdown"):
@@ -119,7 +119,8 @@ def test_unknown_fields_are_kept_with_a_warning(client, auth, seed_json):
 
 def test_strict_mode_rejects_unknown_fields(make_app, seed_json):
     app = make_app(strict=True)
-    from tests.conftest import create_token, transaction
+    from publisher.db import transaction
+    from publisher.tokens import create_token
 
     with transaction(app.extensions["publisher"].sessions) as session:
         bearer = create_token(session, ["submit"])[1]

@@ -266,3 +266,16 @@ def test_the_rest_of_publisher_reaches_secured_code_through_its_entry_point():
         if not importer.startswith("publisher.secured")
     )
     assert through_the_side == []
+
+
+def test_tests_import_only_helpers_meant_for_it():
+    """A test module imports publisher's names and tests' helper modules, never another test
+    module or conftest (whose fixtures pytest hands over)."""
+    helpers = {"tests.helpers", "tests.backends", "tests.receivers", "tests.concurrency"}
+    wrong = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if (module or "").startswith("tests") and module not in helpers:
+                wrong.append(f"{path.relative_to(ROOT)}: from {module}")
+    assert wrong == []

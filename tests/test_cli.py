@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from publisher.models import Record
 from publisher.secured.envelopes import seal
 from publisher.secured.keyring import Keyring, generate_key
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 PUBLISHER = str(Path(sys.executable).parent / "publisher")
 
@@ -57,6 +58,25 @@ def test_ingest_reports_bad_files_and_exits_non_zero(invoke, tmp_path):
     assert "broken.json" in result.stderr and "no-title.md: title" in result.stderr
 
 
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_ingest_answers_the_same_whatever_the_worker_processes(invoke, tmp_path, seed_json, jobs):
+    """Files are checked in worker processes and stored in order: same counts, same lines."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for n in range(12):
+        (folder / f"{n:02}-ok.json").write_text(json.dumps(dict(seed_json, title=f"Record {n}")))
+    (folder / "05-broken.json").write_text('{"title": ')
+    (folder / "07-untitled.json").write_text(json.dumps({"body": "no title"}))
+    batch = [dict(seed_json, title="Same id twice"), dict(seed_json, title="Same id, again")]
+    (folder / "09-batch.ndjson").write_text("".join(json.dumps(r) + "\n" for r in batch))
+    result = invoke("ingest", "--jobs", jobs, str(folder))
+    assert result.exit_code == 1  # a broken and an invalid file
+    assert "15 files: 1 created, 1 invalid, 13 revised, 1 unreadable" in result.stdout
+    problems = [line.split(":", 1)[0].rsplit("/", 1)[-1] for line in result.stderr.splitlines()
+                if line.startswith(str(folder))]  # fmt: skip
+    assert problems == ["05-broken.json", "07-untitled.json"]
+
+
 def test_ingest_from_stdin(invoke, seed_md):
     result = invoke("ingest", "-", input=seed_md)
     assert result.exit_code == 0, result.output
@@ -96,7 +116,7 @@ def test_keys_commands_are_part_of_the_cli(invoke, tmp_path):
 
 
 def test_deliveries_and_retract_commands(app, invoke, seed_json):
-    from tests.conftest import drain
+    from publisher.testing import drain
 
     seed_json["published"] = True
     (result,) = app.extensions["publisher.intake"].take([seed_json])
@@ -116,7 +136,7 @@ def test_db_upgrade_runs_migrations(tmp_path):
 
 
 def test_ingest_leaves_enqueueing_to_the_sweeper(app, invoke, tmp_path, seed_json, recorded):
-    from tests.conftest import drain
+    from publisher.testing import drain
 
     seed_json["published"] = True
     path = tmp_path / "one.json"
@@ -129,7 +149,7 @@ def test_ingest_leaves_enqueueing_to_the_sweeper(app, invoke, tmp_path, seed_jso
 
 
 def test_deliveries_prints_one_json_object_per_line(app, invoke, seed_json):
-    from tests.conftest import drain
+    from publisher.testing import drain
 
     taken = app.extensions["publisher.intake"].take(
         [dict(seed_json, published=True, originalUrl=f"https://example.com/{n}") for n in (1, 2)]
@@ -147,7 +167,7 @@ def test_deliveries_prints_one_json_object_per_line(app, invoke, seed_json):
 
 
 def test_sources_remove_secret_ends_a_rotation(app, invoke, seed_md):
-    from tests.test_webhooks import send
+    from tests.helpers import send
 
     client = app.test_client()
     old = invoke("sources", "add", "cms").stdout.strip()
@@ -169,7 +189,7 @@ def test_sources_remove_secret_ends_a_rotation(app, invoke, seed_md):
 
 
 def test_remove_secret_points_at_the_file_for_a_configured_secret(make_app):
-    from tests.test_webhooks import SECRET
+    from tests.helpers import SECRET
 
     app = make_app(sources={"cms": {"secrets": [SECRET]}})
     from publisher.cli import cli

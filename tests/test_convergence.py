@@ -17,7 +17,8 @@ from sqlalchemy import select, text, update
 from publisher.models import Delivery, Placement
 from publisher.secured.envelopes import seal
 from publisher.secured.keyring import Keyring, generate_key, write_key
-from tests.conftest import bearer, drain
+from publisher.testing import drain
+from tests.helpers import bearer
 
 SEED_ID = "01ee6836a697b68869a9c9060713dc45"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import bearer, drain
+from publisher.testing import drain
+from tests.helpers import bearer
 
 
 def test_every_delivery_is_reached_page_by_page(app, client) -> None:  # noqa: ANN001

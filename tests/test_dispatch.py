@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from publisher.models import Delivery, Placement, Record
-from tests.conftest import bearer, drain
+from publisher.testing import drain
+from tests.helpers import bearer
 
 
 def submit(client, auth, record):

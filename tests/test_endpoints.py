@@ -15,9 +15,9 @@ from sqlalchemy import update
 
 from publisher.db import transaction
 from publisher.models import OutputHealth, utcnow
-from tests.conftest import bearer, drain
+from publisher.testing import drain
+from tests.helpers import bearer, scrape
 from tests.receivers import QuietHandler, serving
-from tests.test_metrics import scrape
 
 OUTPUT = "webhook:search"
 

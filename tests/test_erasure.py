@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 
 from publisher.db import transaction
 from publisher.models import Base, InboxItem, Revision, utcnow
-from tests.conftest import bearer, drain
-from tests.test_webhooks import SECRET, send
+from publisher.testing import drain
+from tests.helpers import SECRET, bearer, send
 
 TITLE = "Otters seen running the harbour office"
 BODY = "A confidential account of the otters' takeover."

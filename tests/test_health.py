@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from tests.backends import SCALEOUT, drop_database, make_backend
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 def test_ready_on_the_embedded_defaults(client) -> None:  # noqa: ANN001

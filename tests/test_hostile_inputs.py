@@ -23,8 +23,7 @@ from publisher.hookspecs import hookimpl
 from publisher.intake import is_data_problem, is_outage
 from publisher.models import InboxItem
 from tests.backends import Backend, backend_fixture, drain  # noqa: F401 - the fixture
-from tests.conftest import bearer
-from tests.test_webhooks import SECRET, send
+from tests.helpers import SECRET, bearer, send
 
 #: name -> (the JSON members that replace the good record's, the error path expected)
 HOSTILE: dict[str, tuple[str, str]] = {

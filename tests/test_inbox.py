@@ -12,8 +12,8 @@ from publisher.api.webhooks import inbox_processor
 from publisher.db import transaction
 from publisher.inbox import InboxProcessor
 from publisher.models import InboxItem, utcnow
-from tests.conftest import drain
-from tests.test_webhooks import SECRET, send, signed_headers
+from publisher.testing import drain
+from tests.helpers import SECRET, send, signed_headers
 
 
 @pytest.fixture

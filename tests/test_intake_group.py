@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from publisher import intake as intake_module
 from publisher.models import Record
 from tests.concurrency import wait_until
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 REQUESTS = 6
 

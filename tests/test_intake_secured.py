@@ -7,7 +7,8 @@ from pathlib import Path
 
 from publisher.secured.envelopes import seal, sign_record
 from publisher.secured.keyring import Keyring, generate_key, write_key
-from tests.conftest import bearer, drain
+from publisher.testing import drain
+from tests.helpers import bearer
 
 
 def post(app, record):

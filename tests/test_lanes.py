@@ -8,7 +8,7 @@ from pathlib import Path
 
 from publisher.worker import EmbeddedWorker
 from tests.backends import backend_fixture  # noqa: F401 - the fixture
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 def _seen(log: Path, output: str) -> set[str]:

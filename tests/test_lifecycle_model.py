@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from publisher.errors import Conflict
 from publisher.models import Delivery, Placement, utcnow
 from tests.backends import backend_fixture, drain  # noqa: F401 - the fixture
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 OUTPUTS = ("recorder", "flaky", "gone")
 IDS = ("r0", "r1", "r2")

@@ -11,8 +11,8 @@ import pytest
 from publisher.db import transaction
 from publisher.logs import configure_logging, log_context, redact
 from publisher.models import Delivery
+from publisher.testing import drain
 from publisher.tokens import create_token
-from tests.conftest import drain
 
 TOKEN = "pub_" + "A1b2C3d4" * 5
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -6,23 +6,12 @@ import json
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from publisher.api import metrics
 from publisher.models import Delivery, utcnow
-from tests.conftest import bearer, drain
-
-
-def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    answer = client.get("/metrics")
-    assert answer.status_code == 200
-    assert answer.mimetype == "text/plain"
-    samples = {}
-    for family in text_string_to_metric_families(answer.get_data(as_text=True)):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+from publisher.testing import drain
+from tests.helpers import bearer, scrape
 
 
 def value(samples, name, **labels) -> float:

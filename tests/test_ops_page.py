@@ -28,8 +28,9 @@ from publisher.app import create_app
 from publisher.db import transaction
 from publisher.dispatch import set_output_state
 from publisher.models import QuarantineItem, utcnow
+from publisher.testing import drain
 from publisher.tokens import create_token
-from tests.conftest import LOCAL_PLUGINS, drain
+from tests.helpers import LOCAL_PLUGINS
 
 CHROMIUM = os.environ.get("PUBLISHER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("PUBLISHER_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")

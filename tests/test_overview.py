@@ -21,7 +21,7 @@ from tests.backends import (  # noqa: F401 - fixtures: backend
     backend_fixture,
     drain,
 )
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 FUTURE = "2099-01-01T00:00:00Z"
 

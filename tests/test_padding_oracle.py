@@ -21,7 +21,7 @@ from publisher.app import create_app
 from publisher.errors import ConfigError
 from publisher.secured.envelopes import seal
 from publisher.secured.keyring import Keyring, generate_key, write_key
-from tests.conftest import bearer
+from tests.helpers import bearer
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from publisher import hookspecs
 from publisher.errors import ConfigError
 from publisher.plugins import make_plugin_manager
-from tests.conftest import drain
+from publisher.testing import drain
 
 ROOT = Path(__file__).parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -172,7 +172,7 @@ def test_the_guide_example_as_an_installed_package(tmp_path, seed_json):
     script = (
         "from publisher.app import create_app\n"
         "app = create_app()\n"
-        "from tests.conftest import drain\n"
+        "from publisher.testing import drain\n"
         "app.extensions['publisher'].dispatcher.sweep()  # as the worker's sweeper does\n"
         "drain(app)\n"
         "from sqlalchemy import select\n"

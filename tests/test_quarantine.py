@@ -13,9 +13,9 @@ from publisher.api.webhooks import inbox_processor
 from publisher.cli.quarantine import quarantine_group
 from publisher.db import transaction
 from publisher.models import InboxItem, QuarantineItem, utcnow
+from publisher.testing import drain
 from publisher.tokens import create_token
-from tests.conftest import DATA, drain
-from tests.test_webhooks import SECRET, send
+from tests.helpers import DATA, SECRET, send
 
 BROKEN_ENVELOPE = "bm90IGFuIGVudmVsb3BlIGF0IGFsbA=="
 

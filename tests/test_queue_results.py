@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.backends import Backend, backend_fixture, drain  # noqa: F401 - the fixture
-from tests.conftest import bearer
-from tests.test_webhooks import SECRET, send
+from tests.helpers import SECRET, bearer, send
 
 
 def test_processed_webhooks_and_deliveries_leave_no_results(backend: Backend, make_app) -> None:  # noqa: ANN001

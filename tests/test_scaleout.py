@@ -35,7 +35,7 @@ from tests.backends import (  # noqa: F401 - fixtures: backend, backend_app, sca
     drain,
     scaleout_backend_fixture,
 )
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 RECORDING_OUTPUTS = {"recorder", "flaky", "protected-sink"}
 

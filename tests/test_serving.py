@@ -16,8 +16,7 @@ import pytest
 from waitress import wasyncore
 
 from publisher.serving import make_server
-from tests.conftest import bearer
-from tests.test_webhooks_gunicorn import free_port
+from tests.helpers import bearer, free_port
 
 LIMIT = 64 * 1024
 
@@ -157,8 +156,8 @@ def test_under_gunicorn_a_declared_oversize_body_is_refused_unread(tmp_path) -> 
     from pathlib import Path
 
     from publisher.app import create_app
-    from tests.test_groupcommit import wait_until
-    from tests.test_webhooks_gunicorn import ROOT, answered
+    from tests.concurrency import wait_until
+    from tests.helpers import ROOT, answered
 
     settings = {
         "data_dir": str(tmp_path / "data"),

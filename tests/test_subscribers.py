@@ -11,7 +11,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import bearer, drain
+from publisher.testing import drain
+from tests.helpers import bearer
 from tests.receivers import QuietHandler, serving
 
 YAML_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="

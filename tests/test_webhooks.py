@@ -6,7 +6,6 @@ import json
 import logging
 import secrets
 import time
-import uuid
 from base64 import b64encode
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +19,8 @@ from publisher.cli.admin import sources_add
 from publisher.db import transaction
 from publisher.models import Source, utcnow
 from publisher.signatures import Refused, Signed, secret_key, sign, verify_signature
-from tests.conftest import drain
-
-SECRET = "whsec_" + b64encode(b"a test secret of thirty-two b.").decode()
-OTHER = "whsec_" + b64encode(b"another secret, also for tests!").decode()
+from publisher.testing import drain
+from tests.helpers import OTHER, SECRET, send, signed_headers
 
 # the signing example of the Standard Webhooks specification (tests/data/vectors/README.md)
 _SPEC = json.loads(
@@ -34,30 +31,6 @@ SPEC_ID = _SPEC["id"]
 SPEC_TIMESTAMP = _SPEC["timestamp"]
 SPEC_BODY = _SPEC["body"].encode()
 SPEC_SIGNATURE = _SPEC["signature"]
-
-
-def signed_headers(
-    body: bytes,
-    secret: str = SECRET,
-    *,
-    msg_id: str | None = None,
-    timestamp: int | None = None,
-    content_type: str = "application/json",
-) -> dict[str, str]:
-    """Headers as a sender using the standardwebhooks library makes them."""
-    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    when = datetime.fromtimestamp(timestamp, tz=UTC)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": Webhook(secret).sign(msg_id, when, body.decode()),
-        "Content-Type": content_type,
-    }
-
-
-def send(client, body: bytes, source: str = "cms", **kwargs):  # noqa: ANN001, ANN201
-    return client.post(f"/webhooks/{source}", data=body, headers=signed_headers(body, **kwargs))
 
 
 @pytest.fixture

@@ -33,8 +33,7 @@ from tests.backends import (  # noqa: F401 - fixtures: backend
     drain,
 )
 from tests.concurrency import wait_until
-from tests.conftest import DATA
-from tests.test_webhooks import SECRET, signed_headers
+from tests.helpers import DATA, SECRET, signed_headers
 
 REQUESTS = 24
 

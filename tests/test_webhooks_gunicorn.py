@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,26 +22,9 @@ from sqlalchemy import select
 from publisher.app import create_app
 from publisher.models import InboxItem
 from tests.concurrency import wait_until
-from tests.conftest import DATA
-from tests.test_webhooks import SECRET, signed_headers
+from tests.helpers import DATA, ROOT, SECRET, answered, free_port, signed_headers
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def answered(port: int) -> bool:
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        connection.request("GET", "/healthz")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 class Client(threading.Thread):

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from publisher.app import create_app
 from publisher.models import Delivery
-from tests.conftest import DATA, LOCAL_PLUGINS
+from tests.helpers import DATA, LOCAL_PLUGINS
 
 PUBLISHER = str(Path(sys.executable).parent / "publisher")
 

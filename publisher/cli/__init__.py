@@ -6,10 +6,11 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import FlaskGroup, NoAppException
+import pluggy
+from flask.cli import FlaskGroup, NoAppException, ScriptInfo
 
 from publisher import __version__
-from publisher.cli.common import create_cli_app
+from publisher.cli.common import PLUGINS, create_cli_app
 
 #: sysexits' EX_CONFIG: the exit status of a command stopped by a configuration error
 EXIT_CONFIG = 78
@@ -71,19 +72,29 @@ def _register() -> None:
 _register()
 
 
-def _plugin_commands() -> None:
-    """Let plugins add commands (``register_commands``) before click parses the line."""
+def _plugin_commands() -> pluggy.PluginManager | None:
+    """Let plugins add commands (``register_commands``) before click parses the line.
+
+    Returns the plugin manager, which the command's app is then built with (the plugin
+    modules run once per process), or None if the settings or plugins failed to load.
+    """
     from publisher.config import load_settings
     from publisher.errors import ConfigError
     from publisher.plugins import make_plugin_manager
 
     try:
         pm = make_plugin_manager(load_settings())
-        pm.hook.register_commands(cli=cli)
     except ConfigError as exc:
         click.echo(f"publisher: {exc.message}", err=True)
+        return None
+    except Exception as exc:  # noqa: BLE001 - one plugin must not take the whole CLI down
+        click.echo(f"publisher: a plugin failed to load: {exc!r}", err=True)
+        return None
+    try:
+        pm.hook.register_commands(cli=cli)
     except Exception as exc:  # noqa: BLE001 - one plugin must not take the whole CLI down
         click.echo(f"publisher: a plugin's register_commands failed: {exc!r}", err=True)
+    return pm
 
 
 def main() -> None:
@@ -91,9 +102,10 @@ def main() -> None:
     from publisher.config import problem_lines
     from publisher.errors import ConfigError
 
-    _plugin_commands()
+    info = ScriptInfo(create_app=create_cli_app, set_debug_flag=False, load_dotenv_defaults=False)
+    info.data[PLUGINS] = _plugin_commands()
     try:
-        cli(prog_name="publisher")
+        cli(prog_name="publisher", obj=info)
     except ConfigError as exc:  # commands that read the settings without the app
         click.echo("\n".join(problem_lines(exc)), err=True)
         sys.exit(EXIT_CONFIG)

@@ -12,13 +12,19 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from publisher import db
-from publisher.cli.common import echo_json_line, inbox, read_settings, services
+from publisher.cli.common import (
+    echo_json_line,
+    inbox,
+    plugin_manager,
+    read_settings,
+    services,
+)
 from publisher.config import effective, load_settings
 from publisher.db import transaction
 from publisher.endpoints import is_paused
 from publisher.errors import ConfigError, PublisherError
 from publisher.models import Delivery, OutputState, Source, utcnow
-from publisher.plugins import collect_outputs, describe_plugins, make_plugin_manager
+from publisher.plugins import collect_outputs, describe_plugins
 from publisher.settings_schema import check_plugin_settings
 from publisher.tokens import SCOPES, create_token, list_tokens, revoke_token
 
@@ -167,7 +173,7 @@ def plugins() -> None:
     """List loaded plugins: name, version, origin, hooks, outputs (creates nothing)."""
     settings = read_settings()
     try:
-        pm = make_plugin_manager(settings)
+        pm = plugin_manager(settings)
         outputs = collect_outputs(pm, settings)
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
@@ -187,7 +193,7 @@ def config(as_json: bool) -> None:
     Nothing is created on disk.
     """
     settings = load_settings()
-    check_plugin_settings(make_plugin_manager(settings), settings)
+    check_plugin_settings(plugin_manager(settings), settings)
     for key, value, origin in effective(settings):
         if as_json:
             click.echo(json.dumps({"key": key, "value": value, "origin": origin}, default=str))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from publisher.cli.common import echo_json_line
 from publisher.errors import PublisherError
-from publisher.parsing import parse_body, parse_file
+from publisher.filecheck import check_files, read
 
 SUFFIXES = {".md", ".markdown", ".json", ".ndjson", ".jsonl", ".yaml", ".yml"}
 CHUNK = 500  # records per transaction when ingesting
@@ -31,47 +32,47 @@ def _files(paths: Iterable[str]) -> Iterator[Path]:
             yield path
 
 
-def _read(path: Path) -> list[Any]:
-    if str(path) == "-":
-        data = sys.stdin.buffer.read()
-        text = data.lstrip()
-        kind = "text/markdown" if text.startswith(b"---") else "application/json"
-        if text[:1] not in (b"{", b"[", b"-"):
-            kind = "application/yaml"
-        return parse_body(data, kind).items
-    return parse_file(path).items
-
-
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--source", default="cli", show_default=True, help="Source name for policy.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=lambda: os.cpu_count() or 1,
+    show_default="the CPUs",
+    help="Processes that read and validate files while this one stores.",
+)
 @with_appcontext
-def ingest(paths: tuple[str, ...], source: str) -> None:
+def ingest(paths: tuple[str, ...], source: str, jobs: int) -> None:
     """Store records from files, folders (recursively) or - (stdin), with a progress bar."""
     intake = current_app.extensions["publisher.intake"]
     files = list(_files(paths))
     counts: Counter[str] = Counter()
     problems: list[str] = []
-    pending: list[tuple[str, Any]] = []
+    pending: list[tuple[str, Any, Any]] = []
 
     def flush() -> None:
         # the worker's sweeper enqueues what this stores: no queue write per delivery here
-        results = intake.take([raw for _, raw in pending], source=source, defer=True)
-        for (where, _), result in zip(pending, results, strict=True):
+        raws, checked = [raw for _, raw, _ in pending], [done for _, _, done in pending]
+        results = intake.take(raws, source=source, defer=True, checked=checked)
+        for (where, _, _), result in zip(pending, results, strict=True):
             counts[result.status] += 1
             for field, messages in result.errors.items():
                 problems.append(f"{where}: {field}: {'; '.join(messages)}")
         pending.clear()
 
-    for path in tqdm(files, desc="ingest", unit="file", file=sys.stderr, mininterval=0.5):
-        try:
-            items = _read(path)
-        except (PublisherError, OSError) as exc:
+    checked_files = check_files(files, intake.settings, jobs)
+    bar = tqdm(checked_files, total=len(files), desc="ingest", unit="file", file=sys.stderr,
+               mininterval=0.5)  # fmt: skip
+    for path, items in bar:
+        if isinstance(items, Exception):
             counts["unreadable"] += 1
-            problems.append(f"{path}: {_message(exc)}")
+            problems.append(f"{path}: {_message(items)}")
             continue
+        many = len(items) > 1
         pending.extend(
-            (f"{path}" + (f"[{i}]" if len(items) > 1 else ""), raw) for i, raw in enumerate(items)
+            (f"{path}" + (f"[{i}]" if many else ""), raw, done)
+            for i, (raw, done) in enumerate(items)
         )
         if len(pending) >= CHUNK:
             flush()
@@ -106,7 +107,7 @@ def validate(paths: tuple[str, ...], source: str, strict: bool) -> None:
     counts: Counter[str] = Counter()
     for path in _files(paths):
         try:
-            items = _read(path)
+            items = read(path)
         except (PublisherError, OSError) as exc:
             counts["invalid"] += 1
             click.echo(f"{path}: {_message(exc)}", err=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 
 import click
+from flask import Flask
 from flask.cli import with_appcontext
 
-from publisher.cli.common import services
+from publisher.cli.common import load_app, services
+from publisher.config import SERVING_DEFAULTS
 from publisher.logs import configure_logging
 
 
@@ -20,18 +22,21 @@ from publisher.logs import configure_logging
     default=None,
     help="Run a delivery worker in this process (default: on, the embedded setting).",
 )
-@with_appcontext
 def serve(host: str, port: int, threads: int, worker: bool | None) -> None:
     """Run the service (waitress) with the embedded defaults, worker included."""
-    from flask import current_app
+    # the serving defaults (enqueue: background, requests commit and answer, a thread writes
+    # the queue) go into the app as it is built, under the operator's file and environment
+    app = load_app(SERVING_DEFAULTS)
+    with app.app_context():
+        _serve(app, host, port, threads, worker)
 
+
+def _serve(app: Flask, host: str, port: int, threads: int, worker: bool | None) -> None:
     from publisher.serving import make_server
     from publisher.worker import EmbeddedWorker
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     svc = services()
     configure_logging(svc.settings)
-    svc.dispatcher.background_enqueue = True  # requests commit and answer; a thread enqueues
     run_worker = svc.settings["embedded_worker"] if worker is None else worker
     embedded = EmbeddedWorker(svc, svc.settings["worker"]["threads"]) if run_worker else None
     if embedded:

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from publisher.testing import drain
 from publisher_plugins import files
-from tests.conftest import bearer, drain
+from tests.helpers import bearer
 
 pytestmark = pytest.mark.slow
 
