@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import and_, or_, select
 
+from publisher import queries
 from publisher.api.auth import requires
 from publisher.api.records import delivery_dicts
 from publisher.api.requests import limit_arg
@@ -28,23 +28,15 @@ def list_deliveries() -> Response:
             f"status must be one of {', '.join(STATUSES)}", errors={"status": ["unknown"]}
         )
     limit = limit_arg(default=200)
-    order = (Delivery.updated_at.desc(), Delivery.id.desc())
-    query = select(Delivery).order_by(*order).limit(limit + 1)
-    if status:
-        query = query.where(Delivery.status == status)
-    if request.args.get("output"):
-        query = query.where(Delivery.output == request.args["output"])
-    if request.args.get("cursor"):
-        after_time, after_id = _decode(request.args["cursor"])
-        query = query.where(
-            or_(
-                Delivery.updated_at < after_time,
-                and_(Delivery.updated_at == after_time, Delivery.id < after_id),
-            )
-        )
+    cursor = request.args.get("cursor")
     with current_app.extensions["publisher"].sessions() as session:
-        rows = list(session.scalars(query))
-        more, rows = len(rows) > limit, rows[:limit]
+        rows, more = queries.list_deliveries(
+            session,
+            status=status or None,
+            output=request.args.get("output") or None,
+            after=_decode(cursor) if cursor else None,
+            limit=limit,
+        )
         items = delivery_dicts(session, rows)
     cursor = _encode(rows[-1]) if more and rows else None
     return jsonify({"items": items, "next_cursor": cursor})
