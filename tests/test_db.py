@@ -450,6 +450,11 @@ def _hot_reads() -> dict[str, tuple[Any, str, bool]]:
             "ix_record_topics_topic_seq",
             True,
         ),
+        "records ?topic= (a rare one)": (
+            lambda s: queries.list_records(s, topic="rare"),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
         "records ?topic=, next page": (
             lambda s: queries.list_records(s, topic="AI", cursor=cursor),
             "ix_record_topics_topic_seq",
