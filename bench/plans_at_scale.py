@@ -3,10 +3,11 @@
 Fills a fresh database (migrated as the service does) with ``--records`` published records
 (a third of them with a common topic, one in 10,000 with a rare one, each with one of 40
 others), one placement and one done delivery per record and output, then runs ``EXPLAIN``
-on the statements that run and settle a delivery (issue 11) and on the hot reads of ``tests/test_db.py`` (the API's lists,
-filters and topics, the deliveries listing, the operator page, the gauges; issue 17), and
-prints each plan. None may be a sequential scan of a big table, and a read served in order
-(a page) may not sort what it found: their cost would grow with what is stored.
+on the statements that run and settle a delivery (issue 11) and on the hot reads of
+``tests/test_db.py`` (the API's lists, filters and topics, the deliveries listing, the
+operator page, the gauges; issue 17), and prints each plan. None may be a sequential scan
+of a big table, and a read served in order (a page) may not sort what it found: their cost
+would grow with what is stored.
 
     .venv/bin/python bench/plans_at_scale.py [--records 200000]
 """
