@@ -78,10 +78,10 @@ def fill(settings: dict[str, Any], count: int) -> float:
             for table, values in zip(tables, rows, strict=True):
                 _write(raw, table, values, postgres)
             raw.commit()
-        if postgres:
+        if postgres:  # as autovacuum would; the service never runs ANALYZE on SQLite
             seq = "SELECT setval(pg_get_serial_sequence('records', 'seq'), max(seq)) FROM records"
             raw.driver_connection.execute(seq)
-        raw.driver_connection.execute("ANALYZE")
+            raw.driver_connection.execute("ANALYZE")
         raw.commit()
     finally:
         raw.close()
