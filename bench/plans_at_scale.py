@@ -1,10 +1,13 @@
-"""The query plans of the delivery path on PostgreSQL with many records stored.
+"""The query plans of the delivery path and of the hot reads on PostgreSQL at size.
 
-Fills a fresh database (migrated as the service does) with ``--records`` published records,
-one placement and one done delivery per record and output, then runs ``EXPLAIN`` on the
-statements that run and settle a delivery and prints each plan's first line. None may be a
-sequential scan of ``records``, ``deliveries`` or ``placements``: their cost would grow with
-what is stored (issue 11).
+Fills a fresh database (migrated as the service does) with ``--records`` published records
+(a third of them with a common topic, one in 10,000 with a rare one, each with one of 40
+others), one placement and one done delivery per record and output, then runs ``EXPLAIN``
+on the statements that run and settle a delivery (issue 11) and on the hot reads of
+``tests/test_db.py`` (the API's lists, filters and topics, the deliveries listing, the
+operator page, the gauges; issue 17), and prints each plan. None may be a sequential scan
+of a big table, and a read served in order (a page) may not sort what it found: their cost
+would grow with what is stored.
 
     .venv/bin/python bench/plans_at_scale.py [--records 200000]
 """
@@ -16,6 +19,9 @@ import contextlib
 import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from sqlalchemy import create_engine, event, select
@@ -25,6 +31,9 @@ from publisher.dispatch import _CONFIRM, _DONE
 from publisher.leases import _lease_statement
 from publisher.models import Attempt, Delivery, Placement, Record
 from publisher.store import _OPEN
+from tests.test_db import _hot_reads
+
+BIG = ("records", "deliveries", "placements", "record_topics", "revisions", "delivery_attempts")
 
 ADMIN = "host=127.0.0.1 user=postgres dbname=test"
 OUTPUTS = ("files", "feeds", "webhook:partner")
@@ -56,6 +65,16 @@ def fill(url: str, count: int) -> None:
                     copy.write_row((f"r{n}", output, "live", 1, 1, now))
         with (
             db.cursor() as cursor,
+            cursor.copy("COPY record_topics (record_id, topic, record_seq) FROM STDIN") as copy,
+        ):
+            for n in range(count):  # seq n + 1: the records above, in order
+                copy.write_row((f"r{n}", f"topic-{n % 40}", n + 1))
+                if n % 3 == 0:
+                    copy.write_row((f"r{n}", "AI", n + 1))
+                if n % 10_000 == 0:
+                    copy.write_row((f"r{n}", "rare", n + 1))
+        with (
+            db.cursor() as cursor,
             cursor.copy(
                 "COPY deliveries (id, record_id, revision, output, event, status, attempts,"
                 " receives, next_attempt_at, resend, created_at, updated_at) FROM STDIN"
@@ -63,8 +82,17 @@ def fill(url: str, count: int) -> None:
         ):
             for n in range(count):
                 for output in OUTPUTS:
-                    copy.write_row((f"dlv_{uuid.uuid4().hex}", f"r{n}", 1, output, "published",
+                    copy.write_row((f"dlv_{n}_{output}", f"r{n}", 1, output, "published",
                                     "done", 1, 1, now, False, now, now))  # fmt: skip
+        with (
+            db.cursor() as cursor,
+            cursor.copy(
+                "COPY delivery_attempts (delivery_id, at, outcome, event, duration_ms) FROM STDIN"
+            ) as copy,
+        ):
+            for n in range(count):
+                for output in OUTPUTS:
+                    copy.write_row((f"dlv_{n}_{output}", now, "delivered", "published", 3))
         db.execute("ANALYZE")
 
 
@@ -92,8 +120,38 @@ def plans(url: str) -> dict[str, str]:
     }
     found = {}
     for name, (statement, values) in statements.items():
-        found[name] = " / ".join(_explain(engine, statement, values))
+        found[name] = (" / ".join(_explain(engine, statement, values)), False)
+    for name, (call, _index, ordered) in _hot_reads().items():
+        found[f"read: {name}"] = (" / ".join(_explain_call(engine, call)), ordered)
     engine.dispose()
+    return found
+
+
+def _explain_call(engine, call) -> list[str]:  # noqa: ANN001
+    """The plans of what ``call(session)`` runs (as ``_explain``, through an ORM session)."""
+    from sqlalchemy.orm import Session
+
+    lines: list[str] = []
+    with engine.connect() as connection:
+
+        def explain(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001, ANN202
+            return f"EXPLAIN {sql}", parameters
+
+        def capture(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001
+            lines.extend(row[0].strip() for row in cursor.fetchall())
+
+        event.listen(connection, "before_cursor_execute", explain, retval=True)
+        event.listen(connection, "after_cursor_execute", capture)
+        with contextlib.suppress(Exception), Session(bind=connection) as session:
+            call(session)
+        connection.rollback()
+    return lines
+
+
+def problems(plan: str, ordered: bool) -> list[str]:
+    found = [f"Seq Scan on {t}" for t in BIG if f"Seq Scan on {t} " in plan + " "]
+    if ordered and "Sort" in plan.replace("Sort Key", "").replace("Incremental Sort", ""):
+        found.append("Sort")
     return found
 
 
@@ -119,6 +177,7 @@ def _explain(engine, statement, values) -> list[str]:  # noqa: ANN001
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--full", action="store_true", help="print more of each plan")
     args = parser.parse_args()
     name = f"pub_plans_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN, autocommit=True) as admin:
@@ -127,12 +186,14 @@ def main() -> None:
     try:
         upgrade(url)
         fill(url, args.records)
-        scans = 0
-        for what, plan in plans(url).items():
-            scan = any(f"Seq Scan on {t}" in plan for t in ("records", "deliveries", "placements"))
-            scans += scan
-            print(f"{'SCAN ' if scan else 'ok   '}{what}: {plan[:160]}")
-        sys.exit(1 if scans else 0)
+        bad = 0
+        for what, (plan, ordered) in plans(url).items():
+            wrong = problems(plan, ordered)
+            bad += bool(wrong)
+            print(f"{'BAD  ' if wrong else 'ok   '}{what}: {plan[: 400 if args.full else 160]}")
+            if wrong:
+                print(f"     {', '.join(wrong)}")
+        sys.exit(1 if bad else 0)
     finally:
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

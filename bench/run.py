@@ -9,7 +9,9 @@ on the embedded defaults and, when PostgreSQL and Redis answer, on PostgreSQL + 
 2. delivery: deliveries/s through the built-in outputs vs a huey no-op task, same storage;
 3. batch: ``publisher ingest`` of 10,000 records;
 4. memory: RSS of a web worker after 1,000 and after 50,000 requests;
-5. per-stage cost of one request (parse, validate, secure, store, enqueue) from cProfile.
+5. per-stage cost of one request (parse, validate, secure, store, enqueue) from cProfile;
+6. scale (``bench/scale.py``): intake, delivery, the reads' latency and the publish latency on
+   an empty store and with ``--scale-records`` (20,000 here; 200,000 by hand) stored.
 
 Load comes from wrk when installed (``apt-get install wrk``), else from ``bench/loadgen.py``.
 Options: ``--backends embedded,postgres+redis``, ``--duration 8``, ``--memory-requests 50000``,
@@ -685,6 +687,15 @@ def _top_own_time(stats: pstats.Stats, n: int = 8) -> list[tuple[str, float]]:
     return rows[:n]
 
 
+def section_scale(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    from bench import scale
+
+    own = argparse.Namespace(**vars(args))
+    own.records, own.reads = args.scale_records, args.scale_reads
+    own.publish_seconds, own.sections = args.scale_publish_seconds, args.scale_sections
+    return scale.on_store(settings, work, own)
+
+
 # -- the table --------------------------------------------------------------------------------
 
 
@@ -793,6 +804,12 @@ def print_table(info: dict[str, str], results: dict[str, dict[str, Any]]) -> Non
             continue
         for row in report(name, r):
             print("| " + " | ".join(row) + " |")
+        if "scale" in r:
+            from bench import scale
+
+            print(f"\n| [{name}] scale | empty store | stored | stored/empty | target |")
+            print("|---|---|---|---|---|")
+            scale.print_rows(name, r["scale"])
         if "profile" in r:
             p = r["profile"]
             for label, key in (
@@ -813,7 +830,7 @@ def print_table(info: dict[str, str], results: dict[str, dict[str, Any]]) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="embedded,postgres+redis")
-    parser.add_argument("--sections", default="intake,delivery,ingest,memory,profile")
+    parser.add_argument("--sections", default="intake,delivery,ingest,memory,profile,scale")
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3, help="intake and delivery rounds")
     parser.add_argument("--delivery-records", type=int, default=1000)
@@ -821,6 +838,10 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=50_000)
     parser.add_argument("--memory-seconds", type=float, default=150.0)
     parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument("--scale-records", type=int, default=20_000)
+    parser.add_argument("--scale-reads", type=int, default=100, help="calls per read (scale)")
+    parser.add_argument("--scale-publish-seconds", type=float, default=10.0)
+    parser.add_argument("--scale-sections", default="intake,delivery,reads,publish")
     parser.add_argument("--keep-profiles", help="copy the cProfile listings to this folder")
     parser.add_argument("--quick", action="store_true", help="short runs, to try the bench")
     parser.add_argument("--json", help="also write the raw results to this file")
@@ -829,6 +850,7 @@ def main() -> None:
         args.duration, args.delivery_records, args.ingest_records = 3.0, 200, 2000
         args.rounds = 1
         args.memory_requests, args.memory_seconds, args.profile_requests = 3000, 20.0, 50
+        args.scale_records, args.scale_reads, args.scale_publish_seconds = 3000, 20, 4.0
     info = machine()
     say("machine: " + json.dumps(info))
     results: dict[str, dict[str, Any]] = {}

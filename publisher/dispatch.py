@@ -705,10 +705,16 @@ class Dispatcher:
     def describe(self, session: Session, deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
         """Deliveries as the API and CLI show them: with their attempts and what makes sense.
 
-        Two queries for the attempts and one lookup per distinct record, whatever the page.
+        Three queries whatever the page: the attempts, the records, their placements.
         """
         now = utcnow()
         history = attempt_history(session, [d.id for d in deliveries])
+        ids = list({d.record_id for d in deliveries})
+        records = {r.id: r for r in session.scalars(select(Record).where(Record.id.in_(ids)))}
+        held = {
+            (p.record_id, p.output): p.held_revision
+            for p in session.scalars(select(Placement).where(Placement.record_id.in_(ids)))
+        }
         return [
             {
                 "id": d.id,
@@ -726,7 +732,10 @@ class Dispatcher:
                 "updated_at": instant_text(d.updated_at),
                 # a pending one is looked at anyway: the flag is for finished ones
                 "can_redeliver": d.status in ("dead", "done")
-                and self.redeliverable(session, d, now),
+                and d.record_id in records
+                and self.may_redeliver(
+                    d, records[d.record_id], held.get((d.record_id, d.output)), now
+                ),
                 "history": history[d.id],
             }
             for d in deliveries

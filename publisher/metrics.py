@@ -132,6 +132,19 @@ class Metrics:
         return generate_latest(self.scrape_registry())
 
 
+#: what the gauges count, each read from an index that holds only the rows it counts (the
+#: ``pending`` and ``dead`` entries of ``ix_deliveries_due``, the unreplayed entries of
+#: ``ix_quarantine_replayed_at``): the cost follows the backlog, never what was delivered
+DELIVERIES_WAITING = (
+    select(Delivery.status, func.count())
+    .where(Delivery.status.in_(("pending", "dead")))
+    .group_by(Delivery.status)
+)
+QUARANTINE_HELD = (
+    select(func.count()).select_from(QuarantineItem).where(QuarantineItem.replayed_at.is_(None))
+)
+
+
 @dataclass
 class Snapshot:
     """The store's and queue's numbers at one moment (``None``: that part did not answer)."""
@@ -214,16 +227,9 @@ class StateCollector:
         return snapshot
 
     def _counts(self) -> tuple[dict[str, int], int]:
-        by_status = (
-            select(Delivery.status, func.count())
-            .where(Delivery.status.in_(("pending", "dead")))
-            .group_by(Delivery.status)
-        )
-        held = select(func.count()).select_from(QuarantineItem)
-        held = held.where(QuarantineItem.replayed_at.is_(None))
         with self.services.sessions() as session:
-            counts = {status: int(n) for status, n in session.execute(by_status)}
-            return counts, int(session.scalar(held) or 0)
+            counts = {status: int(n) for status, n in session.execute(DELIVERIES_WAITING)}
+            return counts, int(session.scalar(QUARANTINE_HELD) or 0)
 
     def _outputs(self) -> dict[str, tuple[bool, int]]:
         """Paused flag and failures in a row per output: two small tables, no scan."""

@@ -81,7 +81,11 @@ class Record(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_records_state_seq", "state", "seq"),)
+    # the API's and the operator page's filters walk these newest first (keyset pages)
+    __table_args__ = (
+        Index("ix_records_state_seq", "state", "seq"),
+        Index("ix_records_published_seq", "published", "seq"),
+    )
 
 
 class Revision(Base):
@@ -101,14 +105,22 @@ class Revision(Base):
 
 
 class RecordTopic(Base):
-    """Topics of a record's current revision, for filtering without scanning JSON."""
+    """Topics of a record's current revision, for filtering without scanning JSON.
+
+    ``record_seq`` repeats the record's ``seq`` so that a topic's records are read newest
+    first straight from ``ix_record_topics_topic_seq``: a page of a common topic costs a
+    page, not a sort of every record with that topic.
+    """
 
     __tablename__ = "record_topics"
 
     record_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("records.id", ondelete="CASCADE"), primary_key=True
     )
-    topic: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    record_seq: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_record_topics_topic_seq", "topic", "record_seq"),)
 
 
 class Delivery(Base):
@@ -124,7 +136,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    record_id: Mapped[str] = mapped_column(String(255), index=True)
+    record_id: Mapped[str] = mapped_column(String(255))  # first of ix_deliveries_record_output
     revision: Mapped[int] = mapped_column(Integer)
     output: Mapped[str] = mapped_column(String(200))
     event: Mapped[str] = mapped_column(String(20))
@@ -146,6 +158,9 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_record_output", "record_id", "output"),
+        # /api/v1/deliveries: newest change first, all of them or of one status
+        Index("ix_deliveries_updated", "updated_at", "id"),
+        Index("ix_deliveries_status_updated", "status", "updated_at", "id"),
     )
 
 
@@ -252,6 +267,9 @@ class QuarantineItem(Base):
     record_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    #: the held count (a gauge, the operator page) reads the unreplayed ones only
+    __table_args__ = (Index("ix_quarantine_replayed_at", "replayed_at"),)
 
 
 class Tombstone(Base):

@@ -28,10 +28,9 @@ from publisher.models import (
     Placement,
     QuarantineItem,
     Record,
-    RecordTopic,
     Revision,
 )
-from publisher.queries import decode_cursor, encode_cursor
+from publisher.queries import by_seq, decode_cursor, encode_cursor
 from publisher.records import record_id as derived_id
 
 #: counts stop here: past it the page says "N+" (the work stays bounded in a backlog)
@@ -112,18 +111,13 @@ def _page(
     search: ColumnElement[bool] | None = None,
 ) -> tuple[list[Record], str | None]:
     newest = wanted.order != "oldest"
-    query = select(Record).order_by(Record.seq.desc() if newest else Record.seq.asc())
+    query = select(Record)
     for condition in _conditions(wanted, now):
         query = query.where(condition)
     if search is not None:
         query = query.where(search)
-    if wanted.topic:
-        query = query.join(RecordTopic, RecordTopic.record_id == Record.id).where(
-            RecordTopic.topic == wanted.topic
-        )
-    if cursor:
-        seq = decode_cursor(cursor)
-        query = query.where(Record.seq < seq if newest else Record.seq > seq)
+    after = decode_cursor(cursor) if cursor else None
+    query = by_seq(query, wanted.topic, newest=newest, after=after)
     rows = list(session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]

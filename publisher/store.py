@@ -121,7 +121,14 @@ _INSERT_RECORD = insert(Record)
 _UPDATE_RECORD = update(Record).where(Record.id == bindparam("b_id"))
 _INSERT_REVISION = insert(Revision)
 _DELETE_TOPICS = delete(RecordTopic).where(RecordTopic.record_id == bindparam("b_id"))
-_INSERT_TOPICS = insert(RecordTopic)
+#: a topic row carries its record's ``seq`` (``ix_record_topics_topic_seq`` pages by it),
+#: read here because a batch of new records learns its seqs only as it is inserted
+_INSERT_TOPICS = insert(RecordTopic).from_select(
+    ["record_id", "topic", "record_seq"],
+    select(Record.id, bindparam("b_topic", type_=RecordTopic.topic.type), Record.seq).where(
+        Record.id == bindparam("b_record_id")
+    ),
+)
 _PLACEMENTS = select(Placement.output, Placement.state).where(
     Placement.record_id == bindparam("b_id")
 )
@@ -338,7 +345,7 @@ def _revision_row(
 
 
 def _topic_rows(record_id: str, topics: Iterable[str]) -> list[dict[str, Any]]:
-    return [{"record_id": record_id, "topic": topic} for topic in dict.fromkeys(topics)]
+    return [{"b_record_id": record_id, "b_topic": topic} for topic in dict.fromkeys(topics)]
 
 
 def _record_event(was_published: bool, published: bool, meaningful: bool) -> str | None:

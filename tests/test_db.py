@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -48,7 +49,7 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
-    assert version == "0003"
+    assert version == "0004"
 
 
 def test_sqlite_is_durable_by_default(tmp_path):
@@ -382,3 +383,177 @@ def test_the_delivery_paths_find_their_rows_by_index_whatever_is_stored(tmp_path
     for plan in plans:
         assert "SCAN" not in plan, plan
     engine.dispose()
+
+
+# -- the hot reads: each walks an index, whatever is stored ------------------------------------
+
+
+def session_plans(engine, call) -> str:  # noqa: ANN001
+    """The plans SQLite makes for every statement ``call(session)`` runs, as the code runs it."""
+    from sqlalchemy.orm import Session
+
+    plans: list[str] = []
+    with engine.connect() as connection:
+
+        def explain(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001, ANN202
+            return f"EXPLAIN QUERY PLAN {sql}", parameters
+
+        def capture(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001
+            plans.extend(row[3] for row in cursor.fetchall())
+
+        event.listen(connection, "before_cursor_execute", explain, retval=True)
+        event.listen(connection, "after_cursor_execute", capture)
+        with contextlib.suppress(Exception), Session(bind=connection) as session:
+            call(session)  # what it gets back is a plan, not rows: it may fail, as it likes
+        connection.rollback()
+    return " | ".join(plans)
+
+
+def _hot_reads() -> dict[str, tuple[Any, str, bool]]:
+    """name: (call(session), the index it must use, whether its order comes from that index)."""
+    from datetime import UTC, datetime
+
+    from publisher import metrics, overview, queries
+
+    now = datetime.now(UTC)
+    after = (now, "dlv_x")
+    page = overview.RecordFilter
+    cursor = queries.encode_cursor(1000)
+
+    def gauges(session) -> Any:  # noqa: ANN001
+        return session.execute(metrics.DELIVERIES_WAITING).all()
+
+    def gauge_held(session) -> Any:  # noqa: ANN001
+        return session.execute(metrics.QUARANTINE_HELD).all()
+
+    def held(session) -> Any:  # noqa: ANN001
+        return overview.quarantine_count(session)
+
+    return {
+        "records ?published=true": (
+            lambda s: queries.list_records(s, published=True),
+            "ix_records_published_seq",
+            True,
+        ),
+        "records ?published=false, next page": (
+            lambda s: queries.list_records(s, published=False, cursor=cursor),
+            "ix_records_published_seq",
+            True,
+        ),
+        "records ?state=": (
+            lambda s: queries.list_records(s, state="published"),
+            "ix_records_state_seq",
+            True,
+        ),
+        "records ?topic=": (
+            lambda s: queries.list_records(s, topic="AI"),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
+        "records ?topic= (a rare one)": (
+            lambda s: queries.list_records(s, topic="rare"),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
+        "records ?topic=, next page": (
+            lambda s: queries.list_records(s, topic="AI", cursor=cursor),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
+        "records ?topic=&published=true": (
+            lambda s: queries.list_records(s, topic="AI", published=True),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
+        "a record's deliveries": (
+            lambda s: queries.deliveries_of(s, "r"),
+            "ix_deliveries_record_output",
+            False,
+        ),
+        "deliveries": (lambda s: queries.list_deliveries(s), "ix_deliveries_updated", True),
+        "deliveries, next page": (
+            lambda s: queries.list_deliveries(s, after=after),
+            "ix_deliveries_updated",
+            True,
+        ),
+        "deliveries ?output=": (
+            lambda s: queries.list_deliveries(s, output="files"),
+            "ix_deliveries_updated",
+            True,
+        ),
+        "deliveries ?status=, next page": (
+            lambda s: queries.list_deliveries(s, status="done", after=after),
+            "ix_deliveries_status_updated",
+            True,
+        ),
+        "overview ?topic=": (
+            lambda s: overview.record_page(s, page(topic="AI"), now, None, 50),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
+        "overview ?topic= oldest first, next page": (
+            lambda s: overview.record_page(s, page(topic="AI", order="oldest"), now, cursor, 50),
+            "ix_record_topics_topic_seq",
+            True,
+        ),
+        "overview ?state=": (
+            lambda s: overview.record_page(s, page(state="embargoed"), now, None, 50),
+            "ix_records_state_seq",
+            True,
+        ),
+        "overview ?delivery=dead": (
+            lambda s: overview.record_page(s, page(delivery="dead"), now, None, 50),
+            "ix_deliveries_due",
+            False,
+        ),
+        "overview counts": (lambda s: overview.delivery_counts(s, now), "ix_deliveries_due", False),
+        "overview held quarantine": (held, "ix_quarantine_replayed_at", False),
+        "gauge: pending and dead deliveries": (gauges, "ix_deliveries_due", False),
+        "gauge: held quarantine": (gauge_held, "ix_quarantine_replayed_at", False),
+    }
+
+
+def _plan_problems(plan: str, index: str, ordered: bool) -> list[str]:
+    """What makes ``plan`` grow with the store: the index unused, a table scan, a sort."""
+    problems = [] if index in plan else [f"does not use {index}"]
+    for step in plan.split(" | "):
+        table = step.split()[1] if step.startswith("SCAN ") else ""
+        if table and not table.startswith("anon_") and "USING" not in step:
+            problems.append(step)  # (a capped subquery's rows, ``anon_N``, may be scanned)
+    if ordered and "TEMP B-TREE" in plan:
+        problems.append("sorts what it found (USE TEMP B-TREE)")
+    return problems
+
+
+def test_every_hot_read_walks_an_index_and_reads_its_page_in_order(tmp_path):
+    """The API's lists, filters and topics, the deliveries listing, the operator page and the
+    gauges: a read whose plan scans a table or sorts its matches fails here (``bench/scale.py``
+    measures them with 200,000 records; ``bench/plans_at_scale.py`` checks PostgreSQL)."""
+    url = f"sqlite:///{tmp_path / 'reads.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    found = {
+        name: (plan, _plan_problems(plan, index, ordered))
+        for name, (call, index, ordered) in _hot_reads().items()
+        for plan in [session_plans(engine, call)]
+    }
+    engine.dispose()
+    assert {n: p for n, (_, p) in found.items() if p} == {}, found
+
+
+def test_the_plan_check_fails_when_a_hot_reads_index_is_gone(tmp_path):
+    """The check above can fail: without its index, each read's plan is refused."""
+    url = f"sqlite:///{tmp_path / 'dropped.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    reads = _hot_reads()
+    with write_connection(engine) as connection:
+        for index in {index for _, index, _ in reads.values()}:
+            connection.execute(text(f"DROP INDEX {index}"))
+    passing = [
+        name
+        for name, (call, index, ordered) in reads.items()
+        if not _plan_problems(session_plans(engine, call), index, ordered)
+    ]
+    engine.dispose()
+    assert passing == []

@@ -39,3 +39,29 @@ def test_a_bad_cursor_is_400(app, client) -> None:  # noqa: ANN001
         answer = client.get(f"/api/v1/deliveries?cursor={cursor}", headers=bearer(app, "read"))
         assert answer.status_code == 400, answer.json
         assert answer.json["errors"] == {"cursor": ["invalid cursor"]}
+
+
+def test_a_page_costs_the_same_queries_however_many_deliveries_it_holds(app, client) -> None:  # noqa: ANN001
+    """``can_redeliver`` is read for the page at once, not with two queries per delivery."""
+    from sqlalchemy import event
+
+    headers = {**bearer(app, "admin"), "Content-Type": "application/json"}
+    batch = [{"id": f"q-{n}", "title": f"T {n}", "published": True} for n in range(12)]
+    client.post("/api/v1/records", data=json.dumps(batch), headers=headers)
+    drain(app)
+    engine = app.extensions["publisher"].engine
+    counts = []
+    for limit in (2, 20):
+        statements: list[str] = []
+
+        def listener(conn, cursor, sql, *rest, seen: list[str] = statements) -> None:  # noqa: ANN001
+            seen.append(sql)
+
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            page = client.get(f"/api/v1/deliveries?status=done&limit={limit}", headers=headers)
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert len(page.json["items"]) == limit
+        counts.append(len([s for s in statements if s.lstrip().upper().startswith("SELECT")]))
+    assert counts[0] == counts[1], counts

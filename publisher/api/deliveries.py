@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import current_app
 from marshmallow import fields
-from sqlalchemy import and_, or_, select
 
+from publisher import queries
 from publisher.api.auth import requires
 from publisher.api.openapi import Blueprint
 from publisher.api.records import delivery_dicts
@@ -54,24 +54,15 @@ def list_deliveries(args: dict[str, Any]) -> Any:
     `limit` 1-500 (default 200); `next_cursor` gives the next page. 400 for a bad `status`,
     `cursor` or `limit`.
     """
-    limit = args["limit"]
-    order = (Delivery.updated_at.desc(), Delivery.id.desc())
-    query = select(Delivery).order_by(*order).limit(limit + 1)
-    if args.get("status"):
-        query = query.where(Delivery.status == args["status"])
-    if args.get("output"):
-        query = query.where(Delivery.output == args["output"])
-    if args.get("cursor"):
-        after_time, after_id = _decode(args["cursor"])
-        query = query.where(
-            or_(
-                Delivery.updated_at < after_time,
-                and_(Delivery.updated_at == after_time, Delivery.id < after_id),
-            )
-        )
+    cursor = args.get("cursor")
     with current_app.extensions["publisher"].sessions() as session:
-        rows = list(session.scalars(query))
-        more, rows = len(rows) > limit, rows[:limit]
+        rows, more = queries.list_deliveries(
+            session,
+            status=args.get("status") or None,
+            output=args.get("output") or None,
+            after=_decode(cursor) if cursor else None,
+            limit=args["limit"],
+        )
         items = delivery_dicts(session, rows)
     cursor = _encode(rows[-1]) if more and rows else None
     return {"items": items, "next_cursor": cursor}
