@@ -9,8 +9,10 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from publisher.forksafe import after_fork
@@ -106,41 +108,59 @@ class Lanes:
     A slow or hanging output fills only its own lane: the others, and huey's threads, go on.
     ``submit`` refuses (returns False) once a lane holds ``backlog`` messages, and the
     caller puts the message back on the queue for later instead of holding it in memory.
-    A forked child starts with no lanes (threads do not survive a fork).
+    Messages that wait in a lane for the same call merge when a thread takes them (their
+    first argument, a list of ids, joined up to ``merge`` ids): under load a lane makes
+    fewer, larger calls, so the work per transaction grows with the backlog instead of the
+    transactions. A forked child starts with no lanes (threads do not survive a fork).
     """
 
-    def __init__(self, threads: int, backlog: int) -> None:
+    def __init__(self, threads: int, backlog: int, merge: int = 1) -> None:
         self.threads = max(1, threads)
         self.backlog = max(1, backlog)
+        self.merge = max(1, merge)
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[_Message]] = {}
+        self._running: dict[str, int] = {}
         self._idle = threading.Condition()
         self._closed = False
         after_fork(self._reset)
 
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
+        message = _Message(func, args, contextvars.copy_context())
         with self._idle:
             if self._closed or self._held.get(name, 0) >= self.backlog:
                 return False
             self._held[name] = self._held.get(name, 0) + 1
+            self._waiting.setdefault(name, deque()).append(message)
+            if self._running.get(name, 0) >= self.threads:
+                return True  # a running thread of the lane takes it next
+            self._running[name] = self._running.get(name, 0) + 1
             pool = self._pools.get(name)
             if pool is None:
                 pool = self._pools[name] = ThreadPoolExecutor(
                     self.threads, thread_name_prefix=f"publisher-lane-{name}"
                 )
-        context = contextvars.copy_context()
-        pool.submit(context.run, self._run, name, func, args)
+        pool.submit(self._drain, name)
         return True
 
-    def _run(self, name: str, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        try:
-            func(*args)
-        except Exception:  # noqa: BLE001 - the lease expires and the sweeper sends it again
-            log.exception("delivery of %s failed in its lane", name)
-        finally:
+    def _drain(self, name: str) -> None:
+        """Run the lane's waiting messages, merged where they can be, until none is left."""
+        while True:
             with self._idle:
-                self._held[name] -= 1
-                self._idle.notify_all()
+                waiting = self._waiting.get(name)
+                if not waiting or self._closed:
+                    self._running[name] = self._running.get(name, 1) - 1
+                    return
+                message, count = _take(waiting, self.merge)
+            try:
+                message.context.run(message.func, *message.args)
+            except Exception:  # noqa: BLE001 - the lease expires and the sweeper sends it again
+                log.exception("delivery of %s failed in its lane", name)
+            finally:
+                with self._idle:
+                    self._held[name] = self._held.get(name, count) - count
+                    self._idle.notify_all()
 
     def close(self, wait: float = 5.0) -> None:
         """Stop every lane: held messages are dropped (their leases expire and the sweeper
@@ -150,6 +170,7 @@ class Lanes:
         """
         with self._idle:
             pools, self._pools, self._held, self._closed = list(self._pools.values()), {}, {}, True
+            self._waiting, self._running = {}, {}
             self._idle.notify_all()
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -161,6 +182,7 @@ class Lanes:
     def _reset(self) -> None:
         """In a forked child: no lane threads came along, so none is held."""
         self._pools, self._held, self._idle = {}, {}, threading.Condition()
+        self._waiting, self._running = {}, {}
 
     def held(self, name: str) -> int:
         """Messages the lane of ``name`` runs or holds now."""
@@ -171,6 +193,34 @@ class Lanes:
         """Wait until every lane is empty (tests, and a graceful stop)."""
         with self._idle:
             return self._idle.wait_for(lambda: not any(self._held.values()), timeout)
+
+
+@dataclass
+class _Message:
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    context: contextvars.Context  # the receiving task's: log lines keep its ids
+
+
+def _take(waiting: deque[_Message], limit: int) -> tuple[_Message, int]:
+    """The first message, with the ids of those behind it for the same call merged in."""
+    first = waiting.popleft()
+    if not first.args or not isinstance(first.args[0], list):
+        return first, 1
+    ids, count = list(first.args[0]), 1
+    while waiting and _same_call(waiting[0], first) and len(ids) + len(waiting[0].args[0]) <= limit:
+        ids += waiting.popleft().args[0]
+        count += 1
+    return _Message(first.func, (ids, *first.args[1:]), first.context), count
+
+
+def _same_call(message: _Message, first: _Message) -> bool:
+    return (
+        message.func == first.func
+        and bool(message.args)
+        and isinstance(message.args[0], list)
+        and message.args[1:] == first.args[1:]
+    )
 
 
 class SweeperThread(threading.Thread):

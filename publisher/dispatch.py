@@ -140,7 +140,7 @@ class Dispatcher:
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.receive)
         self._feeding = Feeding(self.feed, background=self.background_enqueue)
         if self.lane_threads > 0:
-            self.lanes = Lanes(self.lane_threads, self.lane_backlog)
+            self.lanes = Lanes(self.lane_threads, self.lane_backlog, merge=self.batch_size)
 
     @property
     def engine(self) -> Engine:

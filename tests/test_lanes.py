@@ -81,3 +81,27 @@ def test_a_forked_child_starts_with_empty_lanes():
         assert exit_code() == 0
     release.set()
     assert lanes.wait_idle(timeout=5)
+
+
+def test_messages_waiting_in_a_lane_merge_into_fewer_calls():
+    """Under a backlog a lane makes fewer, larger calls (up to ``merge`` ids), in order."""
+    import threading
+
+    from publisher.background import Lanes
+
+    calls, started, release = [], threading.Event(), threading.Event()
+
+    def run(ids: list[str], output: str) -> None:
+        started.set()
+        release.wait(5)
+        calls.append((ids, output))
+
+    lanes = Lanes(threads=1, backlog=10, merge=4)
+    assert lanes.submit("files", run, ["a"], "files")
+    assert started.wait(5)  # the lane's one thread is busy with "a"
+    for ids in (["b"], ["c", "d"], ["e"], ["f"]):
+        assert lanes.submit("files", run, ids, "files")
+    assert lanes.held("files") == 5
+    release.set()
+    assert lanes.wait_idle(timeout=5)
+    assert calls == [(["a"], "files"), (["b", "c", "d", "e"], "files"), (["f"], "files")]
