@@ -16,7 +16,6 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
-import re
 import socket
 import time
 from collections.abc import Mapping
@@ -32,12 +31,11 @@ from standardwebhooks.webhooks import Webhook
 from publisher.errors import ConfigError
 from publisher.hookspecs import hookimpl
 from publisher.outputs import DeliveryError, Event, OutputRecord
+from publisher.subscription import EVENTS, NAME, SubscriberSchema
 
-EVENTS = ("published", "updated", "retracted")
 DEFAULT_TIMEOUT = 10.0
 MAX_RETRY_AFTER = 86400.0
 USER_AGENT = "publisher-webhook/1"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 #: Never reachable, even with ``allow_private``: cloud instance-metadata services.
 METADATA_ADDRESSES = frozenset(
@@ -60,38 +58,8 @@ def register_outputs(config: Mapping[str, Any]) -> list[WebhookOutput]:
     return outputs
 
 
-def _signing_secret(secret: str) -> None:
-    if not secret.startswith("whsec_"):
-        raise ValidationError("must be a whsec_... secret")
-    try:
-        Webhook(secret)
-    except Exception:
-        raise ValidationError("must be a whsec_... secret") from None
-
-
-def _http_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError("must be an http(s) URL")
-    if parts.username or parts.password:
-        raise ValidationError("must not carry credentials")
-
-
-class SubscriberSettings(Schema):
+class SubscriberSettings(SubscriberSchema):
     """One downstream subscriber of ``plugins.webhook.subscribers``."""
-
-    name = fields.String(
-        required=True,
-        validate=validate.Regexp(_NAME, error="must be 1-64 letters, digits, '.', '_' or '-'"),
-    )
-    url = fields.String(required=True, validate=_http_url)
-    secret = fields.String(required=True, validate=_signing_secret)
-    events = fields.List(
-        fields.String(validate=validate.OneOf(EVENTS, error="must be one of " + ", ".join(EVENTS)))
-    )
-    allow_private = fields.Boolean()
-    protected = fields.Boolean(load_default=False)
-    timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
 
 
 class WebhookSettings(Schema):
@@ -142,7 +110,7 @@ def _subscriber(
     if not isinstance(sub, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     name = str(sub.get("name", ""))
-    if not _NAME.match(name):
+    if not NAME.match(name):
         raise ConfigError(f"{where}.name must be 1-64 letters, digits, '.', '_' or '-'")
     url = str(sub.get("url", ""))
     parts = urlsplit(url)

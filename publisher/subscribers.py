@@ -8,32 +8,28 @@ removal or a rotation takes effect in every server and worker without a restart.
 
 from __future__ import annotations
 
-import binascii
 import logging
-import re
 import secrets as random
 import time
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 import pluggy
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from publisher.db import transaction
 from publisher.errors import ConfigError, Conflict, InvalidRecord, NotFound
 from publisher.models import Delivery, Placement, Subscriber, utcnow
+from publisher.subscription import SubscriberSchema
 
 log = logging.getLogger("publisher.subscribers")
 
 PREFIX = "webhook:"
-EVENTS = ("published", "updated", "retracted")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: the longest grace a rotation may give the old secret (a year)
 MAX_GRACE = 366 * 86400.0
 
@@ -42,43 +38,12 @@ def new_secret() -> str:
     return "whsec_" + b64encode(random.token_bytes(32)).decode()
 
 
-def _signing_secret(secret: str) -> None:
-    """A Standard Webhooks secret: ``whsec_`` and base64 of at least one byte."""
-    try:
-        usable = secret.startswith("whsec_") and bool(b64decode(secret[6:] + "=="))
-    except (ValueError, binascii.Error):
-        usable = False
-    if not usable:
-        raise ValidationError("must be a whsec_... secret")
-
-
-def _http_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError("must be an http(s) URL")
-    if parts.username or parts.password:
-        raise ValidationError("must not carry credentials")
-
-
-class StoredSubscriber(Schema):
-    """A subscriber of the table: the keys and checks of a YAML one (``plugins.webhook``).
+class StoredSubscriber(SubscriberSchema):
+    """A subscriber of the table: the keys and checks of a YAML one (the same schema).
 
     The core keeps the table, so the core checks what goes in it; the plugin that delivers
     (``subscriber_output``) builds the output from a row this schema let in.
     """
-
-    name = fields.String(
-        required=True,
-        validate=validate.Regexp(NAME, error="must be 1-64 letters, digits, '.', '_' or '-'"),
-    )
-    url = fields.String(required=True, validate=_http_url)
-    secret = fields.String(required=True, validate=_signing_secret)
-    events = fields.List(
-        fields.String(validate=validate.OneOf(EVENTS, error="must be one of " + ", ".join(EVENTS)))
-    )
-    allow_private = fields.Boolean()
-    protected = fields.Boolean(load_default=False)
-    timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
 
 
 def check(sub: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from publisher.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
-PLUGIN_API = {"outputs", "hookspecs", "errors", "fileio"}
+PLUGIN_API = {"outputs", "hookspecs", "errors", "fileio", "subscription"}
 TICKED = re.compile(r"`([^`]+)`")
 
 

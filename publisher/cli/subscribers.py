@@ -12,7 +12,7 @@ from flask.cli import with_appcontext
 
 from publisher import subscribers
 from publisher.cli.common import echo_json_line
-from publisher.subscribers import EVENTS
+from publisher.subscription import EVENTS
 
 
 @click.group("subscribers")
