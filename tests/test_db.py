@@ -70,8 +70,9 @@ def query_plan(engine, statement) -> str:
         return " | ".join(row[3] for row in rows)
 
 
-def bound_plan(engine, statement, **values) -> str:
-    """The plan SQLite makes for a prebuilt statement run with ``values``, as the code runs it."""
+@contextlib.contextmanager
+def explaining(engine) -> Iterator[tuple[Any, list[str]]]:  # noqa: ANN001
+    """A connection whose statements SQLite plans instead of running; the plans, as a list."""
     plans: list[str] = []
     with engine.connect() as connection:
 
@@ -83,9 +84,15 @@ def bound_plan(engine, statement, **values) -> str:
 
         event.listen(connection, "before_cursor_execute", explain, retval=True)
         event.listen(connection, "after_cursor_execute", capture)
-        with contextlib.suppress(Exception):  # the result is a plan, not what it expects
-            connection.execute(statement, values)
+        yield connection, plans
         connection.rollback()
+
+
+def bound_plan(engine, statement, **values) -> str:
+    """The plan SQLite makes for a prebuilt statement run with ``values``, as the code runs it."""
+    # the result is a plan, not what the statement expects
+    with explaining(engine) as (connection, plans), contextlib.suppress(Exception):
+        connection.execute(statement, values)
     return " | ".join(plans)
 
 
@@ -392,20 +399,14 @@ def session_plans(engine, call) -> str:  # noqa: ANN001
     """The plans SQLite makes for every statement ``call(session)`` runs, as the code runs it."""
     from sqlalchemy.orm import Session
 
-    plans: list[str] = []
-    with engine.connect() as connection:
-
-        def explain(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001, ANN202
-            return f"EXPLAIN QUERY PLAN {sql}", parameters
-
-        def capture(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001
-            plans.extend(row[3] for row in cursor.fetchall())
-
-        event.listen(connection, "before_cursor_execute", explain, retval=True)
-        event.listen(connection, "after_cursor_execute", capture)
-        with contextlib.suppress(Exception), Session(bind=connection) as session:
-            call(session)  # what it gets back is a plan, not rows: it may fail, as it likes
-        connection.rollback()
+    explained = explaining(engine)
+    # what the call gets back is a plan, not rows: it may fail, as it likes
+    with (
+        explained as (connection, plans),
+        contextlib.suppress(Exception),
+        Session(bind=connection) as session,
+    ):
+        call(session)
     return " | ".join(plans)
 
 
