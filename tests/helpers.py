@@ -9,6 +9,7 @@ stay in ``conftest.py``; loopback receivers are in ``receivers.py``, threads and
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import time
 import uuid
@@ -37,6 +38,17 @@ def bearer(app: Flask, *scopes: str) -> dict[str, str]:
     with transaction(app.extensions["publisher"].sessions) as session:
         token = create_token(session, scopes or ("admin",))[1]
     return {"Authorization": f"Bearer {token}"}
+
+
+def submit(client, auth: dict[str, str], record: dict) -> dict:  # noqa: ANN001
+    """POST one record as JSON to the API; it must be accepted (``202``). Its answer."""
+    answer = client.post(
+        "/api/v1/records",
+        data=json.dumps(record),
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 202, answer.json
+    return answer.json
 
 
 def signed_headers(

@@ -18,19 +18,9 @@ from publisher.models import Delivery, Placement
 from publisher.secured.envelopes import seal
 from publisher.secured.keyring import Keyring, generate_key, write_key
 from publisher.testing import drain
-from tests.helpers import bearer
+from tests.helpers import bearer, submit
 
 SEED_ID = "01ee6836a697b68869a9c9060713dc45"
-
-
-def submit(client, auth, record):
-    answer = client.post(
-        "/api/v1/records",
-        data=json.dumps(record),
-        headers={**auth, "Content-Type": "application/json"},
-    )
-    assert answer.status_code == 202, answer.json
-    return answer.json
 
 
 def events(recorded, output="recorder"):

@@ -11,17 +11,7 @@ from sqlalchemy import select, update
 
 from publisher.models import Delivery, Placement, Record
 from publisher.testing import drain
-from tests.helpers import bearer
-
-
-def submit(client, auth, record):
-    answer = client.post(
-        "/api/v1/records",
-        data=json.dumps(record),
-        headers={**auth, "Content-Type": "application/json"},
-    )
-    assert answer.status_code == 202, answer.json
-    return answer.json
+from tests.helpers import bearer, submit
 
 
 def events_at(recorded, output="recorder"):
