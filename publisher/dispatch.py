@@ -44,6 +44,8 @@ from publisher.store import Planned, Route, converge_pair
 
 log = logging.getLogger("publisher.dispatch")
 TASK_NAME = "publisher.deliver"
+#: how an attempt ends, in a delivery's history (the API documents exactly these)
+ATTEMPT_OUTCOMES = ("delivered", "failed", "dead", "redelivered", "skipped", "superseded")
 SWEEP_BATCH = 1000
 RECONCILE_BATCH = 500
 SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling looks again
@@ -426,14 +428,7 @@ class Dispatcher:
         """The output already holds what this delivery was for: done, without a call."""
         with transaction(self.sessions) as session:
             connection = session.connection()
-            connection.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery.id)
-                .values(status="done", lease_until=None, resend=False, updated_at=now)
-            )
-            connection.execute(
-                insert(Attempt), [_attempt_row(delivery.id, now, "skipped", None, reason)]
-            )
+            _close(connection, delivery.id, "done", "skipped", reason, now)
             _advance_state(connection, {delivery.record_id}, now)
 
     def _retire(self, delivery: Delivery, record: Record, held: int | None, now: datetime) -> None:
@@ -441,15 +436,8 @@ class Dispatcher:
         spec = self.outputs[delivery.output]
         with transaction(self.sessions) as session:
             connection = session.connection()
-            connection.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery.id)
-                .values(status="superseded", lease_until=None, resend=False, updated_at=now)
-            )
-            connection.execute(
-                insert(Attempt),
-                [_attempt_row(delivery.id, now, "superseded", None, "the record moved past it")],
-            )
+            moved = "the record moved past it"
+            _close(connection, delivery.id, "superseded", "superseded", moved, now)
             planned = converge_pair(connection, record, Route(spec.name, spec.wants), held, now)
         if planned is not None:
             self.enqueue([planned], now)
@@ -918,6 +906,18 @@ def _mark(connection: Connection, delivery: Delivery, state: str, now: datetime)
     connection.execute(
         _MARK, [{"r": delivery.record_id, "o": delivery.output, "s": state, "t": now}]
     )
+
+
+def _close(
+    connection: Connection, delivery_id: str, status: str, outcome: str, why: str, now: datetime
+) -> None:
+    """End a delivery without a call to its output, and say why in its history."""
+    connection.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(status=status, lease_until=None, resend=False, updated_at=now)
+    )
+    connection.execute(insert(Attempt), [_attempt_row(delivery_id, now, outcome, None, why)])
 
 
 def _attempt_row(

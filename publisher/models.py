@@ -191,7 +191,7 @@ class Attempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(String(40), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # delivered, failed, dead, redelivered, skipped
+    # one of publisher.dispatch.ATTEMPT_OUTCOMES
     outcome: Mapped[str] = mapped_column(String(20))
     event: Mapped[str | None] = mapped_column(String(20), nullable=True)
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -226,3 +227,18 @@ def _explain(exc: BaseException) -> str:
     """The failure with what a flaky run wraps (hypothesis reports only a count otherwise)."""
     inner = getattr(exc, "exceptions", ())
     return "\n".join([str(exc), *(f"  - {type(e).__name__}: {e}" for e in inner)])
+
+
+def test_every_attempt_outcome_the_dispatcher_writes_is_documented(client):
+    """A retired delivery's history says "superseded": the document must allow it."""
+    import re
+
+    from publisher import dispatch
+
+    attempt = client.get("/openapi.json").json["components"]["schemas"]["Attempt"]
+    documented = set(attempt["properties"]["outcome"]["enum"])
+    source = Path(dispatch.__file__).read_text()  # the literals the code writes
+    written = set(re.findall(r'_attempt_row\([^,]+, now, "(\w+)"', source))
+    written |= set(re.findall(r'_close\(connection, [^,]+, "\w+", "(\w+)"', source))
+    assert {"delivered", "skipped", "superseded", "redelivered"} <= written
+    assert written <= documented

@@ -14,6 +14,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, pre_load, validate
 
+from publisher.dispatch import ATTEMPT_OUTCOMES
 from publisher.records import instant_text, parse_instant
 
 RECORD_STATES = ("draft", "embargoed", "published", "expired", "retracted")
@@ -93,7 +94,7 @@ class AttemptSchema(Closed):
     at = Instant(required=True)
     outcome = fields.String(
         required=True,
-        validate=validate.OneOf(["delivered", "failed", "dead", "redelivered", "skipped"]),
+        validate=validate.OneOf(ATTEMPT_OUTCOMES),
     )
     event = fields.String(required=True, allow_none=True, validate=validate.OneOf(EVENTS))
     status_code = fields.Integer(required=True, allow_none=True)
