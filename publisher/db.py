@@ -5,12 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, create_engine, event
+from sqlalchemy import ColumnElement, Connection, Dialect, Engine, Table, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.functions import FunctionElement
@@ -94,7 +96,9 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         # autocommit: reads see the last commit (WAL), never wait for a writer nor make one
         # wait, and cost no BEGIN/ROLLBACK round trip.
         if connection.get_execution_options().get(IMMEDIATE):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # on the driver's connection: this runs for every write transaction, and an
+            # execution through SQLAlchemy costs several times the statement itself
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -120,6 +124,71 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
         connection.execution_options(**{IMMEDIATE: True})
         with connection.begin():
             yield connection
+
+
+@dataclass(frozen=True)
+class DriverInsert:
+    """An ``INSERT`` built once for a dialect and run on the driver's own cursor.
+
+    Why: for a one-row statement, SQLAlchemy's execution (events, an execution context,
+    parameter and result processing) costs several times the driver's call, and the
+    webhook's inbox row is written for every request. The values still go through each
+    column's own bind processor, and a driver error is raised as SQLAlchemy's exception for
+    it (``IntegrityError``, ``OperationalError``), so callers see the values and the
+    exceptions that ``Connection.execute`` would give them.
+    """
+
+    sql: str
+    columns: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    qmark: bool
+
+    @classmethod
+    def build(
+        cls, table: Table, columns: Sequence[str], dialect: Dialect, tail: str = ""
+    ) -> DriverInsert:
+        """``INSERT INTO table (columns) VALUES (...)`` then ``tail`` (e.g. ``RETURNING``)."""
+        quote = dialect.identifier_preparer.quote
+        qmark = dialect.paramstyle == "qmark"
+        names = ", ".join(quote(column) for column in columns)
+        marks = ", ".join("?" if qmark else "%s" for _ in columns)
+        # names from the table's metadata, never from input: values are bound parameters
+        sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}){tail}"  # noqa: S608
+        processors = tuple(
+            table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        )
+        return cls(sql, tuple(columns), processors, qmark)
+
+    def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Insert ``rows`` in ``connection``'s transaction; the rows its ``RETURNING`` gave."""
+        values = [self._values(row) for row in rows]
+        dbapi = connection.dialect.loaded_dbapi
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            return self._execute(cursor, values)
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(self.sql, values, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+    def _values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            row[column] if process is None else process(row[column])
+            for column, process in zip(self.columns, self.processors, strict=True)
+        )
+
+    def _execute(self, cursor: Any, values: list[tuple[Any, ...]]) -> list[Any]:
+        returned: list[Any] = []
+        if self.qmark:  # sqlite3: no rows from executemany, and a statement costs no round trip
+            for one in values:
+                cursor.execute(self.sql, one)
+                returned += cursor.fetchall()
+            return returned
+        cursor.executemany(self.sql, values, returning=True)  # psycopg: one pipeline
+        while True:
+            returned += cursor.fetchall()
+            if not cursor.nextset():
+                return returned
 
 
 @contextmanager

@@ -5,30 +5,27 @@ This is the whole of a webhook's durable work, so it is built for cost:
 - concurrent requests of one process share a transaction and its commit
   (:class:`~publisher.groupcommit.GroupCommitter`); each gets its row id, or None when its
   ``(source, webhook_id)`` is a repeat, only once that commit succeeded;
-- one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per batch, so a repeat does not fail
-  the rest of its batch: one statement per dialect, built once, executed with the list of
-  rows (SQLAlchemy renders them as one multi-row ``VALUES`` and caches the compiled form);
+- ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, so a repeat does not fail the rest of
+  its batch: one statement per dialect, built once, run on the driver's cursor
+  (:class:`~publisher.db.DriverInsert`; on PostgreSQL the batch's rows go in one pipeline);
 - on a SQLite file, a leader takes the writers' turn (:func:`publisher.db.writer_lock`)
   *before* it takes its batch, so what arrives while it waits joins the batch.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, Insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import IntegrityError
 
-from publisher.db import write_connection, writer_lock
+from publisher.db import DriverInsert, write_connection, writer_lock
 from publisher.groupcommit import GroupCommitter
 from publisher.models import InboxItem
 
 Row = dict[str, Any]
-#: how each dialect spells ``INSERT ... ON CONFLICT DO NOTHING``
-INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+COLUMNS = ("source", "webhook_id", "content_type", "payload", "status", "request_id", "received_at")
 
 
 class InboxWriter:
@@ -76,20 +73,22 @@ def insert_new(connection: Any, rows: list[Row]) -> list[int | None]:
     first: dict[tuple[str, str], int] = {}
     for index, key in enumerate(keys):
         first.setdefault(key, index)
-    statement = _insert_new(connection.dialect.name)
-    returned = connection.execute(statement, [rows[index] for index in first.values()])
+    statement = _insert_new(connection.dialect)
+    returned = statement.run(connection, [rows[index] for index in first.values()])
     inserted = {(source, hook): item_id for item_id, source, hook in returned}
     return [inserted.get(key) if first[key] == i else None for i, key in enumerate(keys)]
 
 
-@functools.cache
-def _insert_new(dialect: str) -> Insert:
+def _insert_new(dialect: Dialect) -> DriverInsert:
     """``INSERT ... ON CONFLICT (source, webhook_id) DO NOTHING RETURNING`` for ``dialect``."""
-    if dialect not in INSERTS:
-        raise NotImplementedError(f"the inbox supports SQLite and PostgreSQL, not {dialect}")
-    table = InboxItem.__table__
-    return (
-        INSERTS[dialect](table)
-        .on_conflict_do_nothing(index_elements=[table.c.source, table.c.webhook_id])
-        .returning(table.c.id, table.c.source, table.c.webhook_id)
-    )
+    statement = _INSERTS.get(dialect.name)
+    if statement is None:
+        if dialect.name not in ("sqlite", "postgresql"):
+            raise NotImplementedError(f"the inbox takes SQLite and PostgreSQL, not {dialect.name}")
+        tail = " ON CONFLICT (source, webhook_id) DO NOTHING RETURNING id, source, webhook_id"
+        statement = DriverInsert.build(InboxItem.__table__, COLUMNS, dialect, tail)
+        _INSERTS[dialect.name] = statement
+    return statement
+
+
+_INSERTS: dict[str, DriverInsert] = {}  # by dialect name: built once per process

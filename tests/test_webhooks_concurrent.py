@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 from werkzeug.serving import make_server
 
 from publisher import inboxwriter
 from publisher.api.webhooks import inbox_processor
+from publisher.db import transaction
 from publisher.models import InboxItem
 from tests.backends import (  # noqa: F401 - fixtures: backend
     Backend,
@@ -190,3 +191,26 @@ def test_a_row_failing_another_constraint_does_not_fail_its_batch(hook_app):
     item_id, refused = writer._insert([good, bad])
     assert refused is None  # answered as before this change: a repeat, not a 500
     assert [(r.id, r.webhook_id) for r in inbox_rows(hook_app)] == [(item_id, "msg_good")]
+
+
+def test_the_driver_insert_writes_what_the_orm_writes(hook_app):
+    """The inbox row goes in on the driver's cursor: its stored text must be the ORM's."""
+    when = datetime(2026, 12, 2, 7, 40, tzinfo=UTC)  # no microseconds: the format's edge
+    row = {
+        "source": "cms",
+        "webhook_id": "msg_driver",
+        "content_type": "application/json",
+        "payload": b"{}",
+        "status": "pending",
+        "request_id": None,
+        "received_at": when,
+    }
+    inbox_processor(hook_app).writer.write(row)
+    with transaction(hook_app.extensions["publisher"].sessions) as session:
+        session.add(InboxItem(**dict(row, webhook_id="msg_orm")))
+    with hook_app.extensions["publisher"].engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT webhook_id, CAST(received_at AS TEXT), payload FROM inbox")
+        ).all()
+    texts = {webhook_id: (when_text, bytes(payload)) for webhook_id, when_text, payload in stored}
+    assert texts["msg_driver"] == texts["msg_orm"]
