@@ -162,14 +162,8 @@ class DriverInsert:
     def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert ``rows`` in ``connection``'s transaction; the rows its ``RETURNING`` gave."""
         values = [self._values(row) for row in rows]
-        dbapi = connection.dialect.loaded_dbapi
-        cursor = connection.connection.driver_connection.cursor()
-        try:
+        with _driver_cursor(connection, self.sql, values) as cursor:
             return self._execute(cursor, values)
-        except dbapi.Error as exc:
-            raise DBAPIError.instance(self.sql, values, exc, dbapi.Error) from exc
-        finally:
-            cursor.close()
 
     def _values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(
@@ -189,6 +183,32 @@ class DriverInsert:
             returned += cursor.fetchall()
             if not cursor.nextset():
                 return returned
+
+
+def driver_fetch(connection: Connection, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    """The rows of ``sql`` (``?`` for each parameter) run on the driver's cursor.
+
+    For a read on every request whose answer is nearly always "none" (a purged id): what
+    SQLAlchemy would add is parameter and result processing, which such rows do not need.
+    """
+    if connection.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    with _driver_cursor(connection, sql, parameters) as cursor:
+        cursor.execute(sql, tuple(parameters))
+        return list(cursor.fetchall())
+
+
+@contextmanager
+def _driver_cursor(connection: Connection, sql: str, parameters: Any) -> Iterator[Any]:
+    """A cursor of ``connection``'s driver; its errors raised as SQLAlchemy's."""
+    dbapi = connection.dialect.loaded_dbapi
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        yield cursor
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, parameters, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 @contextmanager
