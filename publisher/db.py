@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Dialect, Engine, Table, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.functions import FunctionElement
@@ -47,9 +48,9 @@ def make_engine(
     On PostgreSQL each process keeps at most ``pool_size + max_overflow`` connections (15 by
     default): a sync gunicorn worker uses one, a ``publisher worker`` one per thread plus the
     sweeper. Size ``max_connections`` (or a PgBouncer in front) for every process of every
-    host; ``docs/deploy.md`` has the arithmetic. Connections are checked before use and
-    recycled after 30 minutes, so a database restart or a load balancer's idle timeout
-    costs a retry, not an error.
+    host; ``docs/deploy.md`` has the arithmetic. A connection that sat idle is checked before
+    use (:func:`_ping_when_idle`) and every one is recycled after 30 minutes, so a database
+    restart or a load balancer's idle timeout costs a retry, not an error.
     """
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -57,14 +58,52 @@ def make_engine(
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_pragmas(engine, synchronous)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_recycle=1800,
         pool_timeout=30,
     )
+    _ping_when_idle(engine, PING_AFTER_IDLE)
+    return engine
+
+
+#: seconds a pooled connection may sit unused before it is pinged at its next checkout
+PING_AFTER_IDLE = 5.0
+
+
+def _ping_when_idle(engine: Engine, seconds: float) -> None:
+    """Ping a connection at checkout only if it sat in the pool for ``seconds`` or more.
+
+    Why not ``pool_pre_ping``: it pings at every checkout, a round trip more for each
+    transaction (a third of a webhook's). A connection that was in use a moment ago was
+    alive then; one that sat idle is where a database restart or a firewall's idle timeout
+    shows, and that one is pinged. A failed ping raises ``DisconnectionError``, which makes
+    the pool drop that connection and hand out a new one (SQLAlchemy's "pessimistic"
+    disconnect handling). A connection that breaks while in use is invalidated by SQLAlchemy
+    as before, with every older connection of its pool.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection did not answer a ping") from exc
+
+
+_LAST_USED = "publisher_last_used"
 
 
 def _ensure_sqlite_folder(url: str) -> None:
