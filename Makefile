@@ -29,7 +29,9 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# bench drives the load with wrk (Debian's package, installed by .ci/wrk when missing)
 bench: install
+	bash .ci/wrk
 	$(BIN)/python bench/run.py
 
 soak: install
