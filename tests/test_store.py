@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from publisher.db import make_engine, upgrade, write_connection
 from publisher.models import Delivery, Placement, Record, RecordTopic, Revision
@@ -129,3 +131,12 @@ def test_new_rows_are_stored_as_sqlalchemys_statements_store_them(tmp_path: Path
             assert one.exec_driver_sql(query).all() == other.exec_driver_sql(query).all()
     engine.dispose()
     again.dispose()
+
+
+def test_a_driver_error_on_new_rows_is_raised_as_sqlalchemy_raises_it(tmp_path: Path) -> None:
+    """Intake's retries and its one-by-one fallback look for SQLAlchemy's exceptions."""
+    engine = _engine(tmp_path / "error.db")
+    refused = Incoming(id="a", fields={"title": "a"}, source=None)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError), write_connection(engine) as connection:
+        save_records(connection, [refused], ROUTES)
+    engine.dispose()
