@@ -52,19 +52,59 @@ def record_id(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(normalise_url(url).encode()).hexdigest()[:32]
 
 
+#: sorted keys, compact, UTF-8 as is: the form both content hashes are taken over
+_HASHABLE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def hashable_json(value: Any) -> bytes:
     """Sorted-key compact JSON bytes, for content hashes (not RFC 8785: see secured.canonical)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _HASHABLE.encode(value).encode()
 
 
-def content_hash(fields: Mapping[str, Any], body: str, ignore: Iterable[str] = ()) -> str:
-    """A hash of the record's content, leaving out ``ignore`` (the volatile fields)."""
-    skip = set(ignore)
-    kept = {k: v for k, v in fields.items() if k not in skip}
-    digest = hashlib.sha256(hashable_json(kept))
-    digest.update(b"\x00")
-    digest.update(body.encode())
-    return digest.hexdigest()
+def content_hashes(
+    fields: Mapping[str, Any], body: str, ignore: Iterable[str] = ()
+) -> tuple[str, str]:
+    """The content hash and the meaning hash (leaving out ``ignore``, the volatile fields).
+
+    Each is a SHA-256 of :func:`hashable_json` of the fields it covers, a NUL, and the body.
+    Why one function: the two serialisations differ only by the ignored members, so the
+    fields are serialised once, as runs of consecutive kept or ignored keys (in sorted
+    order) whose texts are joined into both documents. With no ignored field present the
+    two hashes are one.
+    """
+    skip = set(ignore).intersection(fields)
+    tail = b"\x00" + body.encode()
+    if not skip:
+        digest = hashlib.sha256(hashable_json(fields) + tail).hexdigest()
+        return digest, digest
+    if not all(isinstance(key, str) for key in fields):  # the encoder's own key order then
+        kept = {k: v for k, v in fields.items() if k not in skip}
+        return _digest(hashable_json(fields), tail), _digest(hashable_json(kept), tail)
+    every: list[str] = []
+    meaning: list[str] = []
+    for ignored, keys in _runs(sorted(fields), skip):
+        text = _HASHABLE.encode({key: fields[key] for key in keys})[1:-1]
+        every.append(text)
+        if not ignored:
+            meaning.append(text)
+    whole = ("{" + ",".join(every) + "}").encode()
+    return _digest(whole, tail), _digest(("{" + ",".join(meaning) + "}").encode(), tail)
+
+
+def _runs(keys: list[str], skip: set[str]) -> Iterable[tuple[bool, list[str]]]:
+    """``keys`` as runs of consecutive keys all in ``skip`` or all not (never empty)."""
+    run: list[str] = []
+    for key in keys:
+        if run and ((key in skip) != (run[0] in skip)):
+            yield run[0] in skip, run
+            run = []
+        run.append(key)
+    if run:
+        yield run[0] in skip, run
+
+
+def _digest(document: bytes, tail: bytes) -> str:
+    return hashlib.sha256(document + tail).hexdigest()
 
 
 def public_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,20 +11,30 @@ themselves (see docs/performance.md). Reads for the API use the ORM.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Dialect, Insert, bindparam, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from publisher.convergence import CLOCK_SLACK, desired_revision, needed, targets
 from publisher.db import unindexed
 from publisher.errors import NotFound
-from publisher.models import Delivery, Placement, Record, RecordTopic, Revision, utcnow
-from publisher.records import content_hash, parse_instant
+from publisher.models import (
+    Delivery,
+    Placement,
+    Record,
+    RecordTopic,
+    Revision,
+    UTCDateTime,
+    utcnow,
+)
+from publisher.records import content_hashes, parse_instant
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,6 @@ _PRIOR = (
     .where(Record.id == bindparam("b_id"))
     .with_for_update()
 )
-_INSERT_RECORD = insert(Record)
 _UPDATE_RECORD = update(Record).where(Record.id == bindparam("b_id"))
 _INSERT_REVISION = insert(Revision)
 _DELETE_TOPICS = delete(RecordTopic).where(RecordTopic.record_id == bindparam("b_id"))
@@ -181,7 +190,8 @@ def save_records(
     volatile = tuple(volatile)
     ids = [incoming.id for incoming in incomings]
     existing = {row.id for row in connection.execute(_EXISTING, {"b_ids": ids})}
-    rows = _NewRows()
+    rows = _NewRows(_DriverValues.of(connection.dialect))
+    now = utcnow()
     results: list[Stored | None] = []
     later: list[int] = []
     for index, incoming in enumerate(incomings):
@@ -190,7 +200,7 @@ def save_records(
             results.append(None)
             continue
         existing.add(incoming.id)  # a second occurrence must see the first
-        results.append(_plan_new(rows, incoming, routes, volatile, utcnow(), defer))
+        results.append(_plan_new(rows, incoming, routes, volatile, now, defer))
     rows.write(connection)
     for index in later:
         results[index] = save_record(
@@ -216,17 +226,16 @@ def save_record(
     now = now or utcnow()
     prior = connection.execute(_PRIOR, {"b_id": incoming.id}).first()
     if prior is None:
-        rows = _NewRows()
+        rows = _NewRows(_DriverValues.of(connection.dialect))
         stored = _plan_new(rows, incoming, routes, volatile, now, defer)
         rows.write(connection)
         return stored
-    chash = content_hash(incoming.hashed_fields(), incoming.body)
+    chash, mhash = content_hashes(incoming.hashed_fields(), incoming.body, volatile)
     published = bool(incoming.fields.get("published", True))
     # the same content again is no change, unless the record was retracted through the
     # API/CLI since: then sending it (published) again publishes it again
     if prior.content_hash == chash and prior.published == published:
         return Stored(incoming.id, prior.revision, "unchanged", None, prior.state)
-    mhash = content_hash(incoming.hashed_fields(), incoming.body, ignore=volatile)
     event = _record_event(bool(prior.published), published, prior.meaning_hash != mhash)
     record = _record_row(incoming, prior.revision + 1, published)
     record.state = _state(record, prior.state, now)
@@ -247,26 +256,188 @@ def save_record(
     return Stored(record.id, record.revision, "revised", event, record.state, deliveries)
 
 
+# -- new records' rows, on the driver ------------------------------------------------------
+# The inserts of new records run as prebuilt SQL on the DB-API cursor (one ``executemany``
+# per table, see ``_executemany``), each value already as the driver takes it: SQLAlchemy's
+# per-row, per-column parameter processing cost more than the statements (docs/performance.md,
+# session 5). The values are the ones SQLAlchemy's own bind processors make: JSON text from
+# ``json.dumps`` (as the ``JSON`` type writes it, once per document though two tables hold
+# it), instants through ``UTCDateTime``'s processor for the dialect, once per distinct instant
+# of a transaction.
+
+_RECORD_COLUMNS = tuple(column.name for column in Record.__table__.columns if column.name != "seq")
+_REVISION_COLUMNS = tuple(column.name for column in Revision.__table__.columns)
+_PLACEMENT_COLUMNS = ("record_id", "output", "state", "revision", "updated_at")
+_UNSET = {"error", "lease_until"}  # a new delivery has neither
+_DELIVERY_COLUMNS = tuple(c.name for c in Delivery.__table__.columns if c.name not in _UNSET)
+_DRIVER_STATEMENTS: tuple[tuple[str, Insert, tuple[str, ...]], ...] = (
+    ("records", insert(Record).inline(), _RECORD_COLUMNS),
+    ("revisions", insert(Revision).inline(), _REVISION_COLUMNS),
+    ("topics", _INSERT_TOPICS, ("b_topic", "b_record_id")),
+    ("placements", insert(Placement).inline(), _PLACEMENT_COLUMNS),
+    ("deliveries", insert(Delivery).inline(), _DELIVERY_COLUMNS),
+)
+
+
+@dataclass(frozen=True)
+class _DriverSQL:
+    """The new records' inserts compiled for one dialect, positional in the columns' order."""
+
+    sql: dict[str, str]
+    instant: Callable[[Any], Any]
+
+    @staticmethod
+    def compile(dialect: Dialect) -> _DriverSQL:
+        positional = dialect if dialect.positional else type(dialect)(paramstyle="format")
+        sql = {}
+        for name, statement, columns in _DRIVER_STATEMENTS:
+            compiled = statement.compile(dialect=positional, column_keys=list(columns))
+            if tuple(compiled.positiontup or ()) != columns:
+                raise RuntimeError(f"{name}: parameters {compiled.positiontup}, not {columns}")
+            sql[name] = compiled.string
+        processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        return _DriverSQL(sql, processor or (lambda value: value))
+
+
+_COMPILED: dict[tuple[str, str], _DriverSQL] = {}
+
+
+@dataclass
+class _DriverValues:
+    """Turns a transaction's values into what the driver takes, each instant once."""
+
+    compiled: _DriverSQL
+    instants: dict[datetime, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def of(dialect: Dialect) -> _DriverValues:
+        key = (dialect.name, dialect.driver)
+        if key not in _COMPILED:
+            _COMPILED[key] = _DriverSQL.compile(dialect)
+        return _DriverValues(_COMPILED[key])
+
+    def instant(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        known = self.instants.get(value)
+        if known is None:
+            known = self.instants[value] = self.compiled.instant(value)
+        return known
+
+
 @dataclass
 class _NewRows:
     """Rows of records that did not exist: one ``executemany`` per table, parents first."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
-    revisions: list[dict[str, Any]] = field(default_factory=list)
-    topics: list[dict[str, Any]] = field(default_factory=list)
-    placements: list[dict[str, Any]] = field(default_factory=list)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    values: _DriverValues
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    revisions: list[tuple[Any, ...]] = field(default_factory=list)
+    topics: list[tuple[Any, ...]] = field(default_factory=list)
+    placements: list[tuple[Any, ...]] = field(default_factory=list)
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(
+        self,
+        record: RecordRow,
+        incoming: Incoming,
+        hashes: tuple[str, str],
+        event: str | None,
+        now: datetime,
+    ) -> None:
+        """The record's row, its first revision's and its topics'."""
+        instant = self.values.instant
+        fields, stamp = json.dumps(incoming.fields), instant(now)
+        self.records.append(
+            (
+                record.id,
+                record.revision,
+                incoming.source,
+                record.state,
+                record.published,
+                fields,
+                incoming.body,
+                hashes[0],
+                hashes[1],
+                record.meaning_revision,
+                incoming.secured_status,
+                json.dumps(incoming.warnings),
+                instant(record.published_at),
+                instant(record.expires_at),
+                stamp,
+                stamp,
+            )
+        )
+        self.revisions.append(
+            (record.id, record.revision, fields, incoming.body, hashes[0], event, stamp)
+        )
+        topics = dict.fromkeys(incoming.fields.get("topics") or [])
+        self.topics += [(topic, record.id) for topic in topics]
+
+    def plan(
+        self, record: RecordRow, planned: Sequence[Planned], outputs: Sequence[str], now: datetime
+    ) -> None:
+        """The ledger entries and the deliveries of the record's first event."""
+        instant = self.values.instant
+        stamp = instant(now)
+        self.placements += [
+            (record.id, name, "pending", record.revision, stamp) for name in outputs
+        ]
+        self.deliveries += [
+            (
+                p.id,
+                p.record_id,
+                p.revision,
+                p.output,
+                p.event,
+                "pending",
+                0,
+                0,
+                instant(p.next_attempt_at),
+                instant(p.enqueued_at),
+                p.request_id,
+                instant(p.occurred_at),
+                False,
+                instant(p.created_at),
+                instant(p.created_at),
+            )
+            for p in planned
+        ]
 
     def write(self, connection: Connection) -> None:
-        for statement, rows in (
-            (_INSERT_RECORD, self.records),
-            (_INSERT_REVISION, self.revisions),
-            (_INSERT_TOPICS, self.topics),
-            (_INSERT_PLACEMENTS, self.placements),
-            (_INSERT_DELIVERIES, self.deliveries),
+        sql = self.values.compiled.sql
+        for name, rows in (
+            ("records", self.records),
+            ("revisions", self.revisions),
+            ("topics", self.topics),
+            ("placements", self.placements),
+            ("deliveries", self.deliveries),
         ):
             if rows:
-                connection.execute(statement, rows)
+                _executemany(connection, sql[name], rows)
+
+
+def _executemany(connection: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``rows`` through ``sql`` on the connection's DB-API cursor, in its transaction.
+
+    Why not ``exec_driver_sql``: its result and execution context cost as much as a
+    single-row insert on SQLite, five times per API record. A driver error is raised as
+    SQLAlchemy raises it (``IntegrityError`` and so on, the connection invalidated on a
+    disconnect), so intake's retries see no difference. SQLAlchemy's cursor events and echo
+    do not see these statements.
+    """
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    except dialect.loaded_dbapi.Error as exc:
+        gone = dialect.is_disconnect(exc, connection.connection, cursor)
+        if gone:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, rows, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from exc
+    finally:
+        cursor.close()
 
 
 def _plan_new(
@@ -278,22 +449,17 @@ def _plan_new(
     defer: bool,
 ) -> Stored:
     """A record's first revision: its rows go to ``rows``; a draft has no deliveries."""
-    chash = content_hash(incoming.hashed_fields(), incoming.body)
-    mhash = content_hash(incoming.hashed_fields(), incoming.body, ignore=volatile)
+    hashes = content_hashes(incoming.hashed_fields(), incoming.body, volatile)
     published = bool(incoming.fields.get("published", True))
     event = _record_event(False, published, True)
     record = _record_row(incoming, 1, published)
     record.state = _state(record, None, now)
     record.meaning_revision = 1
-    values = _record_values(record, incoming, chash, mhash, now)
-    rows.records.append({**values, "id": record.id, "created_at": now})
-    rows.revisions.append(_revision_row(record, incoming, chash, event, now))
-    rows.topics += _topic_rows(record.id, incoming.fields.get("topics") or [])
+    rows.add(record, incoming, hashes, event, now)
     planned: list[Planned] = []
     if event is not None:
         planned, touched = _plan(record, event, routes, now, incoming.request_id, {}, defer)
-        rows.placements += _placement_rows(record, touched, now)
-        rows.deliveries += _delivery_rows(planned)
+        rows.plan(record, planned, touched, now)
     return Stored(record.id, record.revision, "created", event, record.state, planned)
 
 
@@ -428,10 +594,10 @@ def _plan(
             continue
         touched.append(route.name)
         when = due if wants else now
-        planned.append(_delivery(record, route.name, kind, when, request_id, defer=defer))
+        planned.append(_delivery(record, route.name, kind, when, request_id, now, defer=defer))
         if wants and record.expires_at:
             expiry = record.expires_at
-            planned.append(_delivery(record, route.name, "retracted", expiry, request_id))
+            planned.append(_delivery(record, route.name, "retracted", expiry, request_id, now))
     return planned, touched
 
 
@@ -447,11 +613,14 @@ def _delivery(
     kind: str,
     due: datetime,
     request_id: str | None,
+    now: datetime,
     *,
     defer: bool = False,
 ) -> Planned:
-    """A pending delivery; one due now counts as enqueued unless the sweeper is to do it."""
-    now = utcnow()
+    """A pending delivery; one due now counts as enqueued unless the sweeper is to do it.
+
+    ``now`` is the planning transaction's: every row a transaction writes shares its instant.
+    """
     return Planned(
         id=f"dlv_{uuid.uuid4().hex}",
         record_id=record.id,
@@ -609,7 +778,7 @@ def converge_pair(
         return None
     if keep is not None:
         return _revive(connection, record, route.name, keep, now)
-    planned = _delivery(record, route.name, kind, now, None)
+    planned = _delivery(record, route.name, kind, now, None, now)
     state = connection.execute(_HAS_PLACEMENT, {"b_id": record.id, "b_output": route.name}).scalar()
     known = {route.name: state} if state is not None else {}
     _place(connection, known, record, [route.name], now)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+import pytest
+from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from publisher.db import make_engine, upgrade, write_connection
+from publisher.models import Delivery, Placement, Record, RecordTopic, Revision
 from publisher.store import Incoming, Route, Stored, save_record, save_records
 
 ROUTES = [Route("files"), Route("feeds", lambda fields: fields.get("quality", 0) >= 20)]
@@ -99,3 +102,41 @@ def test_a_batch_stores_what_one_by_one_stores(tmp_path: Path) -> None:
         ("d", 2),
         ("e", 1),
     ]
+
+
+def test_new_rows_are_stored_as_sqlalchemys_statements_store_them(tmp_path: Path) -> None:
+    """New records' rows go to the driver as prebuilt SQL: the stored text must be what
+    SQLAlchemy's own statements store for the same values (on SQLite an instant is text,
+    compared as text by every due/lease query, so its format must not drift)."""
+    engine = _engine(tmp_path / "driver.db")
+    incoming = _incoming(
+        "a",
+        published=True,
+        publishedDateTime="2030-01-01T00:00:00Z",  # whole seconds: no microseconds to show
+        expiresAt="2099-01-01T00:00:00+02:00",
+        topics=["x", "é"],
+        heat=3,
+    )
+    with write_connection(engine) as connection:
+        save_records(connection, [incoming, _incoming("b")], ROUTES)
+    again = _engine(tmp_path / "core.db")
+    tables = [Record, Revision, RecordTopic, Placement, Delivery]
+    with engine.connect() as source, write_connection(again) as target:
+        for model in tables:
+            rows = [dict(row._mapping) for row in source.execute(select(model.__table__))]
+            target.execute(insert(model.__table__), rows)
+    for model in tables:
+        query = f"SELECT * FROM {model.__tablename__} ORDER BY 1, 2"  # noqa: S608
+        with engine.connect() as one, again.connect() as other:
+            assert one.exec_driver_sql(query).all() == other.exec_driver_sql(query).all()
+    engine.dispose()
+    again.dispose()
+
+
+def test_a_driver_error_on_new_rows_is_raised_as_sqlalchemy_raises_it(tmp_path: Path) -> None:
+    """Intake's retries and its one-by-one fallback look for SQLAlchemy's exceptions."""
+    engine = _engine(tmp_path / "error.db")
+    refused = Incoming(id="a", fields={"title": "a"}, source=None)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError), write_connection(engine) as connection:
+        save_records(connection, [refused], ROUTES)
+    engine.dispose()
