@@ -226,10 +226,10 @@ def test_a_refused_path_in_a_batch_fails_only_its_delivery(tmp_path: Path) -> No
     good, bad = record("good"), record("bad")
     outside = OSError("no")
 
-    def path_for(rec: OutputRecord) -> Path:
+    def path_for(rec: OutputRecord, folders: dict[str, Path] | None = None) -> Path:
         if rec.id == "bad":
             raise outside
-        return files.FilesOutput.path_for(output, rec)
+        return files.FilesOutput.path_for(output, rec, folders)
 
     output.path_for = path_for  # type: ignore[method-assign]
     assert output.deliver_many([(bad, event(bad)), (good, event(good))]) == [outside, None]
