@@ -35,7 +35,7 @@ from marshmallow import Schema, fields, validate
 from slugify import slugify as _slugify
 
 from publisher.errors import ConfigError
-from publisher.fileio import atomic_write_many, locked
+from publisher.fileio import atomic_write_stages, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
 from publisher_plugins import front_matter as yaml_text
@@ -291,17 +291,18 @@ class _Plan:
         self.touched.add(record_id)
 
     def carry_out(self) -> None:
-        atomic_write_many(list(self.writes.items()))
+        """Pages, then removals, then the index, with one flush to disk for the batch."""
+        entries = [
+            (self.output.entry_path(rid), json.dumps(self.entries[rid]).encode("utf-8"))
+            for rid in self.touched
+        ]
+        atomic_write_stages(list(self.writes.items()), self._remove_old, entries)
+
+    def _remove_old(self) -> None:
         for path in self.removals:
             _unlink(path)
         for folder in {path.parent for path in self.removals}:
             _remove_if_empty(folder, self.root)
-        atomic_write_many(
-            [
-                (self.output.entry_path(rid), json.dumps(self.entries[rid]).encode("utf-8"))
-                for rid in self.touched
-            ]
-        )
 
 
 @dataclass(frozen=True)

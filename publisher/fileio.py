@@ -42,20 +42,40 @@ def atomic_write_many(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) ->
     once; the set is not (after a crash some may be new and some old), so callers write in
     an order that is safe to repeat, as a retried delivery does.
     """
+    atomic_write_stages(files, mode=mode)
+
+
+def atomic_write_stages(
+    *stages: Sequence[tuple[Path, bytes]] | Callable[[], None], mode: int = 0o644
+) -> None:
+    """Groups of files replaced one group after the other, with one flush for all their data.
+
+    Every temporary file of every group is written, then flushed to disk once (a flush can
+    wait for seconds on a busy disk: one a batch, not one a group); then each group's files
+    are renamed and its folders flushed before the next group's renames start, so a crash
+    never leaves a later group's file without an earlier group's. A callable among the
+    stages runs at its place (an output removing old files between its pages and its index).
+    """
+    groups = [stage for stage in stages if not callable(stage)]
     temps: list[str] = []
     try:
-        for path, data in files:
+        for path, data in (item for group in groups for item in group):
             temps.append(_write_temp(path, data, mode))
         _flush(temps)
-        for (path, _), tmp in zip(files, temps, strict=True):
-            os.replace(tmp, path)
+        pending = iter(temps)
+        for stage in stages:
+            if callable(stage):
+                stage()
+                continue
+            for path, _ in stage:
+                os.replace(next(pending), path)
+            for folder in sorted({path.parent for path, _ in stage}):
+                fsync_folder(folder)
     except BaseException:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    for folder in sorted({path.parent for path, _ in files}):
-        fsync_folder(folder)
 
 
 def _write_temp(path: Path, data: bytes, mode: int) -> str:

@@ -419,3 +419,17 @@ def test_a_file_deleted_by_hand_is_missing_from_the_inventory_until_republished(
     output.publish(rec, event(rec))  # what reconcile sends
     assert output.inventory() == {"gone-by-hand": 1}
     assert len(markdown_files(tmp_path / "site")) == 1
+
+
+def test_a_batch_is_flushed_to_disk_once(tmp_path: Path, monkeypatch) -> None:
+    """Pages and index entries of a batch share one flush (``syncfs`` waits for the whole
+    disk on a busy machine: one a batch, not one per kind of file)."""
+    from publisher import fileio
+
+    flushes: list[int] = []
+    real = fileio._flush
+    monkeypatch.setattr(fileio, "_flush", lambda paths: (flushes.append(len(paths)), real(paths)))
+    output = make_output(tmp_path)
+    items = [(rec, event(rec)) for rec in (record("a"), record("b"), record("c"))]
+    assert output.deliver_many(items) == [None, None, None]
+    assert flushes == [6]  # three pages and three index entries
