@@ -66,37 +66,40 @@ def _lock_placements(connection: Any, pairs: list[tuple[str, str]]) -> None:
     connection.execute(_LOCK, {"records": records, "outputs": outputs})
 
 
-def _free() -> ColumnElement[bool]:
-    """Pending, due (``soon``: now and the clocks' slack), and held by nobody (at ``now``)."""
-    now = bindparam("now")
+def _free(now: Any, soon: Any) -> ColumnElement[bool]:
+    """Pending, due (by ``soon``: now and the clocks' slack), and held by nobody at ``now``."""
     return (
         (unindexed(Delivery.status) == "pending")
-        & (unindexed(Delivery.next_attempt_at) <= bindparam("soon"))
+        & (unindexed(Delivery.next_attempt_at) <= soon)
         & ((Delivery.lease_until.is_(None)) | (Delivery.lease_until < now))
     )
 
 
-def _lease_statement() -> Any:
+def _lease_statement(ids: list[str], now: datetime, seconds: float) -> Any:
+    """The lease with its values in (``tests/test_db.py`` checks its plan)."""
+    return _leasing(ids, now, now + CLOCK_SLACK, now + timedelta(seconds=seconds))
+
+
+def _leasing(ids: Any, now: Any, soon: Any, until: Any) -> Any:
+    """The lease, with parameters (built once: ``_LEASE``) or values."""
     sibling = aliased(Delivery)
     running_sibling = exists().where(
         sibling.record_id == Delivery.record_id,
         sibling.output == Delivery.output,
         sibling.id != Delivery.id,
         unindexed(sibling.status) == "pending",
-        sibling.lease_until > bindparam("now"),
+        sibling.lease_until > now,
     )
     return (
         update(Delivery)
-        .where(Delivery.id.in_(bindparam("ids", expanding=True)), _free(), ~running_sibling)
-        .values(
-            lease_until=bindparam("until"),
-            receives=Delivery.receives + 1,
-            updated_at=bindparam("now"),
-        )
+        .where(Delivery.id.in_(ids), _free(now, soon), ~running_sibling)
+        .values(lease_until=until, receives=Delivery.receives + 1, updated_at=now)
         .returning(Delivery.id)
     )
 
 
+_NOW, _SOON = bindparam("now"), bindparam("soon")
+_IDS = bindparam("ids", expanding=True)
 _ROWS = select(Delivery.id, Delivery.record_id, Delivery.output, Delivery.created_at).where(
     Delivery.id.in_(bindparam("ids", expanding=True))
 )
@@ -109,8 +112,8 @@ _LOCK = (
     .order_by(Placement.record_id, Placement.output)
     .with_for_update()
 )
-_LEASE = _lease_statement()
-_WAITING = select(Delivery.id).where(Delivery.id.in_(bindparam("ids", expanding=True)), _free())
+_LEASE = _leasing(_IDS, _NOW, _SOON, bindparam("until"))
+_WAITING = select(Delivery.id).where(Delivery.id.in_(_IDS), _free(_NOW, _SOON))
 
 
 def renew(
