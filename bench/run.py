@@ -487,6 +487,95 @@ def run_delivery(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def section_keepup(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
+    """End to end: the API driven at the rate the intake section measured (this backend's
+    median round; without it, a short unpaced run first) for ``--keepup-seconds`` with a
+    ``publisher worker`` beside gunicorn, as deployed; then how many of the deliveries the
+    records accepted meanwhile planned are still pending at the end (issue 17: under 5 %)."""
+    from bench import scale
+
+    token = make_token(settings)
+    rate = args.api_rps.get(args.current)
+    with scale.served(settings, work) as port:  # gunicorn and a ``publisher worker``, as deployed
+        if not rate:  # unpaced, briefly (the worker idles: nothing is pending yet)
+            rate = load(port, "vary", "/api/v1/records", token=token, work=work, duration=4)["rps"]
+            scale.drained(settings)
+        say(f"  keep-up: {rate:.0f} records/s for {args.keepup_seconds:g} s, worker running")
+        before = delivery_counts(settings)
+        sent = paced_api(port, token, rate, args.keepup_seconds)
+        counts = delivery_counts(settings)
+    counts = {status: n - before.get(status, 0) for status, n in counts.items()}
+    planned = sum(counts.values())
+    pending = counts.get("pending", 0)
+    return {
+        **sent,
+        "target_rate": rate,
+        "deliveries": counts,
+        "backlog": pending / planned if planned else 0.0,
+    }
+
+
+def paced_api(port: int, token: str, rate: float, seconds: float) -> dict[str, Any]:
+    """New published records to the API at ``rate``/s for ``seconds`` (open loop: a sender
+    that falls behind its slot sends at once), on 16 keep-alive connections."""
+    import http.client
+    import threading
+
+    text = json.dumps(record_body("__ID__"), separators=(",", ":"))
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    senders, run_id = 16, uuid.uuid4().hex[:6]
+    counts = {"accepted": 0, "failed": 0}
+    lock = threading.Lock()
+    began = time.perf_counter() + 0.1
+
+    def sender(number: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        slot = number
+        while (due := began + slot / rate) < began + seconds:
+            time.sleep(max(0.0, due - time.perf_counter()))
+            body = text.replace("__ID__", f"keepup-{run_id}-{slot}").encode()
+            try:
+                connection.request("POST", "/api/v1/records", body=body, headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                ok = answer.status == 202
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                ok = False
+            with lock:
+                counts["accepted" if ok else "failed"] += 1
+            slot += senders
+        connection.close()
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - began
+    return {**counts, "seconds": took, "rps": counts["accepted"] / took}
+
+
+def delivery_counts(settings: dict[str, Any]) -> dict[str, int]:
+    """Deliveries by status, read from the store (the truth of what must still happen)."""
+    from sqlalchemy import func, select
+
+    from publisher.config import load_settings
+    from publisher.db import make_engine
+    from publisher.models import Delivery
+
+    engine = make_engine(load_settings(overrides=settings, environ={})["database_url"])
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(Delivery.status, func.count()).group_by(Delivery.status)
+            ).all()
+    finally:
+        engine.dispose()
+    return {status: count for status, count in rows}
+
+
 def section_ingest(settings: dict[str, Any], work: Path, args: Any) -> dict[str, Any]:
     own = dict(settings, data_dir=str(work / "data-ingest"))
     config = write_config(own, work)
@@ -769,6 +858,15 @@ def report(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
              + fmt_round_ratios(d.get("ratios", [])),
              ">= 0.5", verdict(ratio >= 0.5))
         )  # fmt: skip
+    if "keepup" in r:
+        k = r["keepup"]
+        counts = ", ".join(f"{n:,} {s}" for s, n in sorted(k["deliveries"].items()))
+        rows.append(
+            (f"end to end: API at {k['target_rate']:.0f}/s for {k['seconds']:.0f} s + worker",
+             f"{k['accepted']:,} accepted ({k['rps']:.0f}/s, {k['failed']} failed); deliveries at "
+             f"the end: {counts}; backlog {k['backlog']:.1%}",
+             "backlog < 5 %", verdict(k["backlog"] < 0.05))
+        )  # fmt: skip
     if "ingest" in r:
         g = r["ingest"]
         rows.append(
@@ -842,7 +940,8 @@ def print_table(info: dict[str, str], results: dict[str, dict[str, Any]]) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="embedded,postgres+redis")
-    parser.add_argument("--sections", default="intake,delivery,ingest,memory,profile,scale")
+    parser.add_argument("--sections", default="intake,delivery,keepup,ingest,memory,profile,scale")
+    parser.add_argument("--keepup-seconds", type=float, default=60.0)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3, help="intake and delivery rounds")
     parser.add_argument("--delivery-records", type=int, default=1000)
@@ -860,9 +959,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.delivery_records, args.ingest_records = 3.0, 200, 2000
-        args.rounds = 1
+        args.rounds, args.keepup_seconds = 1, 10.0
         args.memory_requests, args.memory_seconds, args.profile_requests = 3000, 20.0, 50
         args.scale_records, args.scale_reads, args.scale_publish_seconds = 3000, 20, 4.0
+    args.api_rps = {}
     info = machine()
     say("machine: " + json.dumps(info))
     results: dict[str, dict[str, Any]] = {}
@@ -887,6 +987,8 @@ def main() -> None:
                 work.mkdir(parents=True, exist_ok=True)
                 try:
                     results[name][section] = function(settings, work, args)
+                    if section == "intake":  # the keep-up section drives the API at this rate
+                        args.api_rps[name] = results[name]["intake"]["api"]["rps"]
                 except Exception as exc:  # noqa: BLE001 - report it, go on
                     say(f"[{name}] {section} failed: {exc}")
                     results[name][f"{section}_error"] = str(exc)[-500:]

@@ -28,7 +28,7 @@ import requests
 from marshmallow import Schema, fields, validate
 
 from publisher.errors import ConfigError, NotFound
-from publisher.fileio import atomic_write_many, locked
+from publisher.fileio import atomic_write_stages, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
 from publisher_plugins.feed_formats import FORMATS, FeedView, clean, digest, entry_id
@@ -281,10 +281,8 @@ class _FeedBatch:
         files: list[tuple[Path, bytes]] = []
         for key in changed:
             files.extend(self._files(key, self.states[key]))
-        atomic_write_many(files)
-        atomic_write_many(
-            [(self._index_path(rid), _json_bytes(self.indexes[rid])) for rid in self.touched]
-        )
+        indexes = [(self._index_path(rid), _json_bytes(self.indexes[rid])) for rid in self.touched]
+        atomic_write_stages(files, indexes)  # the feeds, then the indexes: one flush to disk
         return changed
 
     def _files(self, key: str, state: dict[str, Any]) -> list[tuple[Path, bytes]]:

@@ -35,7 +35,7 @@ from marshmallow import Schema, fields, validate
 from slugify import slugify as _slugify
 
 from publisher.errors import ConfigError
-from publisher.fileio import atomic_write_many, locked
+from publisher.fileio import atomic_write_stages, locked
 from publisher.hookspecs import hookimpl
 from publisher.outputs import BatchOutput, Event, OutputRecord, each_outcome
 from publisher_plugins import front_matter as yaml_text
@@ -147,23 +147,31 @@ class FilesOutput(BatchOutput):
                         held[str(record_id)] = int(entry.get("revision", 0))
         return held
 
-    def path_for(self, record: OutputRecord) -> Path:
-        """The file of ``record``, verified to lie inside the folder."""
-        name = f"{self.slug_for(record)}.md"
+    def path_for(self, record: OutputRecord, folders: dict[str, Path] | None = None) -> Path:
+        """The file of ``record``, in its section's folder, verified to lie inside the folder.
+
+        The file's name is a slug (one path segment, no dots or separators), so checking the
+        section's folder (resolved, symlinks followed) suffices; a batch passes ``folders``
+        to resolve each section once.
+        """
         section = self._section(record.fields)
-        root = self.folder.resolve()
-        path = (root / section / name).resolve() if section else (root / name).resolve()
-        if not path.is_relative_to(root):
-            raise ValueError(f"refusing to write outside {root}: {path}")
-        return path
+        folder = folders.get(section) if folders is not None else None
+        if folder is None:
+            root = self.folder.resolve()
+            folder = (root / section).resolve() if section else root
+            if not folder.is_relative_to(root):
+                raise ValueError(f"refusing to write outside {root}: {folder}")
+            if folders is not None:
+                folders[section] = folder
+        return folder / f"{self.slug_for(record)}.md"
 
     def slug_for(self, record: OutputRecord) -> str:
         """The last segment of the page's URL and its file name: title, then id hash."""
         return f"{self._slug(record.title)}-{record_hash(record.id)}"
 
-    def url_for(self, path: Path) -> str:
+    def url_for(self, path: Path, root: Path | None = None) -> str:
         """The page's URL path, as the generator derives it from the file's place."""
-        relative = path.relative_to(self.folder.resolve()).with_suffix("")
+        relative = path.relative_to(root or self.folder.resolve()).with_suffix("")
         parts = [p.removeprefix("_") if self.section_prefix else p for p in relative.parts]
         return self.base_path + "/".join(parts) + "/"
 
@@ -214,13 +222,14 @@ class _Plan:
         self.removals: set[Path] = set()
         self.entries: dict[str, dict[str, Any] | None] = {}
         self.touched: set[str] = set()
+        self.folders: dict[str, Path] = {}  # each section's folder, resolved once a batch
 
     def publish(self, record: OutputRecord, event: Event) -> None:
-        target = self.output.path_for(record)
+        target = self.output.path_for(record, self.folders)
         entry = self._entry(record.id)
         if _is_stale(entry, event.revision):
             return
-        url = self.output.url_for(target)
+        url = self.output.url_for(target, self.root)
         page = Page(
             slug=target.stem,
             url=url,
@@ -249,7 +258,7 @@ class _Plan:
             return  # a late retry: a newer revision already decided
         self._remove_previous(entry, None)
         # Where the record would be now, in case the index was lost or never written.
-        self._remove(self.output.path_for(record))
+        self._remove(self.output.path_for(record, self.folders))
         tombstone = {"id": record.id, "retracted": True, "revision": event.revision}
         if entry:  # a re-publish keeps the record's first date and its old URLs as aliases
             old_url = [entry["url"]] if entry.get("url") else []
@@ -282,17 +291,18 @@ class _Plan:
         self.touched.add(record_id)
 
     def carry_out(self) -> None:
-        atomic_write_many(list(self.writes.items()))
+        """Pages, then removals, then the index, with one flush to disk for the batch."""
+        entries = [
+            (self.output.entry_path(rid), json.dumps(self.entries[rid]).encode("utf-8"))
+            for rid in self.touched
+        ]
+        atomic_write_stages(list(self.writes.items()), self._remove_old, entries)
+
+    def _remove_old(self) -> None:
         for path in self.removals:
             _unlink(path)
         for folder in {path.parent for path in self.removals}:
             _remove_if_empty(folder, self.root)
-        atomic_write_many(
-            [
-                (self.output.entry_path(rid), json.dumps(self.entries[rid]).encode("utf-8"))
-                for rid in self.touched
-            ]
-        )
 
 
 @dataclass(frozen=True)
@@ -377,11 +387,41 @@ def _iso(value: datetime) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """Plain dicts and lists, so ``safe_dump`` accepts any Mapping or Sequence handed over."""
+    """Plain dicts and lists, so ``safe_dump`` accepts any Mapping or Sequence handed over.
+
+    Fields read from the store are plain already (JSON): then they are used as they are.
+    """
+    return value if _is_plain(value) else _copy_plain(value)
+
+
+def _is_plain(value: Any) -> bool:
+    """Only dicts with string keys, lists and scalars, all the way down (a loop: no frame
+    per container)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+#: what JSON gives besides dicts and lists: written as it is
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy_plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): _copy_plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_copy_plain(item) for item in value]
     return value
 
 

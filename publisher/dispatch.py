@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from publisher import convergence, endpoints
 from publisher.background import Feeding, Lanes, call_with_timeout
 from publisher.config import DEFAULTS
-from publisher.db import transaction, unindexed
+from publisher.db import transaction, unindexed, write_connection
 from publisher.errors import Conflict, NotFound
 from publisher.leases import lease, renew
 from publisher.logs import log_context
@@ -79,11 +79,61 @@ class Held:
 
 
 @dataclass
+class Leased:
+    """What the worker reads of a leased delivery (a plain row: no ORM unit of work)."""
+
+    id: str
+    record_id: str
+    output: str
+    event: str
+    revision: int
+    status: str
+    attempts: int
+    receives: int
+    resend: bool
+    request_id: str | None
+    occurred_at: datetime | None
+    created_at: datetime
+
+
+@dataclass
+class Loaded:
+    """What the worker reads of a leased delivery's record: what deciding and the outputs
+    need, nothing else (the same attributes as a stored ``Record``)."""
+
+    id: str
+    revision: int
+    published: bool
+    fields: dict[str, Any]
+    body: str
+    state: str
+    secured_status: str
+    published_at: datetime | None
+    expires_at: datetime | None
+    meaning_revision: int | None
+
+
+_DELIVERY_COLUMNS = [getattr(Delivery, name) for name in Leased.__dataclass_fields__]
+_RECORD_COLUMNS = [getattr(Record, name) for name in Loaded.__dataclass_fields__]
+#: a message's deliveries, each with its record and what the output holds of it
+_LOAD = (
+    select(*_DELIVERY_COLUMNS, *_RECORD_COLUMNS, Placement.held_revision)
+    .join(Record, Record.id == Delivery.record_id)
+    .outerjoin(
+        Placement,
+        and_(Placement.record_id == Delivery.record_id, Placement.output == Delivery.output),
+    )
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Delivery.created_at, Delivery.id)
+)
+
+
+@dataclass
 class Job:
     """A leased delivery that goes to its output: the event decided just before sending."""
 
-    delivery: Delivery
-    record: Record
+    delivery: Leased
+    record: Loaded
     kind: str
 
     def event(self) -> Event:
@@ -245,8 +295,7 @@ class Dispatcher:
             self._run(Held(leased))
 
     def _run(self, held: Held) -> None:
-        rows = self._load(held.ids)
-        disabled = self.disabled_outputs()
+        rows, disabled = self._load(held.ids)
         now = utcnow()
         jobs: dict[str, list[Job]] = {}
         for delivery, record, held_revision in rows:
@@ -262,23 +311,20 @@ class Dispatcher:
         for name, share in jobs.items():
             self._attempt(self.outputs[name], share, held)
 
-    def _load(self, ids: list[str]) -> list[Any]:
-        with self.sessions() as session:
-            return session.execute(
-                select(Delivery, Record, Placement.held_revision)
-                .join(Record, Record.id == Delivery.record_id)
-                .outerjoin(
-                    Placement,
-                    and_(
-                        Placement.record_id == Delivery.record_id,
-                        Placement.output == Delivery.output,
-                    ),
-                )
-                .where(Delivery.id.in_(ids))
-                .order_by(Delivery.created_at, Delivery.id)
-            ).all()
+    def _load(self, ids: list[str]) -> tuple[list[tuple[Leased, Loaded, int | None]], set[str]]:
+        """The leased deliveries with their records and ledger, and the disabled outputs:
+        one connection, two statements, plain rows."""
+        cut = len(_DELIVERY_COLUMNS)
+        with self.engine.connect() as connection:
+            rows = connection.execute(_LOAD, {"ids": ids}).all()
+            disabled = self.disabled_outputs(connection)
+        loaded = [
+            (Leased(*row[:cut]), Loaded(*row[cut:-1]), row[-1])  # type: ignore[arg-type]
+            for row in rows
+        ]
+        return loaded, disabled
 
-    def _refusal(self, delivery: Delivery) -> str | None:
+    def _refusal(self, delivery: Leased) -> str | None:
         """Why a leased delivery ends dead without reaching its output, if it does."""
         if delivery.receives - delivery.attempts > self.max_receives:
             return "worker died during delivery too often"
@@ -287,7 +333,7 @@ class Dispatcher:
         return None
 
     def _decide(
-        self, delivery: Delivery, record: Record, held: int | None, now: datetime
+        self, delivery: Leased, record: Loaded, held: int | None, now: datetime
     ) -> Job | None:
         """The job to send, or None when the delivery was settled here without a call."""
         spec = self.outputs[delivery.output]
@@ -296,7 +342,7 @@ class Dispatcher:
         if decision.stale:
             self._retire(delivery, record, held, now)
         elif decision.send is None:
-            self._settle_unchanged(delivery, decision.reason, now)
+            self._settle_unchanged(delivery, record, decision.reason, now)
         else:
             return Job(delivery, record, decision.send)
         return None
@@ -372,7 +418,7 @@ class Dispatcher:
             held.since = time.monotonic()
 
     def _call_one(
-        self, spec: OutputSpec, delivery: Delivery, item: tuple[OutputRecord, Event]
+        self, spec: OutputSpec, delivery: Leased, item: tuple[OutputRecord, Event]
     ) -> BaseException | None:
         view, event = item
         method = spec.output.retract if event.kind == "retracted" else spec.output.publish
@@ -380,7 +426,7 @@ class Dispatcher:
         with log_context(request_id=delivery.request_id, **context):
             return call_with_timeout(method, item, spec.timeout)
 
-    def _view(self, spec: OutputSpec, record: Record) -> OutputRecord:
+    def _view(self, spec: OutputSpec, record: Loaded) -> OutputRecord:
         protected = None
         if spec.output.accepts_protected and record.secured_status in OPENED:
             protected = self.opener(record.fields)
@@ -401,19 +447,24 @@ class Dispatcher:
     # -- settling -------------------------------------------------------------------------
 
     def _settle_success(self, jobs: list[Job], took: float) -> None:
-        """Mark a batch done in one transaction, then tell the observers."""
+        """Mark a batch done in one transaction, then tell the observers.
+
+        One statement per table and event kind (a batch is nearly always of one kind), the
+        ledger's rows in one ``executemany``, records' states only where one moves.
+        """
         now = utcnow()
-        with transaction(self.sessions) as session:
-            connection = session.connection()
+        with write_connection(self.engine) as connection:
+            by_kind: dict[str, list[str]] = {}
+            for job in jobs:
+                by_kind.setdefault(job.kind, []).append(job.delivery.id)
+            for kind, ids in by_kind.items():
+                connection.execute(_DONE, {"ids": ids, "b_event": kind, "b_now": now})
             connection.execute(
-                _DONE, [{"b_id": j.delivery.id, "b_event": j.kind, "b_now": now} for j in jobs]
-            )
-            connection.execute(
-                insert(Attempt),
+                _INSERT_ATTEMPT,
                 [_attempt_row(j.delivery.id, now, "delivered", j.kind, took=took) for j in jobs],
             )
             _confirm(connection, jobs, now)
-            _advance_state(connection, {job.record.id for job in jobs}, now)
+            _advance_state(connection, [job.record for job in jobs], now)
             for output in {job.delivery.output for job in jobs}:
                 endpoints.record_success(connection, output, now)
         for job in jobs:
@@ -424,18 +475,18 @@ class Dispatcher:
                 event=job.event(),
             )
 
-    def _settle_unchanged(self, delivery: Delivery, reason: str, now: datetime) -> None:
+    def _settle_unchanged(
+        self, delivery: Leased, record: Loaded, reason: str, now: datetime
+    ) -> None:
         """The output already holds what this delivery was for: done, without a call."""
-        with transaction(self.sessions) as session:
-            connection = session.connection()
+        with write_connection(self.engine) as connection:
             _close(connection, delivery.id, "done", "skipped", reason, now)
-            _advance_state(connection, {delivery.record_id}, now)
+            _advance_state(connection, [record], now)
 
-    def _retire(self, delivery: Delivery, record: Record, held: int | None, now: datetime) -> None:
+    def _retire(self, delivery: Leased, record: Loaded, held: int | None, now: datetime) -> None:
         """Supersede a delivery the record moved past; plan the pair's current transition."""
         spec = self.outputs[delivery.output]
-        with transaction(self.sessions) as session:
-            connection = session.connection()
+        with write_connection(self.engine) as connection:
             moved = "the record moved past it"
             _close(connection, delivery.id, "superseded", "superseded", moved, now)
             planned = converge_pair(connection, record, Route(spec.name, spec.wants), held, now)
@@ -444,16 +495,12 @@ class Dispatcher:
 
     def _release(self, ids: list[str]) -> None:
         """Give back leases taken for nothing (a disabled output): no receive counted."""
-        with transaction(self.sessions) as session:
-            session.connection().execute(
-                update(Delivery)
-                .where(Delivery.id.in_(ids))
-                .values(lease_until=None, receives=Delivery.receives - 1)
-            )
+        with write_connection(self.engine) as connection:
+            connection.execute(_RELEASE, {"ids": ids})
 
     def _settle_failure(
         self,
-        delivery: Delivery,
+        delivery: Leased,
         message: str,
         *,
         error: DeliveryError | None = None,
@@ -538,7 +585,7 @@ class Dispatcher:
 
     def _failure_values(
         self,
-        delivery: Delivery,
+        delivery: Leased,
         message: str,
         error: DeliveryError | None,
         spec: OutputSpec | None,
@@ -856,7 +903,7 @@ def _resend_latest(session: Session, record_id: str, output: str, now: datetime)
 
 _DONE = (
     update(Delivery)
-    .where(Delivery.id == bindparam("b_id"))
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
     .values(
         status="done",
         event=bindparam("b_event"),
@@ -876,6 +923,40 @@ _CONFIRM = (
         Placement.revision <= bindparam("v"),
     )
     .values(state=bindparam("s"), held_revision=bindparam("h"), updated_at=bindparam("t"))
+)
+
+_RELEASE = (
+    update(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .values(lease_until=None, receives=Delivery.receives - 1)
+)
+_INSERT_ATTEMPT = insert(Attempt)
+_CLOSE = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"), lease_until=None, resend=False, updated_at=bindparam("b_now")
+    )
+)
+#: an embargo that ended, an expiry that came (``state`` is unindexed: the ids find the rows,
+#: ``ix_records_state_seq`` would walk every record in that state)
+_EMBARGO_ENDED = (
+    update(Record)
+    .where(
+        Record.id.in_(bindparam("ids", expanding=True)),
+        unindexed(Record.state) == "embargoed",
+        Record.published_at <= bindparam("now"),
+    )
+    .values(state="published")
+)
+_EXPIRED = (
+    update(Record)
+    .where(
+        Record.id.in_(bindparam("ids", expanding=True)),
+        unindexed(Record.state).in_(("published", "embargoed")),
+        Record.expires_at <= bindparam("now"),
+    )
+    .values(state="expired")
 )
 
 _MARK = (
@@ -901,7 +982,7 @@ def _confirm(connection: Connection, jobs: Sequence[Job], now: datetime) -> None
     connection.execute(_CONFIRM, rows)
 
 
-def _mark(connection: Connection, delivery: Delivery, state: str, now: datetime) -> None:
+def _mark(connection: Connection, delivery: Leased | Delivery, state: str, now: datetime) -> None:
     """Where the pair stands for people (failed, pending); what it holds is unchanged."""
     connection.execute(
         _MARK, [{"r": delivery.record_id, "o": delivery.output, "s": state, "t": now}]
@@ -912,12 +993,8 @@ def _close(
     connection: Connection, delivery_id: str, status: str, outcome: str, why: str, now: datetime
 ) -> None:
     """End a delivery without a call to its output, and say why in its history."""
-    connection.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id)
-        .values(status=status, lease_until=None, resend=False, updated_at=now)
-    )
-    connection.execute(insert(Attempt), [_attempt_row(delivery_id, now, outcome, None, why)])
+    connection.execute(_CLOSE, {"b_id": delivery_id, "b_status": status, "b_now": now})
+    connection.execute(_INSERT_ATTEMPT, [_attempt_row(delivery_id, now, outcome, None, why)])
 
 
 def _attempt_row(
@@ -940,29 +1017,23 @@ def _attempt_row(
     }
 
 
-def _advance_state(connection: Connection, record_ids: set[str], now: datetime) -> None:
+def _advance_state(connection: Connection, records: Sequence[Loaded], now: datetime) -> None:
     """An embargo that ended makes the record published; an expiry that came, expired.
 
-    ``state`` is unindexed: the ids find the rows (``ix_records_state_seq`` would walk
-    every record in that state).
+    Only records whose state, as just read, moves are written (nearly always none); the
+    statements check the state again, so a record that changed meanwhile is left alone.
     """
-    ids = sorted(record_ids)
-    connection.execute(
-        update(Record)
-        .where(
-            Record.id.in_(ids), unindexed(Record.state) == "embargoed", Record.published_at <= now
-        )
-        .values(state="published")
-    )
-    connection.execute(
-        update(Record)
-        .where(
-            Record.id.in_(ids),
-            unindexed(Record.state).in_(("published", "embargoed")),
-            Record.expires_at <= now,
-        )
-        .values(state="expired")
-    )
+    ended = {r.id for r in records if r.state == "embargoed" and _passed(r.published_at, now)}
+    live = ("published", "embargoed")
+    expired = {r.id for r in records if r.state in live and _passed(r.expires_at, now)}
+    if ended:
+        connection.execute(_EMBARGO_ENDED, {"ids": sorted(ended), "now": now})
+    if expired:
+        connection.execute(_EXPIRED, {"ids": sorted(expired), "now": now})
+
+
+def _passed(moment: datetime | None, now: datetime) -> bool:
+    return moment is not None and moment <= now
 
 
 def set_output_state(session: Session, name: str, enabled: bool, reason: str | None) -> None:

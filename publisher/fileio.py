@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import itertools
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -29,20 +30,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     is flushed so the rename itself survives a crash. On any error the temporary file is
     removed and ``path`` is left as it was. Missing parent folders are created.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_folder(path.parent)  # the rename is durable once the folder is
+    atomic_write_many([(path, data)], mode)
 
 
 def atomic_write_many(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) -> None:
@@ -54,34 +42,82 @@ def atomic_write_many(files: Sequence[tuple[Path, bytes]], mode: int = 0o644) ->
     once; the set is not (after a crash some may be new and some old), so callers write in
     an order that is safe to repeat, as a retried delivery does.
     """
+    atomic_write_stages(files, mode=mode)
+
+
+def atomic_write_stages(
+    *stages: Sequence[tuple[Path, bytes]] | Callable[[], None], mode: int = 0o644
+) -> None:
+    """Groups of files replaced one group after the other, with one flush for all their data.
+
+    Every temporary file of every group is written, then flushed to disk once (a flush can
+    wait for seconds on a busy disk: one a batch, not one a group); then each group's files
+    are renamed and its folders flushed before the next group's renames start, so a crash
+    never leaves a later group's file without an earlier group's. A callable among the
+    stages runs at its place (an output removing old files between its pages and its index).
+    """
+    groups = [stage for stage in stages if not callable(stage)]
     temps: list[str] = []
     try:
-        for path, data in files:
+        for path, data in (item for group in groups for item in group):
             temps.append(_write_temp(path, data, mode))
         _flush(temps)
-        for (path, _), tmp in zip(files, temps, strict=True):
-            os.replace(tmp, path)
+        pending = iter(temps)
+        for stage in stages:
+            if callable(stage):
+                stage()
+                continue
+            for path, _ in stage:
+                os.replace(next(pending), path)
+            for folder in sorted({path.parent for path, _ in stage}):
+                fsync_folder(folder)
     except BaseException:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    for folder in sorted({path.parent for path, _ in files}):
-        fsync_folder(folder)
 
 
 def _write_temp(path: Path, data: bytes, mode: int) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    """``data`` in a new temporary file beside ``path``, given ``mode``; its name.
+
+    Plain ``os`` calls on a name of this process with a counter: a batch writes hundreds of
+    these, and ``mkstemp``'s random names and file objects cost more than the write. The
+    folder is made only when missing.
+    """
+    fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
     except BaseException:
+        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    os.close(fd)
     return tmp
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):  # a name taken can only be a dead writer's leftover: take the next
+        tmp = os.path.join(path.parent, f".tmp-{_PROCESS}-{os.getpid()}-{next(_NAMES)}.part")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(tmp, flags, 0o600), tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+#: temporary names: unique per process (a random part, for writers in other pid namespaces
+#: sharing the folder) and per file (a counter)
+_PROCESS = secrets.token_hex(4)
+_NAMES = itertools.count()
 
 
 def _flush(paths: Sequence[str]) -> None:

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, select, update
+from sqlalchemy import ColumnElement, bindparam, exists, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from publisher.db import transaction, unindexed
+from publisher.db import transaction, unindexed, write_connection
 from publisher.models import Delivery, Placement
 
 #: a delivery enqueued for "now" may reach a worker whose clock is a little behind
@@ -31,26 +31,20 @@ def lease(
     Returns the leased ids (oldest first) and the ids that are due but must wait for a
     sibling that runs now (the caller looks at those again shortly). The rest (done, dead,
     not due yet, held by another worker) are left to whoever holds them or to the sweeper.
+    The statements are built once: a batch costs their execution, not their compilation.
     """
-    with transaction(sessions) as session:
-        connection = session.connection()
-        rows = connection.execute(
-            select(Delivery.id, Delivery.record_id, Delivery.output, Delivery.created_at).where(
-                Delivery.id.in_(list(ids))
-            )
-        ).all()
+    with write_connection(sessions.kw["bind"]) as connection:
+        rows = connection.execute(_ROWS, {"ids": list(ids)}).all()
         if not rows:
             return [], []
         first = _oldest_per_pair(rows)
-        _lock_placements(connection, sorted(first))
+        if connection.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE serialises already
+            _lock_placements(connection, sorted(first))
         candidates = [row.id for row in first.values()]
-        taken = set(connection.scalars(_lease_statement(candidates, now, seconds)))
+        times = {"now": now, "soon": now + CLOCK_SLACK, "until": now + timedelta(seconds=seconds)}
+        taken = set(connection.scalars(_LEASE, {"ids": candidates, **times}))
         rest = [row.id for row in rows if row.id not in taken]
-        waiting = (
-            list(connection.scalars(select(Delivery.id).where(Delivery.id.in_(rest), _free(now))))
-            if rest
-            else []
-        )
+        waiting = list(connection.scalars(_WAITING, {"ids": rest, **times})) if rest else []
     ordered = sorted(rows, key=lambda row: (row.created_at, row.id))
     return [row.id for row in ordered if row.id in taken], waiting
 
@@ -69,24 +63,25 @@ def _lock_placements(connection: Any, pairs: list[tuple[str, str]]) -> None:
     see "no sibling running", and two batches cannot deadlock on each other."""
     records = sorted({record_id for record_id, _ in pairs})
     outputs = sorted({output for _, output in pairs})
-    connection.execute(
-        select(Placement.record_id)
-        .where(Placement.record_id.in_(records), Placement.output.in_(outputs))
-        .order_by(Placement.record_id, Placement.output)
-        .with_for_update()
-    )
+    connection.execute(_LOCK, {"records": records, "outputs": outputs})
 
 
-def _free(now: datetime) -> ColumnElement[bool]:
-    """Pending, due, and held by nobody."""
+def _free(now: Any, soon: Any) -> ColumnElement[bool]:
+    """Pending, due (by ``soon``: now and the clocks' slack), and held by nobody at ``now``."""
     return (
         (unindexed(Delivery.status) == "pending")
-        & (unindexed(Delivery.next_attempt_at) <= now + CLOCK_SLACK)
+        & (unindexed(Delivery.next_attempt_at) <= soon)
         & ((Delivery.lease_until.is_(None)) | (Delivery.lease_until < now))
     )
 
 
 def _lease_statement(ids: list[str], now: datetime, seconds: float) -> Any:
+    """The lease with its values in (``tests/test_db.py`` checks its plan)."""
+    return _leasing(ids, now, now + CLOCK_SLACK, now + timedelta(seconds=seconds))
+
+
+def _leasing(ids: Any, now: Any, soon: Any, until: Any) -> Any:
+    """The lease, with parameters (built once: ``_LEASE``) or values."""
     sibling = aliased(Delivery)
     running_sibling = exists().where(
         sibling.record_id == Delivery.record_id,
@@ -97,14 +92,28 @@ def _lease_statement(ids: list[str], now: datetime, seconds: float) -> Any:
     )
     return (
         update(Delivery)
-        .where(Delivery.id.in_(ids), _free(now), ~running_sibling)
-        .values(
-            lease_until=now + timedelta(seconds=seconds),
-            receives=Delivery.receives + 1,
-            updated_at=now,
-        )
+        .where(Delivery.id.in_(ids), _free(now, soon), ~running_sibling)
+        .values(lease_until=until, receives=Delivery.receives + 1, updated_at=now)
         .returning(Delivery.id)
     )
+
+
+_NOW, _SOON = bindparam("now"), bindparam("soon")
+_IDS = bindparam("ids", expanding=True)
+_ROWS = select(Delivery.id, Delivery.record_id, Delivery.output, Delivery.created_at).where(
+    Delivery.id.in_(bindparam("ids", expanding=True))
+)
+_LOCK = (
+    select(Placement.record_id)
+    .where(
+        Placement.record_id.in_(bindparam("records", expanding=True)),
+        Placement.output.in_(bindparam("outputs", expanding=True)),
+    )
+    .order_by(Placement.record_id, Placement.output)
+    .with_for_update()
+)
+_LEASE = _leasing(_IDS, _NOW, _SOON, bindparam("until"))
+_WAITING = select(Delivery.id).where(Delivery.id.in_(_IDS), _free(_NOW, _SOON))
 
 
 def renew(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,33 @@ def test_a_failed_flush_replaces_nothing(tmp_path: Path, monkeypatch) -> None:
         fileio.atomic_write_many([(target, b"after"), (tmp_path / "new.txt", b"x")])
     assert target.read_text() == "before"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_stages_are_renamed_in_order_after_one_flush_for_all(tmp_path: Path, monkeypatch) -> None:
+    """A batch's pages, then its index: one flush to disk for both (it can wait long on a
+    busy disk), and no index file in place before every page is."""
+    flushes: list[int] = []
+    real = fileio._flush
+    monkeypatch.setattr(fileio, "_flush", lambda paths: (flushes.append(len(paths)), real(paths)))
+    pages = [(tmp_path / "pages" / f"{n}.md", b"page") for n in range(3)]
+    index = [(tmp_path / "index" / f"{n}.json", b"{}") for n in range(3)]
+    seen: list[tuple[bool, bool]] = []
+
+    def between() -> None:  # runs after the pages, before the index
+        seen.append((all(p.exists() for p, _ in pages), any(p.exists() for p, _ in index)))
+
+    fileio.atomic_write_stages(pages, between, index)
+    assert flushes == [6]
+    assert seen == [(True, False)]
+    assert all(path.read_bytes() == data for path, data in pages + index)
+    assert list(tmp_path.rglob(".tmp-*")) == []
+
+
+def test_a_stale_temporary_name_is_skipped(tmp_path: Path, monkeypatch) -> None:
+    """A writer killed mid-batch may leave a temporary file whose name comes round again."""
+    monkeypatch.setattr(fileio, "_NAMES", iter([7, 7, 8]))
+    stale = tmp_path / f".tmp-{fileio._PROCESS}-{os.getpid()}-7.part"
+    stale.write_bytes(b"left behind")
+    fileio.atomic_write_many([(tmp_path / "a.txt", b"a")])
+    assert (tmp_path / "a.txt").read_bytes() == b"a"
+    assert stale.read_bytes() == b"left behind"

@@ -226,10 +226,10 @@ def test_a_refused_path_in_a_batch_fails_only_its_delivery(tmp_path: Path) -> No
     good, bad = record("good"), record("bad")
     outside = OSError("no")
 
-    def path_for(rec: OutputRecord) -> Path:
+    def path_for(rec: OutputRecord, folders: dict[str, Path] | None = None) -> Path:
         if rec.id == "bad":
             raise outside
-        return files.FilesOutput.path_for(output, rec)
+        return files.FilesOutput.path_for(output, rec, folders)
 
     output.path_for = path_for  # type: ignore[method-assign]
     assert output.deliver_many([(bad, event(bad)), (good, event(good))]) == [outside, None]
@@ -419,3 +419,17 @@ def test_a_file_deleted_by_hand_is_missing_from_the_inventory_until_republished(
     output.publish(rec, event(rec))  # what reconcile sends
     assert output.inventory() == {"gone-by-hand": 1}
     assert len(markdown_files(tmp_path / "site")) == 1
+
+
+def test_a_batch_is_flushed_to_disk_once(tmp_path: Path, monkeypatch) -> None:
+    """Pages and index entries of a batch share one flush (``syncfs`` waits for the whole
+    disk on a busy machine: one a batch, not one per kind of file)."""
+    from publisher import fileio
+
+    flushes: list[int] = []
+    real = fileio._flush
+    monkeypatch.setattr(fileio, "_flush", lambda paths: (flushes.append(len(paths)), real(paths)))
+    output = make_output(tmp_path)
+    items = [(rec, event(rec)) for rec in (record("a"), record("b"), record("c"))]
+    assert output.deliver_many(items) == [None, None, None]
+    assert flushes == [6]  # three pages and three index entries
