@@ -382,8 +382,9 @@ def measure(settings: dict[str, Any], work: Path, args: Any, label: str) -> dict
             found["reads"] = reads(port, token, args.reads)
     if "publish" in sections:
         intake_rps = found.get("intake", {}).get("api", {}).get("rps") or 40.0
-        rate = max(intake_rps / 2, 1.0)
-        with served(publishing(settings), work) as port:
+        rate = getattr(args, "publish_rate", 0.0) or max(intake_rps / 2, 1.0)
+        feed_entries = getattr(args, "feed_entries", FEED_ENTRIES)
+        with served(publishing(settings, feed_entries), work) as port:
             drained(settings)
             run.say(f"  [{label}] publish latency at {rate:.0f}/s")
             found["publish"] = publish_latency(
@@ -392,11 +393,11 @@ def measure(settings: dict[str, Any], work: Path, args: Any, label: str) -> dict
     return found
 
 
-def publishing(settings: dict[str, Any]) -> dict[str, Any]:
+def publishing(settings: dict[str, Any], entries: int = FEED_ENTRIES) -> dict[str, Any]:
     """``settings`` with a feed long enough for the publish latency's watcher to see every
     record (the reads are timed on the default feed)."""
     plugins = dict(settings.get("plugins") or {})
-    plugins["feeds"] = {**(plugins.get("feeds") or {}), "max_entries": FEED_ENTRIES}
+    plugins["feeds"] = {**(plugins.get("feeds") or {}), "max_entries": entries}
     return {**settings, "plugins": plugins}
 
 
@@ -509,6 +510,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish-seconds", type=float, default=15.0)
     parser.add_argument(
         "--scale-sections", dest="sections", default="intake,delivery,reads,publish"
+    )
+    parser.add_argument(
+        "--publish-rate", type=float, default=0.0, help="records/s (default: half the intake)"
+    )
+    parser.add_argument(
+        "--feed-entries", type=int, default=FEED_ENTRIES, help="feed length for the publish latency"
     )
 
 
