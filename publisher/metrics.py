@@ -54,6 +54,7 @@ from sqlalchemy import func, select
 from publisher.endpoints import health_of, is_paused
 from publisher.hookspecs import hookimpl
 from publisher.models import Delivery, OutputState, QuarantineItem
+from publisher.queries import WAITING
 from publisher.taskqueue import queue_depth
 
 log = logging.getLogger("publisher.metrics")
@@ -132,14 +133,10 @@ class Metrics:
         return generate_latest(self.scrape_registry())
 
 
-#: what the gauges count, each read from an index that holds only the rows it counts (the
-#: ``pending`` and ``dead`` entries of ``ix_deliveries_due``, the unreplayed entries of
+#: what the gauges count, each read from an index that holds only the rows it counts
+#: (``ix_deliveries_due``: the pending and dead deliveries; the unreplayed entries of
 #: ``ix_quarantine_replayed_at``): the cost follows the backlog, never what was delivered
-DELIVERIES_WAITING = (
-    select(Delivery.status, func.count())
-    .where(Delivery.status.in_(("pending", "dead")))
-    .group_by(Delivery.status)
-)
+DELIVERIES_WAITING = select(Delivery.status, func.count()).where(WAITING).group_by(Delivery.status)
 QUARANTINE_HELD = (
     select(func.count()).select_from(QuarantineItem).where(QuarantineItem.replayed_at.is_(None))
 )

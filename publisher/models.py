@@ -19,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -123,6 +124,10 @@ class RecordTopic(Base):
     __table_args__ = (Index("ix_record_topics_topic_seq", "topic", "record_seq"),)
 
 
+#: the rows ``ix_deliveries_due`` holds
+_WAITING = text("status = 'pending' OR status = 'dead'")
+
+
 class Delivery(Base):
     """One transition of one (record, output) pair: its status, attempts, error and schedule.
 
@@ -156,7 +161,15 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
-        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # the waiting rows only (migration 0005): a WHERE must imply it, see queries.WAITING
+        Index(
+            "ix_deliveries_due",
+            "status",
+            "next_attempt_at",
+            "output",
+            sqlite_where=_WAITING,
+            postgresql_where=_WAITING,
+        ),
         Index("ix_deliveries_record_output", "record_id", "output"),
         # /api/v1/deliveries: newest change first, all of them or of one status
         Index("ix_deliveries_updated", "updated_at", "id"),

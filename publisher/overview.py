@@ -30,7 +30,7 @@ from publisher.models import (
     Record,
     Revision,
 )
-from publisher.queries import by_seq, decode_cursor, encode_cursor
+from publisher.queries import WAITING, by_seq, decode_cursor, encode_cursor
 from publisher.records import record_id as derived_id
 
 #: counts stop here: past it the page says "N+" (the work stays bounded in a backlog)
@@ -256,7 +256,7 @@ def counts_statement(now: datetime) -> Select[Any]:
             Delivery.status.label("status"),
             Delivery.next_attempt_at.label("due"),
         )
-        .where(Delivery.status.in_(("pending", "dead")))
+        .where(WAITING)
         .limit(COUNT_CAP + 1)
         .subquery()
     )

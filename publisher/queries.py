@@ -9,11 +9,16 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, literal, select, tuple_
+from sqlalchemy import ColumnElement, Select, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from publisher.errors import MalformedInput, NotFound
 from publisher.models import Delivery, Placement, Record, RecordTopic
+
+#: the deliveries still waiting to be done: exactly the rows ``ix_deliveries_due`` holds (a
+#: partial index). SQLite uses it only for a WHERE that implies its predicate term by term,
+#: ``status = :s`` or these same two terms: an ``IN (:a, :b)`` would scan once it has statistics
+WAITING: ColumnElement[bool] = or_(Delivery.status == "pending", Delivery.status == "dead")
 
 
 def get_record(session: Session, record_id: str) -> Record:

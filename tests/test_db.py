@@ -49,7 +49,7 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
-    assert version == "0004"
+    assert version == "0005"
 
 
 def test_sqlite_is_durable_by_default(tmp_path):
@@ -507,6 +507,11 @@ def _hot_reads() -> dict[str, tuple[Any, str, bool]]:
             "ix_deliveries_due",
             False,
         ),
+        "overview ?delivery=due": (
+            lambda s: overview.record_page(s, page(delivery="due"), now, None, 50),
+            "ix_deliveries_due",
+            False,
+        ),
         "overview counts": (lambda s: overview.delivery_counts(s, now), "ix_deliveries_due", False),
         "overview held quarantine": (held, "ix_quarantine_replayed_at", False),
         "gauge: pending and dead deliveries": (gauges, "ix_deliveries_due", False),
@@ -558,3 +563,60 @@ def test_the_plan_check_fails_when_a_hot_reads_index_is_gone(tmp_path):
     ]
     engine.dispose()
     assert passing == []
+
+
+def _fill_deliveries(engine: Engine, done: int, waiting: int) -> None:
+    """``done`` delivered rows and ``waiting`` pending and dead ones, over three outputs."""
+    statuses = ["done"] * done + ["pending", "dead"] * (waiting // 2)
+    rows = [
+        {
+            "id": f"dlv_{n}",
+            "record": f"r{n // 3}",
+            "output": ("files", "feeds", "hook")[n % 3],
+            "status": status,
+        }
+        for n, status in enumerate(statuses)
+    ]
+    with write_connection(engine) as connection:
+        connection.execute(
+            text(
+                "INSERT INTO deliveries (id, record_id, revision, output, event, status,"
+                " attempts, receives, next_attempt_at, resend, created_at, updated_at)"
+                " VALUES (:id, :record, 1, :output, 'published', :status, 1, 1,"
+                " '2026-12-01 00:00:00', 0, '2026-12-01 00:00:00', '2026-12-01 00:00:00')"
+            ),
+            rows,
+        )
+        connection.execute(text("ANALYZE"))
+
+
+def test_the_waiting_deliveries_are_read_by_index_after_an_analyze(tmp_path):
+    """An operator's ``ANALYZE`` (or ``PRAGMA optimize``) tells SQLite that ``status`` is
+    nearly always ``done``, not that ``pending`` and ``dead`` are rare (it keeps no
+    histograms), and it scanned the table for them. ``ix_deliveries_due`` holds only the
+    waiting rows, so the gauges, the overview's counts and filters and the sweep read it
+    whatever the statistics say."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from publisher.models import Delivery
+
+    url = f"sqlite:///{tmp_path / 'analyzed.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    _fill_deliveries(engine, done=3_000, waiting=10)
+    reads = {
+        n: call for n, (call, index, _) in _hot_reads().items() if index == "ix_deliveries_due"
+    }
+    now = datetime.now(UTC)
+    due = select(Delivery.id).where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+    reads["the sweep's due deliveries"] = lambda session: session.execute(due).all()
+    found = {
+        name: (plan, _plan_problems(plan, "ix_deliveries_due", False))
+        for name, call in reads.items()
+        for plan in [session_plans(engine, call)]
+    }
+    engine.dispose()
+    assert len(found) == 5
+    assert {n: p for n, (_, p) in found.items() if p} == {}, found
