@@ -201,7 +201,7 @@ class DriverInsert:
     def run(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert ``rows`` in ``connection``'s transaction; the rows its ``RETURNING`` gave."""
         values = [self._values(row) for row in rows]
-        with _driver_cursor(connection, self.sql, values) as cursor:
+        with driver_cursor(connection, self.sql, values) as cursor:
             return self._execute(cursor, values)
 
     def _values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -232,20 +232,33 @@ def driver_fetch(connection: Connection, sql: str, parameters: Sequence[Any]) ->
     """
     if connection.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
-    with _driver_cursor(connection, sql, parameters) as cursor:
+    with driver_cursor(connection, sql, parameters) as cursor:
         cursor.execute(sql, tuple(parameters))
         return list(cursor.fetchall())
 
 
 @contextmanager
-def _driver_cursor(connection: Connection, sql: str, parameters: Any) -> Iterator[Any]:
-    """A cursor of ``connection``'s driver; its errors raised as SQLAlchemy's."""
-    dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.driver_connection.cursor()
+def driver_cursor(connection: Connection, sql: str, parameters: Any) -> Iterator[Any]:
+    """A cursor of ``connection``'s driver, in its transaction; its errors raised as SQLAlchemy's.
+
+    The exception is the one ``Connection.execute`` would raise (``IntegrityError`` and so
+    on), and a disconnect invalidates the connection as SQLAlchemy does: intake retries a
+    write whose connection is gone, and a dead connection must not go back to the pool.
+    SQLAlchemy's cursor events and echo do not see these statements.
+    """
+    dialect = connection.dialect
+    dbapi = dialect.loaded_dbapi
+    pooled = connection.connection
+    cursor = pooled.driver_connection.cursor()
     try:
         yield cursor
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, parameters, exc, dbapi.Error) from exc
+        gone = dialect.is_disconnect(exc, pooled, cursor)
+        if gone:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, parameters, exc, dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from exc
     finally:
         cursor.close()
 

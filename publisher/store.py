@@ -19,11 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Insert, bindparam, delete, insert, select, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from publisher.convergence import CLOCK_SLACK, desired_revision, needed, targets
-from publisher.db import unindexed
+from publisher.db import driver_cursor, unindexed
 from publisher.errors import NotFound
 from publisher.models import (
     Delivery,
@@ -420,24 +419,10 @@ def _executemany(connection: Connection, sql: str, rows: list[tuple[Any, ...]]) 
     """``rows`` through ``sql`` on the connection's DB-API cursor, in its transaction.
 
     Why not ``exec_driver_sql``: its result and execution context cost as much as a
-    single-row insert on SQLite, five times per API record. A driver error is raised as
-    SQLAlchemy raises it (``IntegrityError`` and so on, the connection invalidated on a
-    disconnect), so intake's retries see no difference. SQLAlchemy's cursor events and echo
-    do not see these statements.
+    single-row insert on SQLite, five times per API record.
     """
-    dialect = connection.dialect
-    cursor = connection.connection.cursor()
-    try:
+    with driver_cursor(connection, sql, rows) as cursor:
         cursor.executemany(sql, rows)
-    except dialect.loaded_dbapi.Error as exc:
-        gone = dialect.is_disconnect(exc, connection.connection, cursor)
-        if gone:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(
-            sql, rows, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
-        ) from exc
-    finally:
-        cursor.close()
 
 
 def _plan_new(

@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, text
+from sqlalchemy.exc import DBAPIError
 
 from publisher import db
 from tests.backends import create_database, drop_database, require_scaleout
@@ -58,3 +59,20 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(
     time.sleep(0.3)
     backend_pid(engine)
     assert len(pings) == 1
+
+
+def test_a_driver_statement_on_a_dead_connection_says_the_connection_is_gone(
+    engine: Engine,
+) -> None:
+    """Intake retries a write whose connection was invalidated: the driver path must say so."""
+    table = Table("notes", MetaData(), Column("id", Integer, primary_key=True))
+    table.metadata.create_all(engine)
+    insert = db.DriverInsert.build(table, ["id"], engine.dialect)
+    with engine.connect() as killer, engine.connect() as victim:
+        pid = victim.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        time.sleep(0.1)
+        with pytest.raises(DBAPIError) as raised:
+            insert.run(victim, [{"id": 1}])
+    assert raised.value.connection_invalidated
+    assert pid not in {backend_pid(engine) for _ in range(2)}
