@@ -28,7 +28,7 @@ from typing import Any
 
 from huey import Huey
 from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from publisher import convergence, endpoints
 from publisher.background import Feeding, Lanes, call_with_timeout
@@ -52,6 +52,16 @@ SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling l
 LANE_FULL_WAIT = 1.0  # seconds before a message for a lane that is full is looked at again
 OPENED = frozenset({"decrypted", "decrypted-unauthenticated"})
 #: built once: intake reads it on every request (see store.py on prebuilt statements)
+# what ``convergence.desired_revision`` reads of a record
+_ROUTED_COLUMNS = (
+    Record.id,
+    Record.revision,
+    Record.meaning_revision,
+    Record.published,
+    Record.published_at,
+    Record.expires_at,
+    Record.fields,
+)
 _DISABLED = select(OutputState.name).where(OutputState.enabled.is_(False))
 
 
@@ -745,7 +755,13 @@ class Dispatcher:
         now = utcnow()
         history = attempt_history(session, [d.id for d in deliveries])
         ids = list({d.record_id for d in deliveries})
-        records = {r.id: r for r in session.scalars(select(Record).where(Record.id.in_(ids)))}
+        # what the routing decision reads, not the body: a page holds up to 500 records
+        records = {
+            r.id: r
+            for r in session.scalars(
+                select(Record).where(Record.id.in_(ids)).options(load_only(*_ROUTED_COLUMNS))
+            )
+        }
         held = {
             (p.record_id, p.output): p.held_revision
             for p in session.scalars(select(Placement).where(Placement.record_id.in_(ids)))
