@@ -12,6 +12,7 @@ themselves (see docs/performance.md). Reads for the API use the ORM.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -284,18 +285,39 @@ class _DriverSQL:
 
     sql: dict[str, str]
     instant: Callable[[Any], Any]
+    by_column: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def compile(dialect: Dialect) -> _DriverSQL:
         positional = dialect if dialect.positional else type(dialect)(paramstyle="format")
-        sql = {}
+        sql, by_column = {}, {}
         for name, statement, columns in _DRIVER_STATEMENTS:
             compiled = statement.compile(dialect=positional, column_keys=list(columns))
             if tuple(compiled.positiontup or ()) != columns:
                 raise RuntimeError(f"{name}: parameters {compiled.positiontup}, not {columns}")
             sql[name] = compiled.string
+            if dialect.name == "postgresql" and statement.select is None:
+                by_column[name] = _unnest_insert(statement.table, columns, dialect)
         processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-        return _DriverSQL(sql, processor or (lambda value: value))
+        return _DriverSQL(sql, processor or (lambda value: value), by_column)
+
+
+def _unnest_insert(table: Any, columns: tuple[str, ...], dialect: Dialect) -> str:
+    """PostgreSQL: ``INSERT ... SELECT * FROM unnest(%s::type[], ...)``, one array a column.
+
+    Why: psycopg's ``executemany`` sends each row as a message of its own, and its Python
+    work per row was most of a batch ingest's time there (docs/performance.md, session 6);
+    a statement of many ``VALUES`` rows is parsed anew by psycopg for every count of rows.
+    This text is the same for any number of rows.
+    """
+    quote = dialect.identifier_preparer.quote
+    # no length in the casts: an explicit cast to VARCHAR(n) truncates, the insert's own
+    # assignment to the column refuses an over-long value as the one-row insert does
+    types = (re.sub(r"\(\d+\)", "", table.c[c].type.compile(dialect=dialect)) for c in columns)
+    arrays = ", ".join(f"%b::{kind}[]" for kind in types)  # %b: binary, nothing escaped
+    names = ", ".join(quote(c) for c in columns)
+    # names and types from the table's metadata, never from input: values are parameters
+    return f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({arrays})"  # noqa: S608
 
 
 _COMPILED: dict[tuple[str, str], _DriverSQL] = {}
@@ -403,7 +425,7 @@ class _NewRows:
         ]
 
     def write(self, connection: Connection) -> None:
-        sql = self.values.compiled.sql
+        sql, by_column = self.values.compiled.sql, self.values.compiled.by_column
         for name, rows in (
             ("records", self.records),
             ("revisions", self.revisions),
@@ -411,7 +433,11 @@ class _NewRows:
             ("placements", self.placements),
             ("deliveries", self.deliveries),
         ):
-            if rows:
+            if len(rows) > 1 and name in by_column:
+                columns = [list(values) for values in zip(*rows, strict=True)]
+                with driver_cursor(connection, by_column[name], columns) as cursor:
+                    cursor.execute(by_column[name], columns)
+            elif rows:
                 _executemany(connection, sql[name], rows)
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from publisher.db import make_engine, upgrade, write_connection
 from publisher.models import Delivery, Placement, Record, RecordTopic, Revision
 from publisher.store import Incoming, Route, Stored, save_record, save_records
+from tests.backends import create_database, drop_database, require_scaleout
 
 ROUTES = [Route("files"), Route("feeds", lambda fields: fields.get("quality", 0) >= 20)]
 #: columns that differ between two runs by nature (clock, random ids)
@@ -26,6 +28,35 @@ def _engine(path: Path) -> Engine:
     url = f"sqlite:///{path}"
     upgrade(url)
     return make_engine(url, synchronous="NORMAL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], Engine]]:
+    """``new_engine(name)``: an empty, migrated store of this test's backend.
+
+    Both backends: each has its own driver-level insert of new rows (PostgreSQL's sends a
+    batch's rows a column at a time).
+    """
+    made: list[tuple[Engine, str | None]] = []
+
+    def make(name: str) -> Engine:
+        if request.param == "sqlite":
+            engine = _engine(tmp_path / f"{name}.db")
+            made.append((engine, None))
+            return engine
+        url = create_database()
+        upgrade(url)
+        engine = make_engine(url)
+        made.append((engine, url))
+        return engine
+
+    if request.param == "postgresql":
+        require_scaleout()
+    yield make
+    for engine, url in made:
+        engine.dispose()
+        if url:
+            drop_database(url)
 
 
 def _tables(engine: Engine) -> dict[str, list[dict[str, Any]]]:
@@ -58,7 +89,7 @@ def _summary(stored: list[Stored]) -> list[tuple[Any, ...]]:
     ]
 
 
-def test_a_batch_stores_what_one_by_one_stores(tmp_path: Path) -> None:
+def test_a_batch_stores_what_one_by_one_stores(new_engine: Callable[[str], Engine]) -> None:
     first = [_incoming("a", published=True, quality=30, topics=["x", "y"]), _incoming("b")]
     batch = [
         _incoming("a", published=True, quality=10, topics=["y"]),  # revised, feeds retracted
@@ -71,7 +102,7 @@ def test_a_batch_stores_what_one_by_one_stores(tmp_path: Path) -> None:
     answers = []
     tables = []
     for name, bulk in (("bulk", True), ("single", False)):
-        engine = _engine(tmp_path / f"{name}.db")
+        engine = new_engine(name)
         with write_connection(engine) as connection:
             save_records(connection, first, ROUTES)
         with write_connection(engine) as connection:
@@ -81,7 +112,6 @@ def test_a_batch_stores_what_one_by_one_stores(tmp_path: Path) -> None:
                 stored = [save_record(connection, incoming, ROUTES) for incoming in batch]
         answers.append(_summary(stored))
         tables.append(_tables(engine))
-        engine.dispose()
     assert answers[0] == answers[1]
     assert [s[2] for s in answers[0]] == [
         "revised",
@@ -104,11 +134,13 @@ def test_a_batch_stores_what_one_by_one_stores(tmp_path: Path) -> None:
     ]
 
 
-def test_new_rows_are_stored_as_sqlalchemys_statements_store_them(tmp_path: Path) -> None:
+def test_new_rows_are_stored_as_sqlalchemys_statements_store_them(
+    new_engine: Callable[[str], Engine],
+) -> None:
     """New records' rows go to the driver as prebuilt SQL: the stored text must be what
     SQLAlchemy's own statements store for the same values (on SQLite an instant is text,
     compared as text by every due/lease query, so its format must not drift)."""
-    engine = _engine(tmp_path / "driver.db")
+    engine = new_engine("driver")
     incoming = _incoming(
         "a",
         published=True,
@@ -119,7 +151,7 @@ def test_new_rows_are_stored_as_sqlalchemys_statements_store_them(tmp_path: Path
     )
     with write_connection(engine) as connection:
         save_records(connection, [incoming, _incoming("b")], ROUTES)
-    again = _engine(tmp_path / "core.db")
+    again = new_engine("core")
     tables = [Record, Revision, RecordTopic, Placement, Delivery]
     with engine.connect() as source, write_connection(again) as target:
         for model in tables:
@@ -129,14 +161,26 @@ def test_new_rows_are_stored_as_sqlalchemys_statements_store_them(tmp_path: Path
         query = f"SELECT * FROM {model.__tablename__} ORDER BY 1, 2"  # noqa: S608
         with engine.connect() as one, again.connect() as other:
             assert one.exec_driver_sql(query).all() == other.exec_driver_sql(query).all()
-    engine.dispose()
-    again.dispose()
 
 
-def test_a_driver_error_on_new_rows_is_raised_as_sqlalchemy_raises_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_driver_error_on_new_rows_is_raised_as_sqlalchemy_raises_it(
+    new_engine: Callable[[str], Engine], batch: int
+) -> None:
     """Intake's retries and its one-by-one fallback look for SQLAlchemy's exceptions."""
-    engine = _engine(tmp_path / "error.db")
+    engine = new_engine("error")
     refused = Incoming(id="a", fields={"title": "a"}, source=None)  # type: ignore[arg-type]
+    others = [_incoming(f"ok-{n}") for n in range(batch - 1)]
     with pytest.raises(IntegrityError), write_connection(engine) as connection:
-        save_records(connection, [refused], ROUTES)
-    engine.dispose()
+        save_records(connection, [*others, refused], ROUTES)
+
+
+@pytest.mark.parametrize("new_engine", ["postgresql"], indirect=True)  # SQLite has no lengths
+def test_an_over_long_value_in_a_batch_is_refused_not_cut(
+    new_engine: Callable[[str], Engine],
+) -> None:
+    """A batch's rows must meet the columns' limits as a single insert does."""
+    engine = new_engine("long")
+    batch = [_incoming("a"), Incoming(id="b", fields={"title": "b"}, source="s" * 101)]
+    with pytest.raises(DBAPIError), write_connection(engine) as connection:
+        save_records(connection, batch, ROUTES)
