@@ -28,7 +28,7 @@ from typing import Any
 
 from huey import Huey
 from sqlalchemy import Connection, Engine, and_, bindparam, insert, select, update
-from sqlalchemy.orm import Session, load_only, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from publisher import convergence, endpoints
 from publisher.background import Feeding, Lanes, call_with_timeout
@@ -52,7 +52,7 @@ SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling l
 LANE_FULL_WAIT = 1.0  # seconds before a message for a lane that is full is looked at again
 OPENED = frozenset({"decrypted", "decrypted-unauthenticated"})
 #: built once: intake reads it on every request (see store.py on prebuilt statements)
-# what ``convergence.desired_revision`` reads of a record
+# what ``convergence.desired_revision`` reads of a record (``convergence.RecordLike``)
 _ROUTED_COLUMNS = (
     Record.id,
     Record.revision,
@@ -738,7 +738,7 @@ class Dispatcher:
         return self.may_redeliver(delivery, record, held, now)
 
     def may_redeliver(
-        self, delivery: Delivery, record: Record, held: int | None, now: datetime
+        self, delivery: Delivery, record: convergence.RecordLike, held: int | None, now: datetime
     ) -> bool:
         """:meth:`redeliverable` with the rows already read (a page of many deliveries)."""
         spec = self.outputs.get(delivery.output)
@@ -756,15 +756,13 @@ class Dispatcher:
         history = attempt_history(session, [d.id for d in deliveries])
         ids = list({d.record_id for d in deliveries})
         # what the routing decision reads, not the body: a page holds up to 500 records
-        records = {
-            r.id: r
-            for r in session.scalars(
-                select(Record).where(Record.id.in_(ids)).options(load_only(*_ROUTED_COLUMNS))
-            )
-        }
+        # rows, not entities: read-only here, and a page holds up to 500
+        routed = select(*_ROUTED_COLUMNS).where(Record.id.in_(ids))
+        records = {r.id: r for r in session.execute(routed)}
+        holdings = select(Placement.record_id, Placement.output, Placement.held_revision)
         held = {
             (p.record_id, p.output): p.held_revision
-            for p in session.scalars(select(Placement).where(Placement.record_id.in_(ids)))
+            for p in session.execute(holdings.where(Placement.record_id.in_(ids)))
         }
         return [
             {
@@ -1060,13 +1058,26 @@ def set_output_state(session: Session, name: str, enabled: bool, reason: str | N
         state.enabled, state.reason, state.updated_at = enabled, reason, utcnow()
 
 
+_HISTORY_COLUMNS = (
+    Attempt.delivery_id,
+    Attempt.at,
+    Attempt.outcome,
+    Attempt.event,
+    Attempt.status_code,
+    Attempt.error,
+    Attempt.duration_ms,
+)
+
+
 def attempt_history(session: Session, delivery_ids: Sequence[str]) -> dict[str, list[dict]]:
     """Each delivery's attempts, oldest first, as the API shows them."""
     history: dict[str, list[dict]] = {delivery_id: [] for delivery_id in delivery_ids}
     if not delivery_ids:
         return history
-    rows = session.scalars(
-        select(Attempt).where(Attempt.delivery_id.in_(list(delivery_ids))).order_by(Attempt.id)
+    rows = session.execute(
+        select(*_HISTORY_COLUMNS)
+        .where(Attempt.delivery_id.in_(list(delivery_ids)))
+        .order_by(Attempt.id)
     )
     for row in rows:
         history[row.delivery_id].append(
