@@ -51,7 +51,6 @@ RECONCILE_BATCH = 500
 SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling looks again
 LANE_FULL_WAIT = 1.0  # seconds before a message for a lane that is full is looked at again
 OPENED = frozenset({"decrypted", "decrypted-unauthenticated"})
-#: built once: intake reads it on every request (see store.py on prebuilt statements)
 # what ``convergence.desired_revision`` reads of a record (``convergence.RecordLike``)
 _ROUTED_COLUMNS = (
     Record.id,
@@ -62,6 +61,7 @@ _ROUTED_COLUMNS = (
     Record.expires_at,
     Record.fields,
 )
+#: built once: intake reads it on every request (see store.py on prebuilt statements)
 _DISABLED = select(OutputState.name).where(OutputState.enabled.is_(False))
 
 
@@ -755,8 +755,7 @@ class Dispatcher:
         now = utcnow()
         history = attempt_history(session, [d.id for d in deliveries])
         ids = list({d.record_id for d in deliveries})
-        # what the routing decision reads, not the body: a page holds up to 500 records
-        # rows, not entities: read-only here, and a page holds up to 500
+        # a page holds up to 500: rows, not entities (read-only here), and not the body
         routed = select(*_ROUTED_COLUMNS).where(Record.id.in_(ids))
         records = {r.id: r for r in session.execute(routed)}
         holdings = select(Placement.record_id, Placement.output, Placement.held_revision)
