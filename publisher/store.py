@@ -303,7 +303,7 @@ class _DriverSQL:
 
 
 def _unnest_insert(table: Any, columns: tuple[str, ...], dialect: Dialect) -> str:
-    """PostgreSQL: ``INSERT ... SELECT * FROM unnest(%s::type[], ...)``, one array a column.
+    """PostgreSQL: ``INSERT ... SELECT * FROM unnest(%b::type[], ...)``, one array a column.
 
     Why: psycopg's ``executemany`` sends each row as a message of its own, and its Python
     work per row was most of a batch ingest's time there (docs/performance.md, session 6);
