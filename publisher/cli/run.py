@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 
 from publisher.cli.common import load_app, services
 from publisher.config import SERVING_DEFAULTS
+from publisher.heap import freeze_startup_heap
 from publisher.logs import configure_logging
 
 
@@ -47,6 +48,7 @@ def _serve(app: Flask, host: str, port: int, threads: int, worker: bool | None) 
     # a key added to or removed from the keys folder is seen within a second anyway
     signal.signal(signal.SIGHUP, lambda *_: svc.keyring.reload())
     max_body = int(svc.settings["limits"]["max_body_bytes"])
+    freeze_startup_heap()
     try:
         make_server(app, host=host, port=port, threads=threads, max_body=max_body).run()
     except KeyboardInterrupt:
@@ -69,6 +71,7 @@ def worker(threads: int | None) -> None:
 
     svc = services()
     configure_logging(svc.settings)
+    freeze_startup_heap()
     run_worker(svc, threads or svc.settings["worker"]["threads"])
 
 
