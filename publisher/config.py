@@ -102,8 +102,14 @@ DEFAULTS: Settings = {
     # revisions (never a record's current one) and raw inbox payloads older than this many
     # days are pruned by the sweeper (0 = keep for ever); purges are docs/operations.md's
     "retention": {"revisions_days": 0, "payloads_days": 0},
-    # auto: text on a terminal, else JSON; access_level: werkzeug's access lines
-    "logging": {"level": "INFO", "format": "auto", "access_level": "WARNING"},
+    # auto: text on a terminal, else JSON; access_level: werkzeug's access lines;
+    # task_level: huey's two lines per queue message (the deliveries record each attempt)
+    "logging": {
+        "level": "INFO",
+        "format": "auto",
+        "access_level": "WARNING",
+        "task_level": "WARNING",
+    },
     # the store and queue gauges of /metrics are counted in the background at most this often
     "metrics": {"state_refresh_seconds": 15.0},
     "dev_key": True,  # make a development key on first run when the keyring is empty

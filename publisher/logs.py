@@ -184,3 +184,8 @@ def configure_logging(settings: Mapping[str, Any], stream: TextIO | None = None)
     logging.getLogger("publisher").setLevel(level)
     # werkzeug's access lines hold the query string; they go through the same filters
     logging.getLogger("werkzeug").setLevel(own.get("access_level", "WARNING"))
+    # huey logs two lines per message it runs ("Executing ...", "... executed in"): a tenth
+    # of a busy worker's CPU, saying less than the deliveries' attempts record; the
+    # consumer's own lines (started, stopping, health) keep the main level
+    logging.getLogger("huey").setLevel(own.get("task_level", "WARNING"))
+    logging.getLogger("huey.consumer").setLevel(level)

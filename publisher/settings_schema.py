@@ -176,6 +176,7 @@ class LoggingSchema(Strict):
     level = Text(required=True, validate=_one_of(LOG_LEVELS))
     format = Text(required=True, validate=_one_of(("auto", "json", "text")))
     access_level = Text(required=True, validate=_one_of(LOG_LEVELS))
+    task_level = Text(required=True, validate=_one_of(LOG_LEVELS))
 
 
 class SubscribersSchema(Strict):

@@ -138,3 +138,34 @@ def test_the_request_id_follows_a_record_into_its_deliveries(make_app, tmp_path,
     assert failed, "the dispatcher logged no failed delivery"
     assert {line["request_id"] for line in failed} == {"trace-me-7"}
     assert all(line["output"] == "flaky" and line["delivery_id"] for line in failed)
+
+
+def _huey_lines(settings: dict) -> list[str]:
+    """What one queue message run by huey, and its consumer starting, log under ``settings``."""
+    from huey import MemoryHuey
+    from huey.consumer import Consumer
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    configure_logging(settings, stream=stream)
+    try:
+        huey = MemoryHuey("logs-test", utc=True, results=False)
+        huey.task(name="noop")(lambda: None)()
+        huey.execute(huey.dequeue())
+        Consumer(huey, workers=1, periodic=False)._logger.info("Huey consumer started")
+    finally:
+        for handler in [h for h in root.handlers if getattr(h, "_publisher_handler", False)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("huey").setLevel(logging.NOTSET)
+    return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+
+
+def test_hueys_lines_per_message_are_left_out_unless_asked_for():
+    """Two lines per message cost a busy worker a tenth of its CPU (docs/operations.md)."""
+    quiet = _huey_lines({"logging": {"level": "INFO"}})
+    assert quiet == ["Huey consumer started"]
+    told = _huey_lines({"logging": {"level": "INFO", "task_level": "INFO"}})
+    assert [m.split(" ")[0] for m in told[:1]] == ["Executing"]
+    assert any("executed in" in m for m in told)
