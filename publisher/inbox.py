@@ -12,7 +12,9 @@ four, longer than the Standard Webhooks retry schedule) so that a late retry is 
 recognised.
 
 An inbox row moves ``pending -> processing -> done | quarantined``. The claim is an atomic
-``UPDATE ... WHERE status = 'pending'``, so a task enqueued twice runs once. :meth:`sweep`
+``UPDATE ... WHERE status = 'pending'``, so a task enqueued twice runs once. A message's rows
+are claimed, stored and settled together, three transactions for the lot
+(docs/decisions/inbox-batches.md). :meth:`sweep`
 re-enqueues rows left ``pending`` (a crash between commit and enqueue) and frees rows left
 ``processing`` by a killed worker.
 
@@ -30,15 +32,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from publisher.background import Feeding
-from publisher.db import transaction
+from publisher.db import transaction, write_connection
 from publisher.errors import Conflict, InvalidRecord, PublisherError, Unavailable
 from publisher.groupcommit import CommitFailed
 from publisher.inboxwriter import InboxWriter
-from publisher.intake import STORE_REFUSED, Intake, ItemResult, is_outage
+from publisher.intake import STORE_REFUSED, Intake, ItemResult, Submission, is_outage
 from publisher.models import InboxItem, QuarantineItem, utcnow
 from publisher.quarantine import get_quarantined, prune_quarantine, quarantine_values
 from publisher.services import Services
@@ -146,90 +148,84 @@ class InboxProcessor:
         except Exception:  # noqa: BLE001 - committed already: the sweeper will enqueue it
             log.warning("could not enqueue inbox item %s; the sweeper will", item_id)
 
-    # -- processing (the huey task) -------------------------------------------------------
+    # -- processing (the huey tasks) ------------------------------------------------------
 
     def process(self, item_id: int) -> str | None:
-        """Take one inbox row in through Intake; returns its final status (None if taken)."""
-        item = self._claim(item_id)
-        if item is None:
-            return None
-        try:
-            status, quarantined = self._take(item)
-        except SQLAlchemyError as exc:
-            if is_outage(exc):  # the database failed, not the payload: try again later
-                self._release(item_id)
-                raise
-            log.error("inbox item %s refused by the store: %s", item_id, type(exc).__name__)
-            status, quarantined = "quarantined", _quarantine(item, "invalid", STORE_REFUSED)
-        with transaction(self.sessions) as session:
-            if quarantined is not None:
-                session.add(quarantined)
-            session.execute(update(InboxItem).where(InboxItem.id == item_id).values(status=status))
-        if status == "quarantined":
-            log.warning("inbox item %s from %r quarantined", item_id, item.source)
-        return status
+        """Take one inbox row in through Intake; its final status (None if taken already)."""
+        return self.process_batch([item_id])[0]
 
     def process_batch(self, item_ids: list[int]) -> list[str | None]:
-        """The huey task for the rows of one group commit: each one as :meth:`process`.
+        """Take inbox rows in with one claim, one store transaction and one settle for all.
 
-        A row whose processing failed on the database is released (see :meth:`process`)
-        and left to the sweeper; the others go on.
+        Each row's final status; None for a row another task took, or one left to the
+        sweeper. A database outage puts the claimed rows back to ``pending`` (the sweeper
+        sends them again); anything else that fails a batch is retried row by row, so one
+        row's trouble ends in its own quarantine, not in its neighbours'.
         """
-        statuses: list[str | None] = []
-        for item_id in item_ids:
-            try:
-                statuses.append(self.process(item_id))
-            except SQLAlchemyError:
-                log.warning("inbox item %s failed on the database; the sweeper will retry", item_id)
-                statuses.append(None)
-        return statuses
-
-    def _claim(self, item_id: int) -> InboxItem | None:
-        with transaction(self.sessions) as session:
-            claimed = session.execute(
-                update(InboxItem)
-                .where(InboxItem.id == item_id, InboxItem.status == "pending")
-                .values(status="processing")
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            return session.get(InboxItem, item_id) if claimed == 1 else None
-
-    def _release(self, item_id: int) -> None:
-        with transaction(self.sessions) as session:
-            session.execute(
-                update(InboxItem)
-                .where(InboxItem.id == item_id, InboxItem.status == "processing")
-                .values(status="pending")
-            )
-
-    def _take(self, item: InboxItem) -> tuple[str, QuarantineItem | None]:
-        """Run Intake; the status for the inbox row, and a quarantine row if one is due."""
+        rows = self._claim(item_ids)
+        if not rows:
+            return [None] * len(item_ids)
         try:
-            results, batch = self.intake.submit(
-                item.payload, item.content_type, source=item.source, request_id=item.request_id
-            )
-        except SQLAlchemyError:
-            raise
-        except PublisherError as exc:  # malformed, unsupported type, batch too large
-            errors = exc.errors or {"_payload": [exc.message]}
-            return "quarantined", _quarantine(item, exc.code, errors)
+            taken = self._take(rows)
         except Exception as exc:  # noqa: BLE001 - a bug must not loop forever on one payload
-            log.error("inbox item %s failed: %s", item.id, type(exc).__name__)
-            return "quarantined", _quarantine(item, "internal_error", {})
-        failed = [(i, r) for i, r in enumerate(results) if r.status == "invalid"]
-        if failed:
-            return "quarantined", _quarantine(
-                item, _reason(failed[0][1]), _item_errors(failed, batch), _single_id(results)
-            )
-        if any(r.status == "gone" for r in results):
-            self._forget_payload(item.id)  # a replay of a purged record: keep none of it
-        # Intake itself quarantines what the secured policy says to
-        held = any(r.status == "quarantined" for r in results)
-        return ("quarantined" if held else "done"), None
+            if isinstance(exc, SQLAlchemyError) and is_outage(exc):
+                self._release([row.id for row in rows])
+                log.warning("%d inbox items failed on the database; the sweeper will retry",
+                            len(rows))  # fmt: skip
+                return [None] * len(item_ids)
+            if len(rows) > 1:  # which row is it? each on its own
+                self._release([row.id for row in rows])
+                return [status for i in item_ids for status in self.process_batch([i])]
+            taken = {rows[0].id: _refused(rows[0], exc)}
+        self._settle(rows, taken)
+        return [taken[i].status if i in taken else None for i in item_ids]
 
-    def _forget_payload(self, item_id: int) -> None:
+    def _claim(self, item_ids: Sequence[int]) -> list[Any]:
+        """The rows this task takes: the ``pending`` ones (a task enqueued twice runs once)."""
+        with write_connection(self.services.engine) as connection:
+            return list(connection.execute(_CLAIM, {"ids": list(item_ids)}))
+
+    def _release(self, item_ids: Sequence[int]) -> None:
+        with write_connection(self.services.engine) as connection:
+            connection.execute(_RELEASE, {"ids": list(item_ids)})
+
+    def _take(self, rows: Sequence[Any]) -> dict[int, Taken]:
+        """Parse every row, then store every record of them through Intake at once."""
+        taken: dict[int, Taken] = {}
+        parsed: list[tuple[Any, bool]] = []
+        submissions: list[Submission] = []
+        for row in rows:
+            try:
+                body = self.intake.parse(row.payload, row.content_type, source=row.source)
+            except PublisherError as exc:  # malformed, unsupported type, batch too large
+                errors = exc.errors or {"_payload": [exc.message]}
+                taken[row.id] = Taken("quarantined", _quarantine(row, exc.code, errors))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug must not loop forever on one payload
+                taken[row.id] = _refused(row, exc)
+                continue
+            parsed.append((row, body.batch))
+            submissions.append(Submission(body.items, row.source, row.request_id))
+        answers = self.intake.take_many(submissions) if submissions else []
+        for (row, batch), results in zip(parsed, answers, strict=True):
+            taken[row.id] = _verdict(row, results, batch)
+        return taken
+
+    def _settle(self, rows: Sequence[Any], taken: Mapping[int, Taken]) -> None:
+        """Every row's final status (and quarantine entry) in one transaction."""
+        by_status: dict[str, list[int]] = {}
+        for row_id, outcome in taken.items():
+            by_status.setdefault(outcome.status, []).append(row_id)
+        forget = [row_id for row_id, outcome in taken.items() if outcome.forget]
         with transaction(self.sessions) as session:
-            session.execute(update(InboxItem).where(InboxItem.id == item_id).values(payload=b""))
+            session.add_all(o.quarantined for o in taken.values() if o.quarantined is not None)
+            for status, ids in by_status.items():
+                session.execute(_SETTLE, {"ids": ids, "status": status})
+            if forget:  # a replay of a purged record: keep none of it
+                session.execute(_FORGET, {"ids": forget})
+        for row in rows:
+            if row.id in taken and taken[row.id].status == "quarantined":
+                log.warning("inbox item %s from %r quarantined", row.id, row.source)
 
     # -- the sweeper and retention ---------------------------------------------------------
 
@@ -340,6 +336,61 @@ class InboxProcessor:
             )
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What became of one inbox row: its status, and its quarantine entry if it has one."""
+
+    status: str  # done, quarantined
+    quarantined: QuarantineItem | None = None
+    forget: bool = False  # a replay of a purged record: its payload is not kept
+
+
+_IDS = bindparam("ids", expanding=True)
+#: built once: the worker runs them for every batch of rows (store.py on prebuilt statements)
+_CLAIM = (
+    update(InboxItem)
+    .where(InboxItem.id.in_(_IDS), InboxItem.status == "pending")
+    .values(status="processing")
+    .returning(
+        InboxItem.id,
+        InboxItem.source,
+        InboxItem.content_type,
+        InboxItem.payload,
+        InboxItem.request_id,
+    )
+)
+_RELEASE = (
+    update(InboxItem)
+    .where(InboxItem.id.in_(_IDS), InboxItem.status == "processing")
+    .values(status="pending")
+)
+_SETTLE = update(InboxItem).where(InboxItem.id.in_(_IDS)).values(status=bindparam("status"))
+_FORGET = update(InboxItem).where(InboxItem.id.in_(_IDS)).values(payload=b"")
+
+
+def _verdict(row: Any, results: list[ItemResult], batch: bool) -> Taken:
+    """A parsed row's status from its records' results (Intake quarantines what the
+    secured policy says to; an invalid record quarantines the row, with every error)."""
+    failed = [(i, r) for i, r in enumerate(results) if r.status == "invalid"]
+    if failed:
+        errors = _item_errors(failed, batch)
+        return Taken(
+            "quarantined", _quarantine(row, _reason(failed[0][1]), errors, _single_id(results))
+        )
+    held = any(r.status == "quarantined" for r in results)
+    gone = any(r.status == "gone" for r in results)
+    return Taken("quarantined" if held else "done", forget=gone)
+
+
+def _refused(row: Any, exc: BaseException) -> Taken:
+    """A row whose taking failed on its own (not an outage): quarantined, with why."""
+    if isinstance(exc, SQLAlchemyError):
+        log.error("inbox item %s refused by the store: %s", row.id, type(exc).__name__)
+        return Taken("quarantined", _quarantine(row, "invalid", STORE_REFUSED))
+    log.error("inbox item %s failed: %s", row.id, type(exc).__name__)
+    return Taken("quarantined", _quarantine(row, "internal_error", {}))
+
+
 def _reason(result: ItemResult) -> str:
     return result.error.code if result.error is not None else "invalid"
 
@@ -358,7 +409,7 @@ def _single_id(results: list[ItemResult]) -> str | None:
 
 
 def _quarantine(
-    item: InboxItem, reason: str, errors: Mapping[str, list[str]], record_id: str | None = None
+    item: Any, reason: str, errors: Mapping[str, list[str]], record_id: str | None = None
 ) -> QuarantineItem:
     return QuarantineItem(
         **quarantine_values(item.source, item.content_type, item.payload, reason, errors, record_id)

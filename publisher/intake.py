@@ -97,6 +97,15 @@ class ItemResult:
 
 
 @dataclass
+class Submission:
+    """The items of one request or inbox row, and who sent them."""
+
+    items: Sequence[Any]
+    source: str = "api"
+    request_id: str | None = None
+
+
+@dataclass
 class Written:
     """What one transaction stored: an answer per item, and the records it stored."""
 
@@ -130,15 +139,19 @@ class Intake:
         refuse_held: bool = False,
     ) -> tuple[list[ItemResult], bool]:
         """Parse a body and take in every record in it; returns results and batch-ness."""
-        try:
-            parsed = self._parse(body, content_type)
-        except PublisherError as exc:
-            self._rejected(source, exc)
-            raise
+        parsed = self.parse(body, content_type, source=source)
         results = self.take(
             parsed.items, source=source, request_id=request_id, refuse_held=refuse_held
         )
         return results, parsed.batch
+
+    def parse(self, body: bytes, content_type: str | None, *, source: str) -> Parsed:
+        """A body's records, within the limits; what cannot be read is refused (and told)."""
+        try:
+            return self._parse(body, content_type)
+        except PublisherError as exc:
+            self._rejected(source, exc)
+            raise
 
     def _parse(self, body: bytes, content_type: str | None) -> Parsed:
         limits = self.settings["limits"]
@@ -173,30 +186,65 @@ class Intake:
         ``checked`` is each item's :func:`validate` outcome when it was done elsewhere
         (``publisher ingest`` validates in worker processes).
         """
-        results: list[ItemResult | None] = []
-        prepared: list[tuple[int, Prepared]] = []
-        for index, raw in enumerate(items):
-            try:
-                done = checked[index] if checked is not None else None
-                item = self.prepare(raw, source=source, request_id=request_id, checked=done)
-                if refuse_held and item.quarantine:
-                    raise StillHeld(
-                        "the secured field still cannot be opened",
-                        errors={"secured": [EnvelopeError.MESSAGE]},
-                    )
-            except PublisherError as exc:
-                self._rejected(source, exc)
-                results.append(ItemResult("invalid", errors=exc.errors, error=exc))
-                continue
-            prepared.append((len(results), item))
-            results.append(None)
-        for index, result in zip(
-            (i for i, _ in prepared), self._store([p for _, p in prepared], defer), strict=True
-        ):
+        (results,) = self.take_many(
+            [Submission(items, source, request_id)],
+            defer=defer,
+            refuse_held=refuse_held,
+            checked=checked,
+        )
+        return results
+
+    def take_many(
+        self,
+        submissions: Sequence[Submission],
+        *,
+        defer: bool = False,
+        refuse_held: bool = False,
+        checked: Sequence[Validated | PublisherError] | None = None,
+    ) -> list[list[ItemResult]]:
+        """:meth:`take` of several submissions (the worker's batch of inbox rows) with one
+        transaction for all of them; each one's results, in order. ``checked`` runs over
+        the items of every submission, one after the other."""
+        answers: list[list[ItemResult | None]] = []
+        prepared: list[tuple[list[ItemResult | None], int, str, Prepared]] = []
+        flat = 0
+        for submission in submissions:
+            results: list[ItemResult | None] = []
+            answers.append(results)
+            for raw in submission.items:
+                done = checked[flat] if checked is not None else None
+                flat += 1
+                try:
+                    item = self._prepare_one(raw, submission, done, refuse_held)
+                except PublisherError as exc:
+                    self._rejected(submission.source, exc)
+                    results.append(ItemResult("invalid", errors=exc.errors, error=exc))
+                    continue
+                prepared.append((results, len(results), submission.source, item))
+                results.append(None)
+        stored = self._store([item for *_, item in prepared], defer)
+        for (results, index, source, _), result in zip(prepared, stored, strict=True):
             results[index] = result
             if result.status == "gone" and result.error is not None:
                 self._rejected(source, result.error)  # a late replay must not revive it
-        return [r for r in results if r is not None]
+        return [[r for r in results if r is not None] for results in answers]
+
+    def _prepare_one(
+        self,
+        raw: Any,
+        submission: Submission,
+        checked: Validated | PublisherError | None,
+        refuse_held: bool,
+    ) -> Prepared:
+        item = self.prepare(
+            raw, source=submission.source, request_id=submission.request_id, checked=checked
+        )
+        if refuse_held and item.quarantine:
+            raise StillHeld(
+                "the secured field still cannot be opened",
+                errors={"secured": [EnvelopeError.MESSAGE]},
+            )
+        return item
 
     def prepare(
         self,

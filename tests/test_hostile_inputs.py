@@ -200,6 +200,16 @@ def test_a_webhook_the_store_refuses_is_quarantined_not_retried(corrupting, clie
     assert inbox_processor(corrupting).sweep(grace=0) == 0
 
 
+def test_a_webhook_the_store_refuses_is_quarantined_alone_in_its_batch(corrupting, client):  # noqa: ANN001
+    for name in ("one", "corrupt", "two"):
+        assert send(client, good_body(name)).status_code == 202
+    with corrupting.extensions["publisher"].sessions() as session:
+        ids = list(session.scalars(select(InboxItem.id).order_by(InboxItem.id)))
+    statuses = inbox_processor(corrupting).process_batch(ids)
+    assert statuses == ["done", "quarantined", "done"]
+    assert stored_ids(client, bearer(corrupting, "read")) == {"one", "two"}
+
+
 def test_only_an_outage_is_retried(backend: Backend) -> None:
     """The classification, on real errors from the real databases."""
     refused_url = backend.database_url if backend.scaleout else "sqlite://"

@@ -6,7 +6,8 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
 
 from publisher.api.webhooks import inbox_processor
 from publisher.db import transaction
@@ -104,7 +105,8 @@ def test_the_sweeper_frees_a_row_left_processing_by_a_dead_worker(make_app, seed
     send(app.test_client(), seed_md, content_type="text/markdown")
     processor = inbox_processor(app)
     (row,) = inbox_rows(app)
-    processor._claim(row.id)  # a worker took it, then died
+    with transaction(app.extensions["publisher"].sessions) as session:  # a worker took it, died
+        session.execute(update(InboxItem).values(status="processing"))
     drain(app)  # the queued task finds it taken
     assert [r.status for r in inbox_rows(app)] == ["processing"]
     assert processor.sweep(grace=0) == 1
@@ -144,3 +146,57 @@ def test_the_processor_is_built_once_per_app(app):
 class _Lost:
     def __call__(self, *args: object) -> None:
         raise ConnectionError("queue unreachable")
+
+
+def _commits(app):  # noqa: ANN001, ANN202
+    """A list that grows by one for every transaction the app's engine commits."""
+    seen: list[int] = []
+    event.listen(app.extensions["publisher"].engine, "commit", lambda _conn: seen.append(1))
+    return seen
+
+
+def test_a_batch_of_rows_is_claimed_stored_and_settled_once_not_once_a_row(app, client, seed_json):
+    """What a group commit's rows cost the worker does not grow with the rows."""
+    for n in range(10):
+        body = json.dumps(dict(seed_json, id=f"batched-{n}", published=True)).encode()
+        assert send(client, body, msg_id=f"msg_batched_{n}").status_code == 202
+    ids = [row.id for row in inbox_rows(app)]
+    commits = _commits(app)
+    assert inbox_processor(app).process_batch(ids) == ["done"] * 10
+    assert len(commits) == 3  # the claim, the records, the rows' statuses
+    drain(app)  # each row's own message finds it taken
+    assert {r.status for r in inbox_rows(app)} == {"done"}
+
+
+def test_a_batch_quarantines_its_bad_rows_and_takes_in_the_others(app, client, auth, seed_json):
+    good = [json.dumps(dict(seed_json, id=f"good-{n}")).encode() for n in range(2)]
+    invalid = json.dumps(dict(seed_json, id="bad", webUrl="not a url")).encode()
+    for n, body in enumerate([good[0], b'{"title": ', invalid, good[1]]):
+        assert send(client, body, msg_id=f"msg_mixed_{n}").status_code == 202
+    ids = [row.id for row in inbox_rows(app)]
+    statuses = inbox_processor(app).process_batch(ids)
+    assert statuses == ["done", "quarantined", "quarantined", "done"]
+    held = client.get("/api/v1/quarantine", headers=auth).json["items"]
+    assert sorted(item["reason"] for item in held) == ["invalid", "malformed"]
+    stored = client.get("/api/v1/records", headers=auth).json["items"]
+    assert sorted(r["id"] for r in stored) == ["good-0", "good-1"]
+
+
+def test_a_database_outage_puts_a_batch_back_for_the_sweeper(app, client, seed_json):
+    for n in range(3):
+        body = json.dumps(dict(seed_json, id=f"later-{n}")).encode()
+        assert send(client, body, msg_id=f"msg_later_{n}").status_code == 202
+    ids = [row.id for row in inbox_rows(app)]
+    processor = inbox_processor(app)
+
+    def down(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("INSERT", {}, Exception("the database went away"))
+
+    taking, processor.intake.take_many = processor.intake.take_many, down
+    try:
+        assert processor.process_batch(ids) == [None, None, None]
+    finally:
+        processor.intake.take_many = taking
+    assert [r.status for r in inbox_rows(app)] == ["pending"] * 3
+    drain(app)
+    assert [r.status for r in inbox_rows(app)] == ["done"] * 3
