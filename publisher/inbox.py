@@ -162,7 +162,12 @@ class InboxProcessor:
         sends them again); anything else that fails a batch is retried row by row, so one
         row's trouble ends in its own quarantine, not in its neighbours'.
         """
-        rows = self._claim(item_ids)
+        try:
+            rows = self._claim(item_ids)
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            rows = []  # still pending: the sweeper sends them again
         if not rows:
             return [None] * len(item_ids)
         try:

@@ -200,3 +200,18 @@ def test_a_database_outage_puts_a_batch_back_for_the_sweeper(app, client, seed_j
     assert [r.status for r in inbox_rows(app)] == ["pending"] * 3
     drain(app)
     assert [r.status for r in inbox_rows(app)] == ["done"] * 3
+
+
+def test_a_database_outage_at_the_claim_leaves_the_rows_pending(
+    app, client, seed_json, monkeypatch
+):
+    assert send(client, json.dumps(seed_json).encode(), msg_id="msg_unclaimed").status_code == 202
+    ids = [row.id for row in inbox_rows(app)]
+
+    def down(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("UPDATE", {}, Exception("the database went away"))
+
+    monkeypatch.setattr("publisher.inbox.write_connection", down)
+    assert inbox_processor(app).process_batch(ids) == [None]
+    monkeypatch.undo()
+    assert [r.status for r in inbox_rows(app)] == ["pending"]
