@@ -254,11 +254,15 @@ class InboxProcessor:
                     .where(InboxItem.id.in_(stuck), InboxItem.status == "processing")
                     .values(status="pending")
                 )
-        due = [i for i in pending if clock - self._sent.get(i, -lease) >= lease] + stuck
+        due = sorted({i for i in pending if clock - self._sent.get(i, -lease) >= lease} | {*stuck})
         for item_id in due:
             self._sent[item_id] = clock
             self._held.pop(item_id, None)
-            self._enqueue(item_id)
+        # batches, as the web process sends them: a backlog re-sent one row a message would
+        # cost the worker a claim, a store and a settle for every row (inbox-batches.md)
+        most = max(1, int(self.settings["webhooks"]["group_commit_max"]))
+        for start in range(0, len(due), most):
+            self._enqueue_many(due[start : start + most])
         if clock - self._pruned_at >= PRUNE_EVERY or not self._pruned_at:
             self._pruned_at = clock
             self.prune(now)

@@ -215,3 +215,16 @@ def test_a_database_outage_at_the_claim_leaves_the_rows_pending(
     assert inbox_processor(app).process_batch(ids) == [None]
     monkeypatch.undo()
     assert [r.status for r in inbox_rows(app)] == ["pending"]
+
+
+def test_the_sweeper_sends_the_rows_it_finds_together(app, client, seed_json):
+    """A backlog the sweeper re-sends goes out as batches, not one message a row."""
+    for n in range(5):
+        body = json.dumps(dict(seed_json, id=f"swept-{n}")).encode()
+        assert send(client, body, msg_id=f"msg_swept_{n}").status_code == 202
+    huey = app.extensions["publisher"].huey
+    huey.flush()  # their messages were lost
+    assert inbox_processor(app).sweep(grace=0) == 5
+    assert huey.pending_count() == 1
+    drain(app)
+    assert [r.status for r in inbox_rows(app)] == ["done"] * 5
