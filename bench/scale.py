@@ -189,6 +189,7 @@ def reads(port: int, token: str, calls: int) -> dict[str, dict[str, float]]:
         f"records ?topic={RARE_TOPIC} (1/{RARE_EVERY:,})": f"/api/v1/records?topic={RARE_TOPIC}",
         "one record": f"/api/v1/records/{one}",
         "deliveries list": "/api/v1/deliveries",
+        "deliveries ?limit=200": "/api/v1/deliveries?limit=200",
         "deliveries ?status=done": "/api/v1/deliveries?status=done",
         "deliveries ?status=dead": "/api/v1/deliveries?status=dead",
         "deliveries ?output=feeds": "/api/v1/deliveries?output=feeds",

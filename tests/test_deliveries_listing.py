@@ -65,3 +65,19 @@ def test_a_page_costs_the_same_queries_however_many_deliveries_it_holds(app, cli
         assert len(page.json["items"]) == limit
         counts.append(len([s for s in statements if s.lstrip().upper().startswith("SELECT")]))
     assert counts[0] == counts[1], counts
+
+
+def test_a_page_holds_fifty_unless_asked_for_more(app, client) -> None:  # noqa: ANN001
+    """The default page of every list, records and deliveries alike (limit up to 500)."""
+    headers = {**bearer(app, "admin"), "Content-Type": "application/json"}
+    batch = [{"id": f"p-{n}", "title": f"T {n}", "published": True} for n in range(30)]
+    assert (
+        client.post("/api/v1/records", data=json.dumps(batch), headers=headers).status_code == 202
+    )
+    drain(app)  # 30 records, each to every output of the test app
+    total = len(client.get("/api/v1/deliveries?limit=500", headers=headers).json["items"])
+    assert total > 50
+    first = client.get("/api/v1/deliveries", headers=headers).json
+    assert len(first["items"]) == 50 and first["next_cursor"]
+    more = client.get("/api/v1/deliveries?limit=200", headers=headers).json["items"]
+    assert len(more) == min(200, total)
