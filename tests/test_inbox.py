@@ -228,3 +228,13 @@ def test_the_sweeper_sends_the_rows_it_finds_together(app, client, seed_json):
     assert huey.pending_count() == 1
     drain(app)
     assert [r.status for r in inbox_rows(app)] == ["done"] * 5
+
+
+def test_two_rows_of_one_record_in_a_batch_are_two_revisions_in_order(app, client, auth, seed_json):
+    for n, title in enumerate(["First", "Second"]):
+        body = json.dumps(dict(seed_json, id="twice", title=title)).encode()
+        assert send(client, body, msg_id=f"msg_twice_{n}").status_code == 202
+    ids = [row.id for row in inbox_rows(app)]
+    assert inbox_processor(app).process_batch(ids) == ["done", "done"]
+    record = client.get("/api/v1/records/twice", headers=auth).json
+    assert (record["revision"], record["record"]["title"]) == (2, "Second")
