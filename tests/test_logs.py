@@ -143,7 +143,6 @@ def test_the_request_id_follows_a_record_into_its_deliveries(make_app, tmp_path,
 def _huey_lines(settings: dict) -> list[str]:
     """What one queue message run by huey, and its consumer starting, log under ``settings``."""
     from huey import MemoryHuey
-    from huey.consumer import Consumer
 
     stream = io.StringIO()
     root = logging.getLogger()
@@ -153,7 +152,7 @@ def _huey_lines(settings: dict) -> list[str]:
         huey = MemoryHuey("logs-test", utc=True, results=False)
         huey.task(name="noop")(lambda: None)()
         huey.execute(huey.dequeue())
-        Consumer(huey, workers=1, periodic=False)._logger.info("Huey consumer started")
+        logging.getLogger("huey.consumer").info("Huey consumer started")  # as it says it
     finally:
         for handler in [h for h in root.handlers if getattr(h, "_publisher_handler", False)]:
             root.removeHandler(handler)

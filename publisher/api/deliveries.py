@@ -33,7 +33,7 @@ class DeliveryQuerySchema(QuerySchema):
     status = choice_field(DELIVERY_STATUSES, "delivery status")
     output = fields.String(metadata={"description": "only deliveries to this output"})
     cursor = cursor_field()
-    limit = limit_field()  # 50, as every list: a page of 200 with its history cost ~4x
+    limit = limit_field()  # as every list's (docs/decisions/page-sizes.md)
 
 
 class DeliveryPageSchema(DeliveryListSchema):
