@@ -12,13 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, Engine, Table, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.functions import FunctionElement
 
 from publisher import forksafe
+from publisher.migrations import HEAD
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE
@@ -373,10 +385,43 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (Alembic); safe to run on every start."""
+    """Bring the schema to ``revision`` (Alembic); safe to run on every start.
+
+    Every process runs this as it starts. A store already at :data:`HEAD` is told so by one
+    query, and Alembic is never imported: its import and its look at the scripts were a
+    tenth of a second of every start (``docs/performance.md``).
+    """
+    if revision == "head" and schema_revision(url) == HEAD:
+        return
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+
+
+def schema_revision(url: str) -> str | None:
+    """The store's schema revision; None with no schema yet, or none that can be read.
+
+    A SQLite file that does not exist is not created here: a migration must create it in
+    its turn (under the writers' lock), never this look.
+    """
+    url = normalize_url(url)
+    if url.startswith("sqlite") and not _sqlite_file_exists(url):
+        return None
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def _sqlite_file_exists(url: str) -> bool:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    return Path(database).exists()
 
 
 class unindexed(FunctionElement[Any]):  # noqa: N801 - reads as SQL: unindexed(column)

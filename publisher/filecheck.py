@@ -12,8 +12,10 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -49,31 +51,50 @@ def check_file(path: Path, settings: dict[str, Any]) -> Checked:
     return checked
 
 
+@contextmanager
 def check_files(
-    paths: Iterable[Path], settings: dict[str, Any], jobs: int
-) -> Iterator[tuple[Path, Checked | Exception]]:
-    """Each file's items in order, checked by ``jobs`` worker processes (1: in this one)."""
+    paths: Iterable[Path], settings: Mapping[str, Any], jobs: int
+) -> Iterator[Iterator[tuple[Path, Checked | Exception]]]:
+    """Each file's items in order, checked by ``jobs`` worker processes (1: in this one).
+
+    The workers start as the block is entered, not when the first file is asked for: the
+    ingesting process builds its app meanwhile (imports, migrations, plugins: a second or
+    two), and by then the first files are checked. Leaving the block stops the workers,
+    even with files unread (an app that failed to build).
+    """
     needed = {
         "strict": settings["strict"],
         "limits": {"max_string": settings["limits"]["max_string"]},
     }
     files = list(paths)
     if jobs <= 1 or len(files) < 2 or any(str(path) == "-" for path in files):
-        for path in files:
-            yield path, _outcome(lambda path=path: check_file(path, needed))
+        yield ((path, _outcome(lambda path=path: check_file(path, needed))) for path in files)
         return
     # spawn: a fresh interpreter per worker, never a fork of this threaded process
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        window: deque[tuple[Path, Future[Checked]]] = deque()
-        for path in files:
-            window.append((path, pool.submit(check_file, path, needed)))
-            if len(window) >= jobs * AHEAD:
-                done, future = window.popleft()
-                yield done, _outcome(future.result)
-        while window:
-            done, future = window.popleft()
-            yield done, _outcome(future.result)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        ahead = iter(files)
+        window = deque(
+            (path, pool.submit(check_file, path, needed)) for path in islice(ahead, jobs * AHEAD)
+        )
+        yield _in_order(pool, window, ahead, needed)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _in_order(
+    pool: ProcessPoolExecutor,
+    window: deque[tuple[Path, Future[Checked]]],
+    ahead: Iterator[Path],
+    needed: dict[str, Any],
+) -> Iterator[tuple[Path, Checked | Exception]]:
+    """The window's results in order, each taken one replaced by the next file's check."""
+    while window:
+        done, future = window.popleft()
+        following = next(ahead, None)
+        if following is not None:
+            window.append((following, pool.submit(check_file, following, needed)))
+        yield done, _outcome(future.result)
 
 
 def _outcome(result: Any) -> Checked | Exception:

@@ -165,8 +165,9 @@ def route_rows(app) -> Iterator[str]:  # noqa: ANN001
 
 
 def command_rows(group: click.Group, prefix: str = "publisher") -> Iterator[str]:
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         callback = command.callback
         yield f"| `{prefix} {name}` | `{callback.__module__}:{callback.__qualname__}` |"
         if isinstance(command, click.Group):

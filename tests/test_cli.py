@@ -248,3 +248,32 @@ def test_validate_applies_exactly_the_checks_ingest_applies(tmp_path, seed_json)
     assert f"{records}/bad-envelope.json: would be quarantined (secured policy)" in validated[1]
     assert "1 quarantined" in validated[2] and "1 quarantined" in ingested[2]
     assert "6 records checked, 4 invalid, 1 quarantined" in validated[2]
+
+
+def test_a_command_is_looked_up_without_importing_the_other_commands():
+    """``ingest`` starts its validating workers before the store and the queue are imported."""
+    script = (
+        "import sys, click; from publisher.cli import cli; "
+        "cli.get_command(click.Context(cli), 'ingest'); "
+        "heavy = ('sqlalchemy', 'huey', 'publisher.cli.admin'); "
+        "print(sorted(name for name in heavy if name in sys.modules))"
+    )
+    looked_up = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert looked_up.returncode == 0, looked_up.stderr
+    assert looked_up.stdout.strip() == "[]"
+
+
+def test_every_command_of_publisher_is_named_where_it_is_looked_up():
+    import click
+
+    from publisher.cli import COMMANDS, cli
+
+    context = click.Context(cli)
+    ours = {
+        name
+        for name in cli.list_commands(context)
+        if cli.get_command(context, name).callback.__module__.startswith("publisher.")
+    }
+    assert ours == set(COMMANDS)
+    for name, module in COMMANDS.items():
+        assert cli.get_command(context, name).callback.__module__ == f"publisher.cli.{module}"

@@ -21,10 +21,12 @@ from sqlalchemy import Engine, create_engine, event, text
 
 from publisher.db import (
     make_engine,
+    schema_revision,
     upgrade,
     write_connection,
     writer_lock,
 )
+from publisher.migrations import HEAD
 from publisher.models import Base
 from publisher.taskqueue import make_huey
 from tests.concurrency import forked, wait_until
@@ -49,7 +51,42 @@ def test_upgrade_is_idempotent(tmp_path):
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine.dispose()
-    assert version == "0005"
+    assert version == HEAD
+
+
+def test_head_names_alembics_newest_revision(tmp_path):
+    from alembic.script import ScriptDirectory
+
+    from publisher.db import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config(f"sqlite:///{tmp_path / 'x.db'}"))
+    assert scripts.get_current_head() == HEAD
+
+
+def test_a_store_at_head_starts_without_importing_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    upgrade(url)
+    script = (
+        "import sys; from publisher.db import upgrade; upgrade(sys.argv[1]); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))"
+    )
+    started = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "[]"
+
+
+def test_a_store_behind_head_is_migrated_on_start(tmp_path):
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+    upgrade(url, "0004")
+    assert schema_revision(url) == "0004"
+    upgrade(url)
+    assert schema_revision(url) == HEAD
+
+
+def test_looking_at_the_revision_of_a_missing_sqlite_file_does_not_create_it(tmp_path):
+    database = tmp_path / "missing.db"
+    assert schema_revision(f"sqlite:///{database}") is None
+    assert not database.exists()
 
 
 def test_sqlite_is_durable_by_default(tmp_path):

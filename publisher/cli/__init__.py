@@ -34,10 +34,38 @@ class PublisherGroup(FlaskGroup):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(COMMANDS.values())):
+            _load(self, module)
         return click.Group.list_commands(self, ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            _load(self, COMMANDS[name])
         return click.Group.get_command(self, ctx, name)
+
+
+#: the module of each command, imported when the command is looked up: a command starts
+#: with what it needs, not with every other command's imports (the store, the queue, the
+#: crypto), so ``ingest`` has its validating workers going before it builds the app
+COMMANDS = {
+    **dict.fromkeys(("serve", "worker"), "run"),
+    **dict.fromkeys(("ingest", "validate", "retract", "purge"), "records"),
+    **dict.fromkeys(
+        ("tokens", "sources", "db", "plugins", "config", "deliveries", "redeliver", "reconcile"),
+        "admin",
+    ),
+    "outputs": "admin",
+    "subscribers": "subscribers",
+    "quarantine": "quarantine",
+    **dict.fromkeys(("keys", "seal", "open"), "keys"),
+}
+
+
+def _load(group: click.Group, module: str) -> None:
+    """Import ``publisher.cli.<module>`` and add its commands to ``group``."""
+    from importlib import import_module
+
+    import_module(f"publisher.cli.{module}").register(group)
 
 
 @click.group(
@@ -51,25 +79,6 @@ class PublisherGroup(FlaskGroup):
 @click.version_option(__version__, prog_name="publisher")
 def cli() -> None:
     """publisher: take records in, check them, publish them to every output."""
-
-
-def _register() -> None:
-    from publisher.cli import admin, records, run, subscribers
-    from publisher.cli.quarantine import quarantine_group
-
-    for module in (run, records, admin, subscribers):
-        module.register(cli)
-    cli.add_command(quarantine_group, "quarantine")
-    try:
-        from publisher.cli import keys
-    except ImportError:  # pragma: no cover - keys are optional while being built
-        return
-    cli.add_command(keys.keys_group, "keys")
-    cli.add_command(keys.seal_command, "seal")
-    cli.add_command(keys.open_command, "open")
-
-
-_register()
 
 
 def _plugin_commands() -> pluggy.PluginManager | None:

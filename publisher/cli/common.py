@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pluggy
@@ -12,9 +12,11 @@ from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
 from publisher.config import Settings, load_settings
-from publisher.inbox import InboxProcessor
 from publisher.plugins import make_plugin_manager
-from publisher.services import Services
+
+if TYPE_CHECKING:  # a command imports the store and the queue only once it builds the app
+    from publisher.inbox import InboxProcessor
+    from publisher.services import Services
 
 #: ``ScriptInfo.data`` key of the plugin manager ``main()`` built (for plugins' commands):
 #: the one the command's app and ``publisher plugins`` use, so plugin modules run once

@@ -170,3 +170,9 @@ def open_command(source: str, record: Path | None, keys_dir: Path) -> None:
         click.get_current_context().exit(1)
     if result.status == "sealed":
         click.get_current_context().exit(2)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(keys_group, "keys")
+    cli.add_command(seal_command, "seal")
+    cli.add_command(open_command, "open")

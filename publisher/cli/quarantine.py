@@ -88,3 +88,7 @@ def quarantine_prune(days: float | None) -> None:
     """Delete quarantine items (and finished inbox rows) past their retention."""
     removed = _processor().prune(quarantine_days=days)
     click.echo(f"{removed} removed")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(quarantine_group, "quarantine")

@@ -15,7 +15,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from tqdm import tqdm
 
-from publisher.cli.common import echo_json_line
+from publisher.cli.common import echo_json_line, load_app, read_settings
 from publisher.errors import PublisherError
 from publisher.filecheck import check_files, read
 
@@ -42,28 +42,40 @@ def _files(paths: Iterable[str]) -> Iterator[Path]:
     show_default="the CPUs",
     help="Processes that read and validate files while this one stores.",
 )
-@with_appcontext
 def ingest(paths: tuple[str, ...], source: str, jobs: int) -> None:
     """Store records from files, folders (recursively) or - (stdin), with a progress bar."""
-    intake = current_app.extensions["publisher.intake"]
     files = list(_files(paths))
+    # the workers read and validate while this process builds its app (filecheck)
+    with check_files(files, read_settings(), jobs) as checked, load_app().app_context():
+        counts, problems = _store(checked, len(files), source)
+    for line in problems:
+        click.echo(line, err=True)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+    click.echo(f"{len(files)} files: {summary}")
+    if counts["invalid"] or counts["unreadable"] or counts["gone"]:  # gone: a purged id
+        sys.exit(1)
+
+
+def _store(
+    checked: Iterable[tuple[Path, Any]], files: int, source: str
+) -> tuple[Counter[str], list[str]]:
+    """Store what the workers checked, ``CHUNK`` records a transaction: counts, problems."""
+    intake = current_app.extensions["publisher.intake"]
     counts: Counter[str] = Counter()
     problems: list[str] = []
     pending: list[tuple[str, Any, Any]] = []
 
     def flush() -> None:
         # the worker's sweeper enqueues what this stores: no queue write per delivery here
-        raws, checked = [raw for _, raw, _ in pending], [done for _, _, done in pending]
-        results = intake.take(raws, source=source, defer=True, checked=checked)
+        raws, done = [raw for _, raw, _ in pending], [result for _, _, result in pending]
+        results = intake.take(raws, source=source, defer=True, checked=done)
         for (where, _, _), result in zip(pending, results, strict=True):
             counts[result.status] += 1
             for field, messages in result.errors.items():
                 problems.append(f"{where}: {field}: {'; '.join(messages)}")
         pending.clear()
 
-    checked_files = check_files(files, intake.settings, jobs)
-    bar = tqdm(checked_files, total=len(files), desc="ingest", unit="file", file=sys.stderr,
-               mininterval=0.5)  # fmt: skip
+    bar = tqdm(checked, total=files, desc="ingest", unit="file", file=sys.stderr, mininterval=0.5)
     for path, items in bar:
         if isinstance(items, Exception):
             counts["unreadable"] += 1
@@ -71,19 +83,14 @@ def ingest(paths: tuple[str, ...], source: str, jobs: int) -> None:
             continue
         many = len(items) > 1
         pending.extend(
-            (f"{path}" + (f"[{i}]" if many else ""), raw, done)
-            for i, (raw, done) in enumerate(items)
+            (f"{path}" + (f"[{i}]" if many else ""), raw, result)
+            for i, (raw, result) in enumerate(items)
         )
         if len(pending) >= CHUNK:
             flush()
     if pending:
         flush()
-    for line in problems:
-        click.echo(line, err=True)
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
-    click.echo(f"{len(files)} files: {summary}")
-    if counts["invalid"] or counts["unreadable"] or counts["gone"]:  # gone: a purged id
-        sys.exit(1)
+    return counts, problems
 
 
 @click.command("validate")
