@@ -81,3 +81,53 @@ def test_a_page_holds_fifty_unless_asked_for_more(app, client) -> None:  # noqa:
     assert len(first["items"]) == 50 and first["next_cursor"]
     more = client.get("/api/v1/deliveries?limit=200", headers=headers).json["items"]
     assert len(more) == min(200, total)
+
+
+def _selects_during(engine, call) -> list[str]:  # noqa: ANN001
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def listener(conn, cursor, sql, *rest) -> None:  # noqa: ANN001
+        statements.append(sql)
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+
+
+def test_a_page_reads_no_records_fields_when_its_outputs_take_everything(app, client) -> None:  # noqa: ANN001
+    """``can_redeliver`` needs a record's fields only for an output's routing rule."""
+    headers = {**bearer(app, "admin"), "Content-Type": "application/json"}
+    batch = [{"id": f"f-{n}", "title": f"T {n}", "published": True} for n in range(3)]
+    client.post("/api/v1/records", data=json.dumps(batch), headers=headers)
+    drain(app)
+    pages: list = []
+    selects = _selects_during(
+        app.extensions["publisher"].engine,
+        lambda: pages.append(client.get("/api/v1/deliveries?status=done", headers=headers)),
+    )
+    assert pages[0].status_code == 200 and pages[0].json["items"]
+    assert all(item["can_redeliver"] for item in pages[0].json["items"])
+    assert not [s for s in selects if "records.fields" in s], selects
+
+
+def test_a_routed_output_still_has_its_rule_read_for_can_redeliver(make_app) -> None:  # noqa: ANN001
+    app = make_app(outputs={"recorder": {"when": "quality >= 20"}})
+    client = app.test_client()
+    headers = {**bearer(app, "admin"), "Content-Type": "application/json"}
+    record = {"id": "routed", "title": "T", "published": True, "quality": 25}
+    client.post("/api/v1/records", data=json.dumps(record), headers=headers)
+    drain(app)
+    page = client.get("/api/v1/deliveries?output=recorder&status=done", headers=headers).json
+    (published,) = page["items"]
+    assert published["event"] == "published" and published["can_redeliver"] is True
+    record["quality"] = 5  # the rule stops matching: the output is to let the record go
+    client.post("/api/v1/records", data=json.dumps(record), headers=headers)
+    drain(app)
+    page = client.get("/api/v1/deliveries?output=recorder&status=done", headers=headers).json
+    by_event = {item["event"]: item["can_redeliver"] for item in page["items"]}
+    assert by_event == {"published": False, "retracted": True}
