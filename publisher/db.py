@@ -389,7 +389,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 
     Every process runs this as it starts. A store already at :data:`HEAD` is told so by one
     query, and Alembic is never imported: its import and its look at the scripts were a
-    tenth of a second of every start (``docs/performance.md``).
+    large part of every start (``docs/performance.md``, session 8).
     """
     if revision == "head" and schema_revision(url) == HEAD:
         return

@@ -58,8 +58,8 @@ def check_files(
     """Each file's items in order, checked by ``jobs`` worker processes (1: in this one).
 
     The workers start as the block is entered, not when the first file is asked for: the
-    ingesting process builds its app meanwhile (imports, migrations, plugins: a second or
-    two), and by then the first files are checked. Leaving the block stops the workers,
+    ingesting process builds its app meanwhile (imports, migrations, plugins), and by then
+    the first files are checked. Leaving the block stops the workers,
     even with files unread (an app that failed to build).
     """
     needed = {

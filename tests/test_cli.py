@@ -277,3 +277,16 @@ def test_every_command_of_publisher_is_named_where_it_is_looked_up():
     assert ours == set(COMMANDS)
     for name, module in COMMANDS.items():
         assert cli.get_command(context, name).callback.__module__ == f"publisher.cli.{module}"
+
+
+def test_a_plugins_command_of_the_same_name_replaces_ours_when_listed_and_looked_up():
+    import click
+
+    from publisher.cli import PublisherGroup
+
+    group = PublisherGroup(add_default_commands=False)
+    theirs = click.Command("validate", callback=lambda: None)
+    group.add_command(theirs)  # what a plugin's register_commands does, before any lookup
+    context = click.Context(group)
+    assert "ingest" in group.list_commands(context)
+    assert group.get_command(context, "validate") is theirs

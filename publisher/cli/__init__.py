@@ -28,9 +28,10 @@ class ConfigProblem(NoAppException):
 class PublisherGroup(FlaskGroup):
     """Flask's command group without looking for commands on the app.
 
-    Every command is on this group (plugins' too, through ``register_commands``), so listing
-    or looking one up (``--help``, a misspelt name) never builds the app, which would migrate
-    the database, make the queue and a development key.
+    Every command is on this group (plugins' too, through ``register_commands``; ours are
+    added as they are looked up, see :data:`COMMANDS`), so listing or looking one up
+    (``--help``, a misspelt name) never builds the app, which would migrate the database,
+    make the queue and a development key.
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -62,10 +63,16 @@ COMMANDS = {
 
 
 def _load(group: click.Group, module: str) -> None:
-    """Import ``publisher.cli.<module>`` and add its commands to ``group``."""
+    """Import ``publisher.cli.<module>`` and add its commands to ``group``.
+
+    A command of that name already on the group stays: a plugin's ``register_commands``
+    runs first, and its command replaces ours, as it did when ours came first.
+    """
     from importlib import import_module
 
+    there = dict(group.commands)
     import_module(f"publisher.cli.{module}").register(group)
+    group.commands.update(there)
 
 
 @click.group(
