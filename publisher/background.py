@@ -106,22 +106,28 @@ class Lanes:
     """One small pool of threads per output, so that outputs never wait for each other.
 
     A slow or hanging output fills only its own lane: the others, and huey's threads, go on.
-    ``submit`` refuses (returns False) once a lane holds ``backlog`` messages, and the
-    caller puts the message back on the queue for later instead of holding it in memory.
+    A lane holds at most ``backlog`` deliveries (the ids of the messages it runs or keeps
+    waiting), so that what this process cannot start soon stays on the queue, where another
+    worker process takes it. ``submit`` on a full lane pushes back: while the lane moves (a
+    message of it finished in the last ``wait`` seconds) the caller, a huey thread, waits
+    up to ``wait`` seconds for room instead of taking more from the queue; a lane that does
+    not move refuses at once. A refused message (False) goes back on the queue for later.
     Messages that wait in a lane for the same call merge when a thread takes them (their
     first argument, a list of ids, joined up to ``merge`` ids): under load a lane makes
     fewer, larger calls, so the work per transaction grows with the backlog instead of the
     transactions. A forked child starts with no lanes (threads do not survive a fork).
     """
 
-    def __init__(self, threads: int, backlog: int, merge: int = 1) -> None:
+    def __init__(self, threads: int, backlog: int, merge: int = 1, wait: float = 0.0) -> None:
         self.threads = max(1, threads)
         self.backlog = max(1, backlog)
         self.merge = max(1, merge)
+        self.wait = max(0.0, wait)
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._held: dict[str, int] = {}
         self._waiting: dict[str, deque[_Message]] = {}
         self._running: dict[str, int] = {}
+        self._moved: dict[str, float] = {}  # when a message of the lane last finished
         self._idle = threading.Condition()
         self._closed = False
         after_fork(self._reset)
@@ -129,9 +135,15 @@ class Lanes:
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
         message = _Message(func, args, contextvars.copy_context())
         with self._idle:
-            if self._closed or self._held.get(name, 0) >= self.backlog:
+            if not self._room(name, message.size) and self._moving(name):
+                self._idle.wait_for(
+                    lambda: self._room(name, message.size) or not self._moving(name), self.wait
+                )
+            if self._closed or not self._room(name, message.size):
                 return False
-            self._held[name] = self._held.get(name, 0) + 1
+            if not self._held.get(name):
+                self._moved[name] = time.monotonic()  # an idle lane wakes up: it moves
+            self._held[name] = self._held.get(name, 0) + message.size
             self._waiting.setdefault(name, deque()).append(message)
             if self._running.get(name, 0) >= self.threads:
                 return True  # a running thread of the lane takes it next
@@ -144,6 +156,16 @@ class Lanes:
         pool.submit(self._drain, name)
         return True
 
+    def _room(self, name: str, size: int) -> bool:
+        """Whether the lane takes ``size`` more deliveries (an empty lane takes any message)."""
+        held = self._held.get(name, 0)
+        return not self._closed and (held == 0 or held + size <= self.backlog)
+
+    def _moving(self, name: str) -> bool:
+        """Whether a message of the lane finished in the last ``wait`` seconds."""
+        moved = self._moved.get(name)
+        return moved is not None and time.monotonic() - moved < self.wait
+
     def _drain(self, name: str) -> None:
         """Run the lane's waiting messages, merged where they can be, until none is left."""
         while True:
@@ -152,14 +174,15 @@ class Lanes:
                 if not waiting or self._closed:
                     self._running[name] = self._running.get(name, 1) - 1
                     return
-                message, count = _take(waiting, self.merge)
+                message, size = _take(waiting, self.merge)
             try:
                 message.context.run(message.func, *message.args)
             except Exception:  # noqa: BLE001 - the lease expires and the sweeper sends it again
                 log.exception("delivery of %s failed in its lane", name)
             finally:
                 with self._idle:
-                    self._held[name] = self._held.get(name, count) - count
+                    self._held[name] = self._held.get(name, size) - size
+                    self._moved[name] = time.monotonic()
                     self._idle.notify_all()
 
     def close(self, wait: float = 5.0) -> None:
@@ -182,10 +205,10 @@ class Lanes:
     def _reset(self) -> None:
         """In a forked child: no lane threads came along, so none is held."""
         self._pools, self._held, self._idle = {}, {}, threading.Condition()
-        self._waiting, self._running = {}, {}
+        self._waiting, self._running, self._moved = {}, {}, {}
 
     def held(self, name: str) -> int:
-        """Messages the lane of ``name`` runs or holds now."""
+        """Deliveries the lane of ``name`` runs or holds now."""
         with self._idle:
             return self._held.get(name, 0)
 
@@ -201,17 +224,25 @@ class _Message:
     args: tuple[Any, ...]
     context: contextvars.Context  # the receiving task's: log lines keep its ids
 
+    @property
+    def size(self) -> int:
+        """The deliveries it stands for: its list of ids, or one."""
+        ids = self.args[0] if self.args else None
+        return max(1, len(ids)) if isinstance(ids, list) else 1
+
 
 def _take(waiting: deque[_Message], limit: int) -> tuple[_Message, int]:
-    """The first message, with the ids of those behind it for the same call merged in."""
+    """The first message, with the ids of those behind it for the same call merged in;
+    and how many deliveries it holds."""
     first = waiting.popleft()
     if not first.args or not isinstance(first.args[0], list):
-        return first, 1
-    ids, count = list(first.args[0]), 1
+        return first, first.size
+    ids, size = list(first.args[0]), first.size
     while waiting and _same_call(waiting[0], first) and len(ids) + len(waiting[0].args[0]) <= limit:
-        ids += waiting.popleft().args[0]
-        count += 1
-    return _Message(first.func, (ids, *first.args[1:]), first.context), count
+        merged = waiting.popleft()
+        ids += merged.args[0]
+        size += merged.size
+    return _Message(first.func, (ids, *first.args[1:]), first.context), size
 
 
 def _same_call(message: _Message, first: _Message) -> bool:

@@ -49,7 +49,9 @@ ATTEMPT_OUTCOMES = ("delivered", "failed", "dead", "redelivered", "skipped", "su
 SWEEP_BATCH = 1000
 RECONCILE_BATCH = 500
 SIBLING_WAIT = 2.0  # seconds before a delivery held back by a running sibling looks again
-LANE_FULL_WAIT = 1.0  # seconds before a message for a lane that is full is looked at again
+#: seconds a huey thread waits for room in a full lane that moves, and before a message a
+#: full lane refused is looked at again
+LANE_FULL_WAIT = 1.0
 OPENED = frozenset({"decrypted", "decrypted-unauthenticated"})
 # what ``convergence.desired_revision`` reads of a record (``convergence.RecordLike``)
 _ROUTED_COLUMNS = (
@@ -177,8 +179,8 @@ class Dispatcher:
     parallel_calls: int = 4
     #: messages of one output that run at once in this process (0: run in huey's thread)
     lane_threads: int = 2
-    #: messages one output's lane may hold waiting before new ones are put back on the queue
-    lane_backlog: int = 1000
+    #: deliveries one output's lane may hold in this process; the rest wait on the queue
+    lane_backlog: int = 400
     #: seconds between checks of outputs with ``inventory()`` for drift (0: never)
     drift_check_interval: float = 3600.0
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count
@@ -201,7 +203,9 @@ class Dispatcher:
         self._task = self.huey.task(name=TASK_NAME, retries=0)(self.receive)
         self._feeding = Feeding(self.feed, background=self.background_enqueue)
         if self.lane_threads > 0:
-            self.lanes = Lanes(self.lane_threads, self.lane_backlog, merge=self.batch_size)
+            self.lanes = Lanes(
+                self.lane_threads, self.lane_backlog, merge=self.batch_size, wait=LANE_FULL_WAIT
+            )
 
     @property
     def engine(self) -> Engine:
@@ -269,7 +273,11 @@ class Dispatcher:
                     log.warning("enqueue failed; the sweeper will retry", exc_info=True)
 
     def receive(self, delivery_ids: str | Sequence[str], output: str | None = None) -> None:
-        """The huey task: hand a message to its output's lane and return at once.
+        """The huey task: hand a message to its output's lane and return.
+
+        It returns at once, unless the lane is full and moving: then it waits for room (up
+        to ``LANE_FULL_WAIT``), so that this process takes no more from the queue than it
+        can start soon, and other worker processes take the rest.
 
         Messages of older versions carry ids only (or one id); their outputs are looked up.
         """

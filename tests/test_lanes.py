@@ -101,7 +101,102 @@ def test_messages_waiting_in_a_lane_merge_into_fewer_calls():
     assert started.wait(5)  # the lane's one thread is busy with "a"
     for ids in (["b"], ["c", "d"], ["e"], ["f"]):
         assert lanes.submit("files", run, ids, "files")
-    assert lanes.held("files") == 5
+    assert lanes.held("files") == 6  # deliveries: a, b, c, d, e, f
     release.set()
     assert lanes.wait_idle(timeout=5)
     assert calls == [(["a"], "files"), (["b", "c", "d", "e"], "files"), (["f"], "files")]
+
+
+def test_a_lane_holds_deliveries_up_to_its_backlog_not_messages():
+    """The backlog counts the ids a lane holds: one message of many ids fills it as many do."""
+    import threading
+
+    from publisher.background import Lanes
+
+    release = threading.Event()
+    lanes = Lanes(threads=1, backlog=3)
+    assert lanes.submit("files", lambda ids: release.wait(5), ["a"])
+    assert lanes.submit("files", lambda ids: release.wait(5), ["b", "c"])
+    assert lanes.held("files") == 3
+    assert not lanes.submit("files", lambda ids: release.wait(5), ["d"])  # full: 4 > 3
+    release.set()
+    assert lanes.wait_idle(timeout=5)
+    assert lanes.submit("files", lambda ids: None, ["e", "f", "g", "h"])  # an empty lane takes any
+
+
+def test_a_full_lane_that_moves_makes_its_caller_wait_for_room():
+    """Backpressure: a huey thread waits for room instead of taking more from the queue, so
+    that what this process cannot start soon stays there for other worker processes."""
+    import threading
+
+    from publisher.background import Lanes
+
+    lanes = Lanes(threads=1, backlog=2, wait=5.0)
+    assert lanes.submit("files", time.sleep, 0.3)
+    assert lanes.submit("files", time.sleep, 0.3)  # full now
+    began = time.monotonic()
+    assert lanes.submit("files", time.sleep, 0.0)  # taken once the first one finished
+    waited = time.monotonic() - began
+    assert 0.2 < waited < 4.0, waited
+    assert lanes.wait_idle(timeout=5)
+    done = threading.Event()
+    assert lanes.submit("files", done.set)
+    assert done.wait(5)
+
+
+def test_a_full_lane_that_does_not_move_refuses_at_once():
+    """A hanging output must not hold huey's threads: its full lane refuses without waiting."""
+    import threading
+
+    from publisher.background import Lanes
+
+    release = threading.Event()
+    lanes = Lanes(threads=1, backlog=1, wait=0.3)
+    assert lanes.submit("slow", release.wait, 10)
+    time.sleep(0.4)  # nothing finished for longer than ``wait``: the lane is stuck
+    began = time.monotonic()
+    assert not lanes.submit("slow", release.wait, 10)
+    assert time.monotonic() - began < 0.2
+    release.set()
+    assert lanes.wait_idle(timeout=5)
+
+
+def test_a_second_worker_process_takes_its_share_of_a_backlog(
+    backend, make_app, base_settings, seed_json
+):
+    """One worker must not drain the whole queue into its lanes while another idles: each
+    process holds only what it can start soon, so a worker started later still gets work."""
+    log = base_settings["plugins"]["recording"]["log"]
+    settings = {
+        **backend.overrides(),
+        "plugins": {"recording": {"log": log, "slow_seconds": 0.02}},  # slow, but moving
+        "delivery": {"lane_backlog": 100},
+    }
+    first, second = make_app(**settings), make_app(**settings)
+    ran: dict[str, int] = {"first": 0, "second": 0}
+    for name, app in (("first", first), ("second", second)):
+        dispatcher = app.extensions["publisher"].dispatcher
+        run = dispatcher.run_delivery
+
+        def counted(ids, output=None, _run=run, _name=name):  # noqa: ANN001, ANN202
+            if output == "slow":
+                ran[_name] += len(ids)
+            return _run(ids, output)
+
+        dispatcher.run_delivery = counted
+    intake = first.extensions["publisher.intake"]
+    records = [dict(seed_json, id=f"backlog-{n}", published=True) for n in range(600)]
+    intake.take(records, source="test")  # six messages of 100 for each output
+    workers = [EmbeddedWorker(app.extensions["publisher"], threads=2) for app in (first, second)]
+    workers[0].start()
+    try:
+        time.sleep(1.0)  # the first worker alone, long enough to take the whole queue
+        workers[1].start()
+        deadline = time.monotonic() + 60
+        while sum(ran.values()) < len(records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert sum(ran.values()) >= len(records), ran
+    assert ran["second"] >= 100, ran  # at least one of the six messages
