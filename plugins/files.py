@@ -124,9 +124,15 @@ class FilesOutput(BatchOutput):
     def deliver_many(
         self, items: Sequence[tuple[OutputRecord, Event]]
     ) -> list[BaseException | None]:
-        """A batch under one lock, its files flushed to disk together (``atomic_write_many``)."""
+        """A batch under one lock, its files flushed to disk together (``atomic_write_many``).
+
+        The pages are rendered before the lock is taken (:meth:`_Plan.drafts`), so that
+        other threads and worker processes render theirs meanwhile; under the lock a draft
+        is used only if the page it was rendered for is still the one to write.
+        """
+        drafts = _Plan(self).drafts(items)
         with self._locked():
-            plan = _Plan(self)
+            plan = _Plan(self, drafts)
             outcomes = each_outcome(items, plan.publish, plan.retract)
             plan.carry_out()
         return outcomes
@@ -215,8 +221,9 @@ class _Plan:
     does not know yet, which the retried delivery (idempotent) overwrites.
     """
 
-    def __init__(self, output: FilesOutput) -> None:
+    def __init__(self, output: FilesOutput, drafts: Mapping[str, Draft] | None = None) -> None:
         self.output = output
+        self.drafted = drafts or {}  # by record id: pages rendered before the lock
         self.root = output.folder.resolve()
         self.writes: dict[Path, bytes] = {}
         self.removals: set[Path] = set()
@@ -224,20 +231,34 @@ class _Plan:
         self.touched: set[str] = set()
         self.folders: dict[str, Path] = {}  # each section's folder, resolved once a batch
 
+    def drafts(self, items: Sequence[tuple[OutputRecord, Event]]) -> dict[str, Draft]:
+        """The pages of a batch's publishes, rendered from what the index says now.
+
+        Outside the lock: a record's entry changes only through a delivery of that record
+        to this output, which its lease keeps to one at a time, so a draft is almost
+        always the page to write; one that fails here is rendered again under the lock.
+        """
+        drafts: dict[str, Draft] = {}
+        for record, event in items:
+            if event.kind != "retracted":
+                with contextlib.suppress(Exception):  # it fails again, visibly, under the lock
+                    placed = self._place(record, event)
+                    if placed is not None:
+                        target, page, _ = placed
+                        text = self._render(record, page)
+                        drafts[record.id] = Draft(record, target, page, text)
+        return drafts
+
     def publish(self, record: OutputRecord, event: Event) -> None:
-        target = self.output.path_for(record, self.folders)
-        entry = self._entry(record.id)
-        if _is_stale(entry, event.revision):
+        placed = self._place(record, event)
+        if placed is None:
             return
-        url = self.output.url_for(target, self.root)
-        page = Page(
-            slug=target.stem,
-            url=url,
-            aliases=_aliases(entry, url),
-            first_seen=(entry or {}).get("date") or _iso(event.occurred_at),
-            modified=_iso(event.occurred_at),
-        )
-        self.writes[target] = render(record, page, self.output.generator).encode("utf-8")
+        target, page, entry = placed
+        draft = self.drafted.get(record.id)
+        if draft and draft.record is record and (draft.target, draft.page) == (target, page):
+            self.writes[target] = draft.text
+        else:
+            self.writes[target] = self._render(record, page)
         self.removals.discard(target)
         self._remove_previous(entry, target)
         self._set_entry(
@@ -246,11 +267,32 @@ class _Plan:
                 "id": record.id,
                 "path": self._relative(target),
                 "revision": event.revision,
-                "url": url,
+                "url": page.url,
                 "aliases": page.aliases,
                 "date": page.first_seen,
             },
         )
+
+    def _place(
+        self, record: OutputRecord, event: Event
+    ) -> tuple[Path, Page, dict[str, Any] | None] | None:
+        """Where the record's page goes and what it says of itself; None for a late retry."""
+        target = self.output.path_for(record, self.folders)
+        entry = self._entry(record.id)
+        if _is_stale(entry, event.revision):
+            return None
+        url = self.output.url_for(target, self.root)
+        page = Page(
+            slug=target.stem,
+            url=url,
+            aliases=_aliases(entry, url),
+            first_seen=(entry or {}).get("date") or _iso(event.occurred_at),
+            modified=_iso(event.occurred_at),
+        )
+        return target, page, entry
+
+    def _render(self, record: OutputRecord, page: Page) -> bytes:
+        return render(record, page, self.output.generator).encode("utf-8")
 
     def retract(self, record: OutputRecord, event: Event) -> None:
         entry = self._entry(record.id)
@@ -314,6 +356,16 @@ class Page:
     aliases: list[str]
     first_seen: str
     modified: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A page rendered before the lock, and what it was rendered from."""
+
+    record: OutputRecord
+    target: Path
+    page: Page
+    text: bytes
 
 
 def render(record: OutputRecord, page: Page, generator: str = "hugo") -> str:

@@ -433,3 +433,56 @@ def test_a_batch_is_flushed_to_disk_once(tmp_path: Path, monkeypatch) -> None:
     items = [(rec, event(rec)) for rec in (record("a"), record("b"), record("c"))]
     assert output.deliver_many(items) == [None, None, None]
     assert flushes == [6]  # three pages and three index entries
+
+
+def test_a_batch_renders_its_pages_before_it_waits_for_the_lock(tmp_path: Path, monkeypatch):
+    """Rendering is most of a batch's work: done before the lock, other threads and worker
+    processes render theirs meanwhile, and each page is still rendered once."""
+    from publisher.fileio import locked
+
+    output = make_output(tmp_path)
+    rendered: list[str] = []
+    real_render = files.render
+
+    def counting_render(rec: OutputRecord, page: files.Page, generator: str = "hugo") -> str:
+        rendered.append(rec.id)
+        return real_render(rec, page, generator)
+
+    monkeypatch.setattr(files, "render", counting_render)
+    items = [(rec, event(rec)) for rec in (record(f"rec-{n}", title=f"Page {n}") for n in range(5))]
+    outcomes: list[Any] = []
+    with locked(output.folder / files.STATE_DIR / "lock"):  # another writer holds the lock
+        batch = threading.Thread(target=lambda: outcomes.extend(output.deliver_many(items)))
+        batch.start()
+        deadline = datetime.now(UTC).timestamp() + 5
+        while len(rendered) < len(items) and datetime.now(UTC).timestamp() < deadline:
+            threading.Event().wait(0.01)
+        assert sorted(rendered) == sorted(rec.id for rec, _ in items)  # all, while it waits
+        assert not outcomes and not markdown_files(output.folder)  # nothing written yet
+    batch.join(5)
+    assert outcomes == [None] * len(items)
+    assert len(rendered) == len(items)  # the drafts were written, not rendered again
+    assert [front_matter(path)["title"] for path in markdown_files(output.folder)] == [
+        f"Page {n}" for n in range(5)
+    ]
+
+
+def test_a_draft_is_rendered_again_when_the_index_changed_meanwhile(tmp_path: Path):
+    """A page drafted before the lock whose index entry another writer changed meanwhile is
+    rendered again under the lock, from what the index then says."""
+    output = make_output(tmp_path)
+    first = record("rec-1", title="Old title")
+    output.publish(first, event(first))
+    moved = record("rec-1", revision=2, title="New title")
+    items = [(moved, event(moved))]
+    (draft,) = files._Plan(output).drafts(items).values()
+    assert draft.page.aliases  # drafted with the old URL as an alias
+    output.entry_path("rec-1").unlink()  # meanwhile, under the lock, the entry went away
+    plan = files._Plan(output, {"rec-1": files.Draft(draft.record, draft.target, draft.page, b"x")})
+    plan.publish(moved, event(moved))
+    (text,) = plan.writes.values()
+    assert text != b"x" and "aliases" not in front_matter_of(text)
+
+
+def front_matter_of(text: bytes) -> dict[str, Any]:
+    return yaml.safe_load(text.decode()[4:].partition("\n---\n")[0])
