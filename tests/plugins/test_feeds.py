@@ -449,3 +449,49 @@ def test_rendered_entries_are_reused_only_while_their_content_is_the_same(tmp_pa
     other.publish(changed, event(changed))
     (entry,) = parse(other.folder, "atom.xml").entries
     assert entry.summary == "Something else entirely"
+
+
+def test_a_batch_makes_its_entries_before_it_waits_for_the_lock(tmp_path: Path, monkeypatch):
+    """What a feed keeps of a record depends on the record alone: made before the lock, so
+    other threads and worker processes hold the lock meanwhile; each entry is made once."""
+    from publisher.fileio import locked
+
+    output = make_output(tmp_path)
+    made: list[str] = []
+    real_make_entry = feeds.make_entry
+
+    def counting(rec: OutputRecord, ev: Event, site_url: str) -> dict[str, Any]:
+        made.append(rec.id)
+        return real_make_entry(rec, ev, site_url)
+
+    monkeypatch.setattr(feeds, "make_entry", counting)
+    items = [(rec, event(rec)) for rec in (record(f"r{n}", minutes=n) for n in range(4))]
+    outcomes: list[Any] = []
+    with locked(output.folder / ".lock"):  # another writer holds the feeds
+        batch = threading.Thread(target=lambda: outcomes.extend(output.deliver_many(items)))
+        batch.start()
+        for _ in range(500):
+            if len(made) == len(items):
+                break
+            threading.Event().wait(0.01)
+        assert made == [rec.id for rec, _ in items] and not outcomes
+    batch.join(5)
+    assert outcomes == [None] * len(items) and len(made) == len(items)
+    titles = [entry.title for entry in parse(output.folder, "atom.xml").entries]
+    assert titles == [f"Story r{n}" for n in (3, 2, 1, 0)]
+
+
+def test_an_entry_that_cannot_be_made_fails_its_own_delivery_only(tmp_path: Path, monkeypatch):
+    output = make_output(tmp_path)
+    real_make_entry = feeds.make_entry
+
+    def picky(rec: OutputRecord, ev: Event, site_url: str) -> dict[str, Any]:
+        if rec.id == "bad":
+            raise ValueError("cannot be made")
+        return real_make_entry(rec, ev, site_url)
+
+    monkeypatch.setattr(feeds, "make_entry", picky)
+    items = [(rec, event(rec)) for rec in (record("good"), record("bad"))]
+    first, second = output.deliver_many(items)
+    assert first is None and isinstance(second, ValueError)
+    assert [entry.title for entry in parse(output.folder, "atom.xml").entries] == ["Story good"]
