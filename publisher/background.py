@@ -135,11 +135,12 @@ class Lanes:
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
         message = _Message(func, args, contextvars.copy_context())
         with self._idle:
-            if not self._room(name, message.size) and self._moving(name):
-                self._idle.wait_for(
+            room = self._room(name, message.size)
+            if not room and self._moving(name):
+                room = self._others_hungry(name, message.size) or self._idle.wait_for(
                     lambda: self._room(name, message.size) or not self._moving(name), self.wait
                 )
-            if self._closed or not self._room(name, message.size):
+            if self._closed or not (room or self._room(name, message.size)):
                 return False
             if not self._held.get(name):
                 self._moved[name] = time.monotonic()  # an idle lane wakes up: it moves
@@ -160,6 +161,14 @@ class Lanes:
         """Whether the lane takes ``size`` more deliveries (an empty lane takes any message)."""
         held = self._held.get(name, 0)
         return not self._closed and (held == 0 or held + size <= self.backlog)
+
+    def _others_hungry(self, name: str, size: int) -> bool:
+        """Whether a full lane takes a message anyway (up to twice its backlog) because
+        another lane has nothing waiting: its caller, a huey thread, then goes back to the
+        queue, where the next message may be for that lane, instead of waiting here."""
+        if self._held.get(name, 0) + size > 2 * self.backlog:
+            return False
+        return any(not waiting for other, waiting in self._waiting.items() if other != name)
 
     def _moving(self, name: str) -> bool:
         """Whether a message of the lane finished in the last ``wait`` seconds."""

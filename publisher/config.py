@@ -73,7 +73,7 @@ DEFAULTS: Settings = {
         "batch_size": 100,  # most deliveries in one queue message / one deliver_many call
         "parallel_calls": 4,  # one-by-one output calls of one message running at once
         "lane_threads": 2,  # messages of one output running at once in a process (0: no lanes)
-        "lane_backlog": 400,  # deliveries one output's lane holds in a process; the rest queue
+        "lane_backlog": 1000,  # deliveries one output's lane holds in a process; the rest queue
         "drift_check_interval": 3600.0,  # seconds between inventory checks (0: never)
         # a subscriber failing with no success this long is paused (0: never)
         "pause_after_seconds": 86400.0,

@@ -180,7 +180,7 @@ class Dispatcher:
     #: messages of one output that run at once in this process (0: run in huey's thread)
     lane_threads: int = 2
     #: deliveries one output's lane may hold in this process; the rest wait on the queue
-    lane_backlog: int = 400
+    lane_backlog: int = 1000
     #: seconds between checks of outputs with ``inventory()`` for drift (0: never)
     drift_check_interval: float = 3600.0
     #: other sweeps to run with this one (the webhook inbox adds its own); each returns a count

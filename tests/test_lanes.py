@@ -200,3 +200,24 @@ def test_a_second_worker_process_takes_its_share_of_a_backlog(
             worker.stop()
     assert sum(ran.values()) >= len(records), ran
     assert ran["second"] >= 100, ran  # at least one of the six messages
+
+
+def test_a_full_lane_takes_more_rather_than_starve_another_lane():
+    """A huey thread waiting on one full lane brings nothing to the others: while another
+    lane has nothing waiting, a full lane takes up to twice its backlog and the caller goes
+    back to the queue, where the next message may be for the lane that would run dry."""
+    import threading
+
+    from publisher.background import Lanes
+
+    release = threading.Event()
+    lanes = Lanes(threads=1, backlog=2, wait=5.0)
+    assert lanes.submit("feeds", lambda ids: None, ["x"])
+    assert lanes.wait_idle(timeout=5)  # the feeds lane is there, with nothing waiting
+    assert lanes.submit("files", lambda ids: release.wait(5), ["a", "b"])  # full
+    began = time.monotonic()
+    assert lanes.submit("files", lambda ids: None, ["c", "d"])  # taken at once
+    assert time.monotonic() - began < 0.2
+    assert lanes.held("files") == 4
+    release.set()
+    assert lanes.wait_idle(timeout=5)
