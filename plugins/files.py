@@ -242,11 +242,12 @@ class _Plan:
         for record, event in items:
             if event.kind != "retracted":
                 with contextlib.suppress(Exception):  # it fails again, visibly, under the lock
+                    stamp = _stamp(self.output.entry_path(record.id))  # before it is read
                     placed = self._place(record, event)
                     if placed is not None:
-                        target, page, _ = placed
+                        target, page, entry = placed
                         text = self._render(record, page)
-                        drafts[record.id] = Draft(record, target, page, text)
+                        drafts[record.id] = Draft(record, target, page, text, stamp, entry)
         return drafts
 
     def publish(self, record: OutputRecord, event: Event) -> None:
@@ -324,8 +325,15 @@ class _Plan:
         return str(path.relative_to(self.root))
 
     def _entry(self, record_id: str) -> dict[str, Any] | None:
+        """The record's index entry: the one its draft was made from if the file is the
+        same one (entries are replaced, never changed in place), else read again."""
         if record_id not in self.entries:
-            self.entries[record_id] = _read_entry(self.output.entry_path(record_id))
+            path = self.output.entry_path(record_id)
+            draft = self.drafted.get(record_id)
+            if draft is not None and draft.stamp == _stamp(path):
+                self.entries[record_id] = draft.entry
+            else:
+                self.entries[record_id] = _read_entry(path)
         return self.entries[record_id]
 
     def _set_entry(self, record_id: str, entry: dict[str, Any]) -> None:
@@ -366,6 +374,8 @@ class Draft:
     target: Path
     page: Page
     text: bytes
+    stamp: tuple[int, int, int] | None  # the index entry's file: inode, size, time
+    entry: dict[str, Any] | None
 
 
 def render(record: OutputRecord, page: Page, generator: str = "hugo") -> str:
@@ -475,6 +485,15 @@ def _copy_plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_copy_plain(item) for item in value]
     return value
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Which file ``path`` is now: an atomic replace gives it another inode."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _read_entry(path: Path) -> dict[str, Any] | None:

@@ -478,7 +478,8 @@ def test_a_draft_is_rendered_again_when_the_index_changed_meanwhile(tmp_path: Pa
     (draft,) = files._Plan(output).drafts(items).values()
     assert draft.page.aliases  # drafted with the old URL as an alias
     output.entry_path("rec-1").unlink()  # meanwhile, under the lock, the entry went away
-    plan = files._Plan(output, {"rec-1": files.Draft(draft.record, draft.target, draft.page, b"x")})
+    stale = files.Draft(draft.record, draft.target, draft.page, b"x", draft.stamp, draft.entry)
+    plan = files._Plan(output, {"rec-1": stale})
     plan.publish(moved, event(moved))
     (text,) = plan.writes.values()
     assert text != b"x" and "aliases" not in front_matter_of(text)
