@@ -12,7 +12,6 @@ The app serves the files at ``/feeds/...`` through the ``register_routes`` hook.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -134,14 +133,9 @@ class FeedsOutput(BatchOutput):
         self, items: Sequence[tuple[OutputRecord, Event]]
     ) -> list[BaseException | None]:
         """A batch at once: each feed's state is read once, and each feed the batch changed
-        is rendered and written once (rendering dominates the cost of a publish).
-
-        What a feed keeps of each record depends on the record alone, so it is made before
-        the lock is taken, while other threads and worker processes hold it.
-        """
-        entries = _made_entries(items, self.settings.site_url)
+        is rendered and written once (rendering dominates the cost of a publish)."""
         with self._locked():
-            batch = _FeedBatch(self, entries)
+            batch = _FeedBatch(self)
             outcomes = each_outcome(items, batch.publish, batch.retract)
             changed = batch.write()
         self._ping(changed)
@@ -199,12 +193,9 @@ class FeedsOutput(BatchOutput):
 class _FeedBatch:
     """The changes of one batch of deliveries, applied to states read once, written once."""
 
-    def __init__(
-        self, output: FeedsOutput, entries: Mapping[tuple[int, int], dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, output: FeedsOutput) -> None:
         self.output = output
         self.folder = output.folder
-        self.made = entries or {}  # made before the lock (``_made_entries``)
         self.states: dict[str, dict[str, Any]] = {}
         self.changed: set[str] = set()
         self.indexes: dict[str, dict[str, Any] | None] = {}
@@ -214,9 +205,7 @@ class _FeedBatch:
         index = self._index(record.id)
         if _is_stale(index, event.revision):
             return
-        entry = self.made.get((id(record), id(event))) or make_entry(
-            record, event, self.output.settings.site_url
-        )
+        entry = make_entry(record, event, self.output.settings.site_url)
         topics = self.output.topics(record)
         keys = {"": ""} | {f"topics/{s}": n for s, n in topics.items()}
         left = {f"topics/{s}": n for s, n in (index or {}).get("topics", {}).items()}
@@ -344,20 +333,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _json_bytes(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode("utf-8")
-
-
-def _made_entries(
-    items: Sequence[tuple[OutputRecord, Event]], site_url: str
-) -> dict[tuple[int, int], dict[str, Any]]:
-    """The feed entries of a batch's publishes, by the ``id()`` of their record and event
-    (both live as long as the batch). One that fails here fails again, visibly, under the
-    lock, as that delivery's own outcome."""
-    made: dict[tuple[int, int], dict[str, Any]] = {}
-    for record, event in items:
-        if event.kind != "retracted":
-            with contextlib.suppress(Exception):
-                made[id(record), id(event)] = make_entry(record, event, site_url)
-    return made
 
 
 def make_entry(record: OutputRecord, event: Event, site_url: str) -> dict[str, Any]:

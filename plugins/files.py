@@ -124,15 +124,9 @@ class FilesOutput(BatchOutput):
     def deliver_many(
         self, items: Sequence[tuple[OutputRecord, Event]]
     ) -> list[BaseException | None]:
-        """A batch under one lock, its files flushed to disk together (``atomic_write_many``).
-
-        The pages are rendered before the lock is taken (:meth:`_Plan.drafts`), so that
-        other threads and worker processes render theirs meanwhile; under the lock a draft
-        is used only if the page it was rendered for is still the one to write.
-        """
-        drafts = _Plan(self).drafts(items)
+        """A batch under one lock, its files flushed to disk together (``atomic_write_many``)."""
         with self._locked():
-            plan = _Plan(self, drafts)
+            plan = _Plan(self)
             outcomes = each_outcome(items, plan.publish, plan.retract)
             plan.carry_out()
         return outcomes
@@ -221,9 +215,8 @@ class _Plan:
     does not know yet, which the retried delivery (idempotent) overwrites.
     """
 
-    def __init__(self, output: FilesOutput, drafts: Mapping[str, Draft] | None = None) -> None:
+    def __init__(self, output: FilesOutput) -> None:
         self.output = output
-        self.drafted = drafts or {}  # by record id: pages rendered before the lock
         self.root = output.folder.resolve()
         self.writes: dict[Path, bytes] = {}
         self.removals: set[Path] = set()
@@ -231,57 +224,11 @@ class _Plan:
         self.touched: set[str] = set()
         self.folders: dict[str, Path] = {}  # each section's folder, resolved once a batch
 
-    def drafts(self, items: Sequence[tuple[OutputRecord, Event]]) -> dict[str, Draft]:
-        """The pages of a batch's publishes, rendered from what the index says now.
-
-        Outside the lock: a record's entry changes only through a delivery of that record
-        to this output, which its lease keeps to one at a time, so a draft is almost
-        always the page to write; one that fails here is rendered again under the lock.
-        """
-        drafts: dict[str, Draft] = {}
-        for record, event in items:
-            if event.kind != "retracted":
-                with contextlib.suppress(Exception):  # it fails again, visibly, under the lock
-                    stamp = _stamp(self.output.entry_path(record.id))  # before it is read
-                    placed = self._place(record, event)
-                    if placed is not None:
-                        target, page, entry = placed
-                        text = self._render(record, page)
-                        drafts[record.id] = Draft(record, target, page, text, stamp, entry)
-        return drafts
-
     def publish(self, record: OutputRecord, event: Event) -> None:
-        placed = self._place(record, event)
-        if placed is None:
-            return
-        target, page, entry = placed
-        draft = self.drafted.get(record.id)
-        if draft and draft.record is record and (draft.target, draft.page) == (target, page):
-            self.writes[target] = draft.text
-        else:
-            self.writes[target] = self._render(record, page)
-        self.removals.discard(target)
-        self._remove_previous(entry, target)
-        self._set_entry(
-            record.id,
-            {
-                "id": record.id,
-                "path": self._relative(target),
-                "revision": event.revision,
-                "url": page.url,
-                "aliases": page.aliases,
-                "date": page.first_seen,
-            },
-        )
-
-    def _place(
-        self, record: OutputRecord, event: Event
-    ) -> tuple[Path, Page, dict[str, Any] | None] | None:
-        """Where the record's page goes and what it says of itself; None for a late retry."""
         target = self.output.path_for(record, self.folders)
         entry = self._entry(record.id)
         if _is_stale(entry, event.revision):
-            return None
+            return
         url = self.output.url_for(target, self.root)
         page = Page(
             slug=target.stem,
@@ -290,10 +237,20 @@ class _Plan:
             first_seen=(entry or {}).get("date") or _iso(event.occurred_at),
             modified=_iso(event.occurred_at),
         )
-        return target, page, entry
-
-    def _render(self, record: OutputRecord, page: Page) -> bytes:
-        return render(record, page, self.output.generator).encode("utf-8")
+        self.writes[target] = render(record, page, self.output.generator).encode("utf-8")
+        self.removals.discard(target)
+        self._remove_previous(entry, target)
+        self._set_entry(
+            record.id,
+            {
+                "id": record.id,
+                "path": self._relative(target),
+                "revision": event.revision,
+                "url": url,
+                "aliases": page.aliases,
+                "date": page.first_seen,
+            },
+        )
 
     def retract(self, record: OutputRecord, event: Event) -> None:
         entry = self._entry(record.id)
@@ -325,15 +282,8 @@ class _Plan:
         return str(path.relative_to(self.root))
 
     def _entry(self, record_id: str) -> dict[str, Any] | None:
-        """The record's index entry: the one its draft was made from if the file is the
-        same one (entries are replaced, never changed in place), else read again."""
         if record_id not in self.entries:
-            path = self.output.entry_path(record_id)
-            draft = self.drafted.get(record_id)
-            if draft is not None and draft.stamp == _stamp(path):
-                self.entries[record_id] = draft.entry
-            else:
-                self.entries[record_id] = _read_entry(path)
+            self.entries[record_id] = _read_entry(self.output.entry_path(record_id))
         return self.entries[record_id]
 
     def _set_entry(self, record_id: str, entry: dict[str, Any]) -> None:
@@ -364,18 +314,6 @@ class Page:
     aliases: list[str]
     first_seen: str
     modified: str
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A page rendered before the lock, and what it was rendered from."""
-
-    record: OutputRecord
-    target: Path
-    page: Page
-    text: bytes
-    stamp: tuple[int, int, int] | None  # the index entry's file: inode, size, time
-    entry: dict[str, Any] | None
 
 
 def render(record: OutputRecord, page: Page, generator: str = "hugo") -> str:
@@ -485,15 +423,6 @@ def _copy_plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_copy_plain(item) for item in value]
     return value
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    """Which file ``path`` is now: an atomic replace gives it another inode."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _read_entry(path: Path) -> dict[str, Any] | None:
