@@ -112,6 +112,8 @@ class Lanes:
     message of it finished in the last ``wait`` seconds) the caller, a huey thread, waits
     up to ``wait`` seconds for room instead of taking more from the queue; a lane that does
     not move refuses at once. A refused message (False) goes back on the queue for later.
+    While another lane has nothing waiting, a full lane takes up to twice ``backlog``
+    instead, and its caller goes back to the queue: the next message may be for that lane.
     Messages that wait in a lane for the same call merge when a thread takes them (their
     first argument, a list of ids, joined up to ``merge`` ids): under load a lane makes
     fewer, larger calls, so the work per transaction grows with the backlog instead of the
@@ -135,12 +137,18 @@ class Lanes:
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
         message = _Message(func, args, contextvars.copy_context())
         with self._idle:
+            if self._closed:
+                return False
             room = self._room(name, message.size)
             if not room and self._moving(name):
-                room = self._others_hungry(name, message.size) or self._idle.wait_for(
-                    lambda: self._room(name, message.size) or not self._moving(name), self.wait
-                )
-            if self._closed or not (room or self._room(name, message.size)):
+                room = self._others_hungry(name, message.size)
+                if not room:
+                    self._idle.wait_for(
+                        lambda: self._room(name, message.size) or not self._moving(name),
+                        self.wait,
+                    )
+                    room = self._room(name, message.size)  # a lane that stopped moving refuses
+            if not room:
                 return False
             if not self._held.get(name):
                 self._moved[name] = time.monotonic()  # an idle lane wakes up: it moves

@@ -221,3 +221,21 @@ def test_a_full_lane_takes_more_rather_than_starve_another_lane():
     assert lanes.held("files") == 4
     release.set()
     assert lanes.wait_idle(timeout=5)
+
+
+def test_a_lane_that_stops_moving_while_a_caller_waits_refuses_it():
+    """Waiting ends when the lane stops moving, and then the caller is refused: a full lane
+    never holds more than its backlog because it hung."""
+    import threading
+
+    from publisher.background import Lanes
+
+    release = threading.Event()
+    lanes = Lanes(threads=1, backlog=1, wait=0.3)
+    assert lanes.submit("slow", lambda: None)
+    assert lanes.wait_idle(timeout=5)  # it moved just now
+    assert lanes.submit("slow", release.wait, 10)  # full, and this one hangs
+    assert not lanes.submit("slow", lambda: None)  # waited, then the lane stopped moving
+    assert lanes.held("slow") == 1
+    release.set()
+    assert lanes.wait_idle(timeout=5)
