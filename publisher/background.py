@@ -137,18 +137,7 @@ class Lanes:
     def submit(self, name: str, func: Callable[..., Any], *args: Any) -> bool:
         message = _Message(func, args, contextvars.copy_context())
         with self._idle:
-            if self._closed:
-                return False
-            room = self._room(name, message.size)
-            if not room and self._moving(name):
-                room = self._others_hungry(name, message.size)
-                if not room:
-                    self._idle.wait_for(
-                        lambda: self._room(name, message.size) or not self._moving(name),
-                        self.wait,
-                    )
-                    room = self._room(name, message.size)  # a lane that stopped moving refuses
-            if not room:
+            if not self._admits(name, message.size):
                 return False
             if not self._held.get(name):
                 self._moved[name] = time.monotonic()  # an idle lane wakes up: it moves
@@ -164,6 +153,18 @@ class Lanes:
                 )
         pool.submit(self._drain, name)
         return True
+
+    def _admits(self, name: str, size: int) -> bool:
+        """Whether the lane takes ``size`` more deliveries now, waiting for room while it
+        moves (the caller holds ``_idle``; waiting releases it)."""
+        if self._closed:
+            return False
+        if self._room(name, size) or not self._moving(name):
+            return self._room(name, size)
+        if self._others_hungry(name, size):
+            return True
+        self._idle.wait_for(lambda: self._room(name, size) or not self._moving(name), self.wait)
+        return self._room(name, size)  # a lane that stopped moving meanwhile refuses
 
     def _room(self, name: str, size: int) -> bool:
         """Whether the lane takes ``size`` more deliveries (an empty lane takes any message)."""
