@@ -177,6 +177,90 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
+class KeptConnection:
+    """A write connection kept between the transactions of one writer at a time.
+
+    Why: checking a connection out of SQLAlchemy's pool and back in (its events, the reset's
+    rollback, the proxy objects) costs as much as the webhook's insert, and the group
+    committers (inbox and API intake) run one transaction per batch. Their leaders take
+    turns, so one connection serves them; a writer that finds it in use gets one from the
+    pool (:func:`write_connection`). The pool's promises are kept: a kept connection that sat
+    unused for ``PING_AFTER_IDLE`` seconds is pinged before use (as the pool would,
+    :func:`_ping_when_idle`), one held for ``KEEP_FOR`` seconds goes back to the pool, whose
+    ``pool_recycle`` then applies, and a transaction that fails gives it back, for the pool
+    to keep or drop.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._reset()
+        forksafe.after_fork(self._forget)
+
+    def _reset(self) -> None:
+        self._turn = threading.Lock()
+        self._connection: Connection | None = None
+        self._taken = self._used = 0.0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction, as :func:`write_connection`, on the kept connection."""
+        if not self._turn.acquire(blocking=False):
+            with write_connection(self.engine) as connection:
+                yield connection
+            return
+        try:
+            with writer_lock(self.engine):
+                connection = self._take()
+                try:
+                    with connection.begin():
+                        yield connection
+                except BaseException:
+                    self._give_back()
+                    raise
+                self._used = time.monotonic()
+        finally:
+            self._turn.release()
+
+    def _take(self) -> Connection:
+        now = time.monotonic()
+        if self._connection is not None and now - self._taken >= KEEP_FOR:
+            self._give_back()
+        elif self._connection is not None and now - self._used >= PING_AFTER_IDLE:
+            try:
+                self.engine.dialect.do_ping(self._connection.connection.dbapi_connection)
+            except Exception:  # noqa: BLE001 - dead: the pool drops it, a new one is taken
+                self._connection.invalidate()
+                self._give_back()
+        if self._connection is None:
+            self._connection = self.engine.connect()
+            self._connection.execution_options(**{IMMEDIATE: True})
+            self._taken = now
+        return self._connection
+
+    def _give_back(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with suppress(SQLAlchemyError):
+                connection.close()
+
+    def close(self) -> None:
+        """Give the kept connection back to the pool (before the engine is disposed)."""
+        with self._turn:
+            self._give_back()
+
+    def _forget(self) -> None:
+        # in a forked child: the parent's connection is neither used nor given back (the
+        # pool's reset would roll back on the parent's socket), so it is kept, unused
+        if self._connection is not None:
+            _inherited.append(self._connection)
+        self._reset()
+
+
+#: seconds a kept connection serves before it goes back to the pool (see KeptConnection)
+KEEP_FOR = 60.0
+_inherited: list[Connection] = []  # a forked child's copies of its parent's kept connections
+
+
 @dataclass(frozen=True)
 class DriverInsert:
     """An ``INSERT`` built once for a dialect and run on the driver's own cursor.

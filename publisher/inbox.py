@@ -94,7 +94,7 @@ class InboxProcessor:
         background = self.settings["enqueue"] == "background"  # serve and wsgi: off the request
         self._after_commit = Feeding(self._enqueue_many, background=background, linger=FEED_LINGER)
         most = self.settings["webhooks"]["group_commit_max"]
-        self.writer = InboxWriter(services.engine, most, self._after_commit)
+        self.writer = InboxWriter(services.kept, most, self._after_commit)
         self._held: dict[int, float] = {}  # inbox id -> when this sweeper saw it processing
         self._pruned_at = 0.0
 

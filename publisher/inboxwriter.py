@@ -8,6 +8,8 @@ This is the whole of a webhook's durable work, so it is built for cost:
 - ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, so a repeat does not fail the rest of
   its batch: one statement per dialect, built once, run on the driver's cursor
   (:class:`~publisher.db.DriverInsert`; on PostgreSQL the batch's rows go in one pipeline);
+- the leaders write on a connection kept between batches
+  (:class:`~publisher.db.KeptConnection`), not one checked out of the pool per batch;
 - on a SQLite file, a leader takes the writers' turn (:func:`publisher.db.writer_lock`)
   *before* it takes its batch, so what arrives while it waits joins the batch.
 """
@@ -17,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Dialect, Engine
+from sqlalchemy import Dialect
 from sqlalchemy.exc import IntegrityError
 
-from publisher.db import DriverInsert, write_connection, writer_lock
+from publisher.db import DriverInsert, KeptConnection, writer_lock
 from publisher.groupcommit import GroupCommitter
 from publisher.models import InboxItem
 
@@ -32,12 +34,12 @@ class InboxWriter:
     """Commits inbox rows for the request threads of this process (see the module)."""
 
     def __init__(
-        self, engine: Engine, max_batch: int, after_commit: Callable[[list[int]], None]
+        self, kept: KeptConnection, max_batch: int, after_commit: Callable[[list[int]], None]
     ) -> None:
-        self.engine = engine
+        self.kept = kept
         self.after_commit = after_commit  # the new ids, once committed: enqueue them
         self.committer: GroupCommitter[Row, int | None] = GroupCommitter(
-            self._write, max_batch, gate=lambda: writer_lock(engine)
+            self._write, max_batch, gate=lambda: writer_lock(kept.engine)
         )
 
     def write(self, row: Row) -> int | None:
@@ -53,7 +55,7 @@ class InboxWriter:
 
     def _insert(self, rows: list[Row]) -> list[int | None]:
         try:
-            with write_connection(self.engine) as connection:
+            with self.kept.transaction() as connection:
                 return insert_new(connection, rows)
         except IntegrityError:
             if len(rows) == 1:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from publisher.config import Settings, source_policy
-from publisher.db import transaction, write_connection, writer_lock
+from publisher.db import transaction, writer_lock
 from publisher.erasure import refuse_purged
 from publisher.errors import EnvelopeError, Gone, InvalidRecord, PublisherError
 from publisher.groupcommit import CommitFailed, GroupCommitter
@@ -360,7 +360,7 @@ class Intake:
 
     def _write_once(self, items: Sequence[Prepared], defer: bool) -> Written:
         volatile = self.settings["volatile_fields"]
-        with write_connection(self.services.engine) as connection:
+        with self.services.kept.transaction() as connection:
             # reads in the write transaction: no second connection per request, and a purge
             # cannot slip in between the check and the write
             gone = refuse_purged(connection, [item.incoming.id for item in items])

@@ -41,6 +41,8 @@ class Services:
     outputs: dict[str, tuple[str, Output]]
     dispatcher: Dispatcher
     keyring: Keyring
+    #: the connection the group committers' leaders write on, kept between their batches
+    kept: db.KeptConnection
     token_cache: TokenCache = field(default_factory=lambda: TokenCache(0))
 
     def open_protected(self, fields: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -50,6 +52,7 @@ class Services:
     def close(self) -> None:
         """Stop this app's threads (the dispatcher's lanes), then its connections."""
         self.dispatcher.close()
+        self.kept.close()
         self.engine.dispose()
 
 
@@ -77,7 +80,10 @@ def build_services(settings: Settings, plugins: pluggy.PluginManager | None = No
     outputs = collect_outputs(pm, settings)
     dispatcher = _dispatcher(settings, sessions, huey, pm, outputs, keyring)
     token_cache = TokenCache(settings["token_cache_seconds"])
-    return Services(settings, engine, sessions, huey, pm, outputs, dispatcher, keyring, token_cache)
+    kept = db.KeptConnection(engine)
+    return Services(
+        settings, engine, sessions, huey, pm, outputs, dispatcher, keyring, kept, token_cache
+    )
 
 
 def _dispatcher(

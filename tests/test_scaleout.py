@@ -355,6 +355,17 @@ def _worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _wait_until_started(workers: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """Until each running worker's consumer has set its signal handlers (or 30 s)."""
+    deadline = time.monotonic() + 30
+    for worker, log in zip(workers, logs, strict=True):
+        while worker.poll() is None and time.monotonic() < deadline:
+            if "Huey consumer started" in log.read_text():
+                time.sleep(0.5)  # the handlers come right after the consumer's threads
+                break
+            time.sleep(0.1)
+
+
 @pytest.mark.scaleout
 def test_two_worker_processes_run_each_delivery_once(
     scaleout_backend, make_app, base_settings, recorded, tmp_path
@@ -387,6 +398,8 @@ def test_two_worker_processes_run_each_delivery_once(
                 break
             time.sleep(0.2)
     finally:
+        # a worker still starting has no handler yet: SIGTERM would kill it, not stop it
+        _wait_until_started(workers, [tmp_path / f"worker-{i}.log" for i in range(2)])
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
         codes = [worker.wait(timeout=30) for worker in workers]

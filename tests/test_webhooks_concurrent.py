@@ -24,7 +24,6 @@ from flask import Flask
 from sqlalchemy import select, text
 from werkzeug.serving import make_server
 
-from publisher import inboxwriter
 from publisher.api.webhooks import inbox_processor
 from publisher.db import transaction
 from publisher.models import InboxItem
@@ -130,18 +129,19 @@ def test_concurrent_webhooks_are_each_committed_once_in_shared_batches(hook_app,
 
 
 def test_a_failed_commit_answers_503_to_every_request_of_its_batch(hook_app, server, monkeypatch):
-    real, failures = inboxwriter.write_connection, []
+    kept = inbox_processor(hook_app).writer.kept
+    real, failures = kept.transaction, []
 
     @contextmanager
-    def commit_fails_once(engine: Any) -> Iterator[Any]:
-        with real(engine) as connection:
+    def commit_fails_once() -> Iterator[Any]:
+        with real() as connection:
             yield connection  # the rows are inserted, then the commit fails: all rolled back
             if len(failures) == 1:  # the second batch: the one of the queued requests
                 failures.append("failed")
                 raise sqlite3.OperationalError("disk I/O error")
             failures.append("ok")
 
-    monkeypatch.setattr(inboxwriter, "write_connection", commit_fails_once)
+    monkeypatch.setattr(kept, "transaction", commit_fails_once)
     msg_ids = [f"msg_{n}" for n in range(REQUESTS)]
     with first_commit_held(hook_app, total=REQUESTS) as batches:
         answers = post_all(server, msg_ids)
