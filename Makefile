@@ -29,9 +29,11 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-# bench drives the load with wrk (Debian's package, installed by .ci/wrk when missing)
+# bench drives the load with wrk (Debian's package, installed by .ci/wrk when missing), on
+# bytecode compiled beforehand, as `pip install .` leaves a deployed copy (deploy/Containerfile)
 bench: install
 	bash .ci/wrk
+	$(BIN)/python -m compileall -q publisher plugins bench wsgi.py
 	$(BIN)/python bench/run.py
 
 soak: install
