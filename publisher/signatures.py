@@ -45,6 +45,7 @@ DEFAULT_TOLERANCE = 300
 DEFAULT_CACHE_SECONDS = 5.0
 MAX_CACHED_SOURCES = 1000
 MAX_SIGNATURES = 10  # entries in one webhook-signature header we look at
+SIGNING_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 _WEBHOOK_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII; fits inbox.webhook_id
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
@@ -195,11 +196,12 @@ class Verifier:
     def verify(self, source: str, body: bytes, headers: Mapping[str, str]) -> Signed:
         """Verify a delivery to ``source`` or raise the one uniform 401."""
         keys = self.keys(source)
+        signing = _signing_headers(headers)
         try:
             # an unknown source does the same work with a throwaway key, then fails
             signed = verify_signature(
                 body,
-                headers,
+                signing,
                 keys or [_secrets.token_bytes(32)],
                 tolerance=self.tolerance,
                 now=self.clock(),
@@ -211,6 +213,20 @@ class Verifier:
         if not keys:  # pragma: no cover - a random key cannot match
             raise Unauthenticated(MESSAGE)
         return signed
+
+
+def _signing_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The three Standard Webhooks headers, whatever the case of the names given.
+
+    Looked up by name first: a request's headers are read from its WSGI environ, and
+    walking all of them cost as much as the rest of the verification. A plain mapping with
+    names in another case is walked once.
+    """
+    found = {name: headers.get(name) or "" for name in SIGNING_HEADERS}
+    if all(found.values()):
+        return found
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return {name: lowered.get(name) or "" for name in SIGNING_HEADERS}
 
 
 def _as_list(value: Any) -> list[str]:
