@@ -356,7 +356,8 @@ def _worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_until_started(workers: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    """Until each running worker's consumer has set its signal handlers (or 30 s)."""
+    """Until each running worker's consumer has logged its start, then half a second more:
+    huey sets its signal handlers right after that line (30 s at most in all)."""
     deadline = time.monotonic() + 30
     for worker, log in zip(workers, logs, strict=True):
         while worker.poll() is None and time.monotonic() < deadline:
