@@ -55,7 +55,7 @@ def check_file(path: Path, settings: dict[str, Any]) -> Checked:
 def check_files(
     paths: Iterable[Path], settings: Mapping[str, Any], jobs: int
 ) -> Iterator[Iterator[tuple[Path, Checked | Exception]]]:
-    """Each file's items in order, checked by ``jobs`` worker processes (1: in this one).
+    """Each file's items in order, checked by ``jobs`` worker processes (0: in this one).
 
     The workers start as the block is entered, not when the first file is asked for: the
     ingesting process builds its app meanwhile (imports, migrations, plugins), and by then
@@ -67,7 +67,7 @@ def check_files(
         "limits": {"max_string": settings["limits"]["max_string"]},
     }
     files = list(paths)
-    if jobs <= 1 or len(files) < 2 or any(str(path) == "-" for path in files):
+    if jobs < 1 or len(files) < 2 or any(str(path) == "-" for path in files):
         yield ((path, _outcome(lambda path=path: check_file(path, needed))) for path in files)
         return
     # spawn: a fresh interpreter per worker, never a fork of this threaded process

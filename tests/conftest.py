@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import shutil
@@ -84,14 +85,15 @@ def runner(app: Flask):  # noqa: ANN201
 
 
 @pytest.fixture
-def invoke(runner) -> Callable[..., Any]:  # noqa: ANN001
+def invoke(runner) -> Iterator[Callable[..., Any]]:  # noqa: ANN001
     """Run a ``publisher`` command against this test's app."""
     from publisher.cli import cli
 
     def run(*args: str, **kwargs: Any) -> Any:
         return runner.invoke(cli, list(args), **kwargs)
 
-    return run
+    yield run
+    gc.unfreeze()  # ``ingest`` freezes its process's heap: here, the test session's
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from publisher.cli.records import default_jobs
 from publisher.models import Record
 from publisher.secured.envelopes import seal
 from publisher.secured.keyring import Keyring, generate_key
@@ -58,7 +60,7 @@ def test_ingest_reports_bad_files_and_exits_non_zero(invoke, tmp_path):
     assert "broken.json" in result.stderr and "no-title.md: title" in result.stderr
 
 
-@pytest.mark.parametrize("jobs", ["1", "3"])
+@pytest.mark.parametrize("jobs", ["0", "1", "3"])
 def test_ingest_answers_the_same_whatever_the_worker_processes(invoke, tmp_path, seed_json, jobs):
     """Files are checked in worker processes and stored in order: same counts, same lines."""
     folder = tmp_path / "mixed"
@@ -75,6 +77,20 @@ def test_ingest_answers_the_same_whatever_the_worker_processes(invoke, tmp_path,
     problems = [line.split(":", 1)[0].rsplit("/", 1)[-1] for line in result.stderr.splitlines()
                 if line.startswith(str(folder))]  # fmt: skip
     assert problems == ["05-broken.json", "07-untitled.json"]
+
+
+def test_ingest_validates_beside_the_storing_process_on_all_cpus_but_one():
+    """The storing process keeps a CPU busy itself; a worker more would only take turns."""
+    assert [default_jobs(cpus) for cpus in (None, 1, 2, 8)] == [0, 0, 1, 7]
+
+
+def test_ingest_stores_with_the_heap_it_built_frozen(invoke, tmp_path, seed_json):
+    """Storing allocates at every record: the collections that sets off skip the app."""
+    gc.unfreeze()
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(seed_json))
+    assert invoke("ingest", str(path)).exit_code == 0
+    assert gc.get_freeze_count() > 10_000
 
 
 def test_ingest_from_stdin(invoke, seed_md):

@@ -31,6 +31,17 @@ def test_each_files_items_come_back_checked_in_order(tmp_path, seed_json):
     ]
 
 
+@pytest.mark.parametrize(("jobs", "workers"), [(0, 0), (1, 1), (2, 2)])
+def test_jobs_is_the_number_of_worker_processes(tmp_path, seed_json, jobs, workers):
+    """0 checks in the calling process; 1 already checks beside it, while it stores."""
+    paths = [tmp_path / f"{n}.json" for n in range(3)]
+    for path in paths:
+        path.write_text(json.dumps(seed_json))
+    with check_files(paths, SETTINGS, jobs=jobs) as checked:
+        assert len(multiprocessing.active_children()) == workers
+        assert [len(items) for _, items in checked] == [1, 1, 1]
+
+
 def test_the_workers_start_reading_as_the_block_is_entered(tmp_path, seed_json):
     """So they check the first files while the ingesting process builds its app."""
     pipes = [tmp_path / f"{n}.json" for n in range(2)]

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from publisher.cli.common import echo_json_line, load_app, read_settings
 from publisher.errors import PublisherError
 from publisher.filecheck import check_files, read
+from publisher.heap import freeze_startup_heap
 
 SUFFIXES = {".md", ".markdown", ".json", ".ndjson", ".jsonl", ".yaml", ".yml"}
 CHUNK = 500  # records per transaction when ingesting
@@ -37,16 +38,17 @@ def _files(paths: Iterable[str]) -> Iterator[Path]:
 @click.option("--source", default="cli", show_default=True, help="Source name for policy.")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
-    default=lambda: os.cpu_count() or 1,
-    show_default="the CPUs",
-    help="Processes that read and validate files while this one stores.",
+    type=click.IntRange(min=0),
+    default=lambda: default_jobs(os.cpu_count()),
+    show_default="the CPUs but one",
+    help="Processes that read and validate files while this one stores (0: this one).",
 )
 def ingest(paths: tuple[str, ...], source: str, jobs: int) -> None:
     """Store records from files, folders (recursively) or - (stdin), with a progress bar."""
     files = list(_files(paths))
     # the workers read and validate while this process builds its app (filecheck)
     with check_files(files, read_settings(), jobs) as checked, load_app().app_context():
+        freeze_startup_heap()  # the app's objects out of the collections storing sets off
         counts, problems = _store(checked, len(files), source)
     for line in problems:
         click.echo(line, err=True)
@@ -54,6 +56,15 @@ def ingest(paths: tuple[str, ...], source: str, jobs: int) -> None:
     click.echo(f"{len(files)} files: {summary}")
     if counts["invalid"] or counts["unreadable"] or counts["gone"]:  # gone: a purged id
         sys.exit(1)
+
+
+def default_jobs(cpus: int | None) -> int:
+    """One validating process per CPU but the one this process keeps busy storing.
+
+    This process is CPU-bound too (the ``secured`` policy, the hooks, the store): a worker
+    more than the CPUs left only takes turns with it, and each one costs a start.
+    """
+    return max((cpus or 1) - 1, 0)
 
 
 def _store(
