@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from publisher.errors import PublisherError
-from publisher.parsing import parse_body, parse_file
+from publisher.parsing import Parsed, parse_body, parse_file
 from publisher.schemas import Validated, validate
 
 #: one file's items, each with its validation (or why it failed), or why the file failed
@@ -30,22 +30,27 @@ AHEAD = 4  # files read per worker ahead of the store (a bound on what waits in 
 
 def read(path: Path) -> list[Any]:
     """The items of one file, or of standard input for ``-``."""
+    return _parse(path).items
+
+
+def _parse(path: Path) -> Parsed:
     if str(path) == "-":
         data = sys.stdin.buffer.read()
         text = data.lstrip()
         kind = "text/markdown" if text.startswith(b"---") else "application/json"
         if text[:1] not in (b"{", b"[", b"-"):
             kind = "application/yaml"
-        return parse_body(data, kind).items
-    return parse_file(path).items
+        return parse_body(data, kind)
+    return parse_file(path)
 
 
 def check_file(path: Path, settings: dict[str, Any]) -> Checked:
     """Read one file and validate each item; raises what makes the file unreadable."""
     checked: Checked = []
-    for raw in read(path):
+    parsed = _parse(path)
+    for raw in parsed.items:
         try:
-            checked.append((raw, validate(raw, settings)))
+            checked.append((raw, validate(raw, settings, text_bound=parsed.text_bound)))
         except PublisherError as exc:
             checked.append((raw, exc))
     return checked

@@ -210,7 +210,7 @@ class InboxProcessor:
                 taken[row.id] = _refused(row, exc)
                 continue
             parsed.append((row, body.batch))
-            submissions.append(Submission(body.items, row.source, row.request_id))
+            submissions.append(Submission(body.items, row.source, row.request_id, body.text_bound))
         answers = self.intake.take_many(submissions) if submissions else []
         for (row, batch), results in zip(parsed, answers, strict=True):
             taken[row.id] = _verdict(row, results, batch)

@@ -103,6 +103,7 @@ class Submission:
     items: Sequence[Any]
     source: str = "api"
     request_id: str | None = None
+    text_bound: int | None = None  # the parser's (parsing.Parsed.text_bound)
 
 
 @dataclass
@@ -141,7 +142,11 @@ class Intake:
         """Parse a body and take in every record in it; returns results and batch-ness."""
         parsed = self.parse(body, content_type, source=source)
         results = self.take(
-            parsed.items, source=source, request_id=request_id, refuse_held=refuse_held
+            parsed.items,
+            source=source,
+            request_id=request_id,
+            refuse_held=refuse_held,
+            text_bound=parsed.text_bound,
         )
         return results, parsed.batch
 
@@ -177,6 +182,7 @@ class Intake:
         defer: bool = False,
         refuse_held: bool = False,
         checked: Sequence[Validated | PublisherError] | None = None,
+        text_bound: int | None = None,
     ) -> list[ItemResult]:
         """Validate and open each item, then store all accepted ones in one transaction.
 
@@ -184,10 +190,11 @@ class Intake:
         ``refuse_held`` answers an item the secured policy would quarantine as invalid
         instead (a replay: the item already is in the quarantine, and stays there).
         ``checked`` is each item's :func:`validate` outcome when it was done elsewhere
-        (``publisher ingest`` validates in worker processes).
+        (``publisher ingest`` validates in worker processes). ``text_bound`` is the
+        parser's word on the items' strings (:class:`~publisher.parsing.Parsed`).
         """
         (results,) = self.take_many(
-            [Submission(items, source, request_id)],
+            [Submission(items, source, request_id, text_bound)],
             defer=defer,
             refuse_held=refuse_held,
             checked=checked,
@@ -237,7 +244,11 @@ class Intake:
         refuse_held: bool,
     ) -> Prepared:
         item = self.prepare(
-            raw, source=submission.source, request_id=submission.request_id, checked=checked
+            raw,
+            source=submission.source,
+            request_id=submission.request_id,
+            checked=checked,
+            text_bound=submission.text_bound,
         )
         if refuse_held and item.quarantine:
             raise StillHeld(
@@ -253,12 +264,13 @@ class Intake:
         source: str,
         request_id: str | None = None,
         checked: Validated | PublisherError | None = None,
+        text_bound: int | None = None,
     ) -> Prepared:
         """Validate and open one raw item (no storage); raises on anything to refuse."""
         self._notify("record_received", source=source, raw=raw if isinstance(raw, dict) else {})
         if isinstance(checked, PublisherError):
             raise checked
-        validated = checked or validate(raw, self.settings)
+        validated = checked or validate(raw, self.settings, text_bound=text_bound)
         data = validated.data
         self._notify("record_validated", record=data, warnings=validated.warnings)
         outcome = open_under_policy(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,23 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_EXPANDED_NODES = 100_000
 
 
+# A JSON escape that decodes to NUL or to a surrogate: the only ways JSON text read as
+# strict UTF-8 can put either into a string (a raw control character is a syntax error).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """What a body held: its items (raw, unvalidated) and whether it was sent as a batch."""
+    """What a body held: its items (raw, unvalidated) and whether it was sent as a batch.
+
+    ``text_bound``, when not None, is the parser's word that no string in the items (field
+    names included) holds NUL or a lone surrogate, and none is longer than that: validation
+    then need not walk every string (:func:`publisher.schemas.validate`).
+    """
 
     items: list[Any]
     batch: bool
+    text_bound: int | None = field(default=None, compare=False)
 
 
 def parse_body(
@@ -173,17 +184,27 @@ def _checked_count(parsed: Parsed, max_items: int | None) -> Parsed:
 
 def _parse_json(text: str, max_depth: int) -> Parsed:
     value = _load_json(text, max_depth)
+    bound = _text_bound(text, len(text))
     if isinstance(value, list):
-        return Parsed(items=value, batch=True)
-    return Parsed(items=[value], batch=False)
+        return Parsed(items=value, batch=True, text_bound=bound)
+    return Parsed(items=[value], batch=False, text_bound=bound)
 
 
 def _parse_ndjson(text: str, max_depth: int) -> Parsed:
     items = []
+    longest = 0
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             items.append(_load_json(line, max_depth, first_line=number))
-    return Parsed(items=items, batch=True)
+            longest = max(longest, len(line))
+    return Parsed(items=items, batch=True, text_bound=_text_bound(text, longest))
+
+
+def _text_bound(text: str, longest: int) -> int | None:
+    """``Parsed.text_bound`` of JSON text whose strings are at most ``longest`` long: a
+    string is never longer than its escaped form. An escape that only looks like one
+    (``\\\\u0000``) costs the walk that would have been made anyway, never a wrong answer."""
+    return None if _UNSTORABLE_ESCAPE.search(text) else longest
 
 
 def _load_json(text: str, max_depth: int, *, first_line: int = 1) -> Any:

@@ -267,24 +267,39 @@ class Validated:
     warnings: list[str] = field(default_factory=list)
 
 
-def validate(raw: Any, settings: Mapping[str, Any]) -> Validated:
-    """Check one raw item as every door does: the schema, strict mode, a derivable id."""
+def validate(raw: Any, settings: Mapping[str, Any], *, text_bound: int | None = None) -> Validated:
+    """Check one raw item as every door does: the schema, strict mode, a derivable id.
+
+    ``text_bound`` is the parser's :attr:`~publisher.parsing.Parsed.text_bound`.
+    """
     validated = validate_record(
-        raw, strict=settings["strict"], max_string=settings["limits"]["max_string"]
+        raw,
+        strict=settings["strict"],
+        max_string=settings["limits"]["max_string"],
+        text_bound=text_bound,
     )
     validated.data["id"] = record_id(validated.data)
     return validated
 
 
 def validate_record(
-    raw: Any, *, strict: bool = False, max_string: int = DEFAULT_MAX_STRING
+    raw: Any,
+    *,
+    strict: bool = False,
+    max_string: int = DEFAULT_MAX_STRING,
+    text_bound: int | None = None,
 ) -> Validated:
-    """Validate one raw item; raise ``InvalidRecord`` with errors by dotted field path."""
+    """Validate one raw item; raise ``InvalidRecord`` with errors by dotted field path.
+
+    A ``text_bound`` within ``max_string`` (the parser vouches for every string) skips the
+    walk of :func:`check_text`: on JSON, the common case, the parser knew it from the text.
+    """
     if not isinstance(raw, Mapping):
         message = "A record must be a mapping of fields."
         raise InvalidRecord("the record is invalid", errors={"_schema": [message]})
     errors: dict[str, list[str]] = {}
-    check_text(raw, max_string, errors)
+    if text_bound is None or text_bound > max_string:
+        check_text(raw, max_string, errors)
     unknown = _find_unknown(raw, RECORD_SCHEMA, (), errors)
     if strict:
         for path, _ in unknown:

@@ -33,6 +33,7 @@ HOSTILE: dict[str, tuple[str, str]] = {
     "unknown-lone-surrogate": ('"extra": "\\ud800"', "extra"),
     "nested-unknown-lone-surrogate": ('"extra": {"deep": [1, "\\ud83d"]}', "extra.deep.1"),
     "unknown-key-lone-surrogate": ('"\\ud800": 1', "\\ud800"),
+    "title-upper-case-surrogate": ('"title": "a\\uD83Db"', "title"),
     "title-nul": ('"title": "a\\u0000b"', "title"),
     "body-nul": ('"body": "x\\u0000y"', "body"),
     "topic-nul": ('"topics": ["\\u0000"]', "topics.0"),

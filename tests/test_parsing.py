@@ -88,6 +88,40 @@ def test_byte_order_mark_is_dropped() -> None:
 # -- batches -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"title": "caf\\u00e9 \\ud7ff"}', "application/json"),
+        (b'[{"title": "one"}, {"title": "two"}]', "application/json"),
+        (b'{"title": "one"}\n{"title": "\\u0001"}\n', "application/x-ndjson"),
+    ],
+)
+def test_json_vouches_for_its_strings_when_no_escape_can_make_nul_or_a_surrogate(
+    body: bytes, content_type: str
+) -> None:
+    """Validation then skips its walk over every string (``Parsed.text_bound``)."""
+    parsed = parse_body(body, content_type)
+    longest = max(len(line) for line in body.decode().split("\n"))
+    assert parsed.text_bound == longest
+    assert all(len(v) <= longest for item in parsed.items for v in (*item, *item.values()))
+
+
+@pytest.mark.parametrize(
+    "escape", [b"\\u0000", b"\\ud800", b"\\uDFFF", b"\\ud83d\\ude00", b"\\\\u0000"]
+)
+def test_json_that_may_hold_nul_or_a_surrogate_leaves_the_strings_to_validation(
+    escape: bytes,
+) -> None:
+    """A pair (an emoji) or an escaped backslash only looks like one: the walk decides."""
+    assert parse_body(b'{"title": "a' + escape + b'"}', "application/json").text_bound is None
+
+
+@pytest.mark.parametrize("content_type", ["application/yaml", "text/markdown"])
+def test_yaml_leaves_the_strings_to_validation(content_type: str) -> None:
+    body = b"---\ntitle: x\n---\n" if content_type == "text/markdown" else b"title: x\n"
+    assert parse_body(body, content_type).text_bound is None
+
+
 def test_json_array_is_a_batch() -> None:
     record = json.loads(SEED_JSON)
     parsed = parse_body(json.dumps([record, record]).encode(), "application/json")

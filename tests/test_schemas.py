@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from publisher.errors import InvalidRecord
 from publisher.parsing import parse_body, parse_file
@@ -299,3 +301,28 @@ def test_validation_does_not_change_its_input() -> None:
     before = copy.deepcopy(record)
     validate_record(record)
     assert record == before
+
+
+# -- the parser's word on strings --------------------------------------------------------
+
+#: pieces of JSON string source: plain text, escapes of every kind, and look-alikes
+_JSON_PIECES = ["a", "é", "\\\\", '\\"', "\\n", "\\u00e9", "\\u0000", "\\ud800", "\\uDC00",
+                "\\ud83d\\ude00", "\\\\u0000", "\\\\ud800"]  # fmt: skip
+_json_string = st.lists(st.sampled_from(_JSON_PIECES), max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(title=_json_string, name=_json_string, value=_json_string, limit=st.integers(1, 80))
+def test_the_parsers_word_on_strings_never_changes_an_answer(title, name, value, limit):
+    """Skipping the walk over every string (``text_bound``) answers as the walk would: the
+    same refusals of NUL, lone surrogates and long text, the same data when valid."""
+    body = f'{{"title": "{title}", "{name}": "{value}"}}'.encode()
+    parsed = parse_body(body, "application/json")
+
+    def answer(text_bound: int | None) -> Any:
+        try:
+            return validate_record(parsed.items[0], max_string=limit, text_bound=text_bound).data
+        except InvalidRecord as exc:
+            return exc.errors
+
+    assert answer(parsed.text_bound) == answer(None)
