@@ -15,11 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, text
 
 from publisher.db import (
+    alembic_config,
     make_engine,
     schema_revision,
     upgrade,
@@ -29,6 +32,7 @@ from publisher.db import (
 from publisher.migrations import HEAD
 from publisher.models import Base
 from publisher.taskqueue import make_huey
+from tests.backends import create_database, drop_database, require_scaleout
 from tests.concurrency import forked, wait_until
 
 
@@ -657,3 +661,45 @@ def test_the_waiting_deliveries_are_read_by_index_after_an_analyze(tmp_path):
     engine.dispose()
     assert len(found) == 5
     assert {n: p for n, (_, p) in found.items() if p} == {}, found
+
+
+LARGE_VALUES = {"records": ("fields", "body"), "revisions": ("fields", "body"),
+                "inbox": ("payload",), "quarantine": ("payload",)}  # fmt: skip
+
+
+def test_postgresql_compresses_whole_records_and_payloads_with_lz4():
+    """pglz was most of the server's cost of storing a record (migration 0006)."""
+    require_scaleout()
+    url = create_database()
+    engine = create_engine(url)
+    try:
+        upgrade(url)
+        with engine.connect() as connection:
+            if not connection.execute(text(LZ4_BUILT)).scalar():
+                pytest.skip("this PostgreSQL server was built without lz4")
+            assert _compression(connection) == {c: "l" for c in _large_columns()}
+        command.downgrade(alembic_config(url), "0005")
+        with engine.connect() as connection:
+            assert _compression(connection) == {c: "" for c in _large_columns()}
+    finally:
+        engine.dispose()
+        drop_database(url)
+
+
+LZ4_BUILT = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+
+
+def _large_columns() -> list[str]:
+    return [f"{table}.{column}" for table, columns in LARGE_VALUES.items() for column in columns]
+
+
+def _compression(connection: Any) -> dict[str, str]:
+    """Each large column's own compression method (``l``: lz4; empty: the server default)."""
+    rows = connection.execute(
+        text(
+            "SELECT c.relname || '.' || a.attname, a.attcompression FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname || '.' || a.attname = ANY(:n)"
+        ),
+        {"n": _large_columns()},
+    )
+    return {name: str(method or "") for name, method in rows}

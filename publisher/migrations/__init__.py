@@ -2,4 +2,4 @@
 
 #: the newest revision in ``versions/`` (``tests/test_db.py`` checks it against Alembic's own
 #: answer). Every process upgrades on start; a store already here needs no Alembic at all.
-HEAD = "0005"
+HEAD = "0006"
