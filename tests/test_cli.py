@@ -79,6 +79,26 @@ def test_ingest_answers_the_same_whatever_the_worker_processes(invoke, tmp_path,
     assert problems == ["05-broken.json", "07-untitled.json"]
 
 
+@pytest.mark.parametrize("jobs", ["0", "2"])
+def test_ingest_stores_a_later_files_revision_last_and_reports_problems_in_file_order(
+    app, invoke, tmp_path, seed_json, jobs
+):
+    """500 records a transaction, and across transactions the files' order holds."""
+    many = [dict(seed_json, id=f"many-{n}", title=f"Many {n}") for n in range(500)]
+    many[0]["title"], many[3] = "First", {"body": "no title"}
+    (tmp_path / "01-many.ndjson").write_text("".join(json.dumps(r) + "\n" for r in many))
+    (tmp_path / "02-broken.json").write_text('{"title": ')
+    (tmp_path / "03-again.json").write_text(json.dumps(dict(seed_json, id="many-0", title="Second")))
+    result = invoke("ingest", "--jobs", jobs, str(tmp_path))
+    assert "3 files: 499 created, 1 invalid, 1 revised, 1 unreadable" in result.stdout
+    lines = [line.rsplit("/", 1)[-1].split(":")[0] for line in result.stderr.splitlines()
+             if line.startswith(str(tmp_path))]  # fmt: skip
+    assert lines == ["01-many.ndjson[3]", "02-broken.json"]
+    with app.extensions["publisher"].sessions() as session:
+        stored = session.scalars(select(Record).where(Record.id == "many-0")).one()
+        assert (stored.revision, stored.fields["title"]) == (2, "Second")
+
+
 def test_ingest_validates_beside_the_storing_process_on_all_cpus_but_one():
     """The storing process keeps a CPU busy itself; a worker more would only take turns."""
     assert [default_jobs(cpus) for cpus in (None, 1, 2, 8)] == [0, 0, 1, 7]
