@@ -88,7 +88,8 @@ def test_ingest_stores_a_later_files_revision_last_and_reports_problems_in_file_
     many[0]["title"], many[3] = "First", {"body": "no title"}
     (tmp_path / "01-many.ndjson").write_text("".join(json.dumps(r) + "\n" for r in many))
     (tmp_path / "02-broken.json").write_text('{"title": ')
-    (tmp_path / "03-again.json").write_text(json.dumps(dict(seed_json, id="many-0", title="Second")))
+    again = dict(seed_json, id="many-0", title="Second")
+    (tmp_path / "03-again.json").write_text(json.dumps(again))
     result = invoke("ingest", "--jobs", jobs, str(tmp_path))
     assert "3 files: 499 created, 1 invalid, 1 revised, 1 unreadable" in result.stdout
     lines = [line.rsplit("/", 1)[-1].split(":")[0] for line in result.stderr.splitlines()
