@@ -6,9 +6,9 @@ Create Date: 2026-12-04 19:00:00
 
 A record's fields and body are a few kilobytes: past PostgreSQL's 2 kB threshold each value
 is compressed as it is written, twice per new revision (``records`` and ``revisions``), and
-once more as a webhook's raw payload in ``inbox``. pglz made that most of the server's cost
-of storing a record; lz4 does the same work several times faster and reads back faster
-too (docs/performance.md, "Session 12"). Values already stored keep their pglz form and read
+once more as a webhook's raw payload in ``inbox``. With pglz those two inserts were most of
+the server's time per stored record; lz4 compresses and reads back faster
+(docs/performance.md, "Session 12"). Values already stored keep their pglz form and read
 as before. A server built without lz4 (or older than 14) keeps pglz: the migration then
 changes nothing. SQLite has no such setting.
 """
