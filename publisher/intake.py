@@ -68,7 +68,6 @@ class Prepared:
 
     incoming: Incoming
     quarantine: str | None = None  # the reason, when the policy says quarantine
-    raw: Any = None
 
 
 @dataclass
@@ -288,7 +287,7 @@ class Intake:
             secured_digest=secured_digest(outcome.result, self.services.keyring),
         )
         reason = "secured" if outcome.action == "quarantine" else None
-        return Prepared(incoming, quarantine=reason, raw=raw)
+        return Prepared(incoming, quarantine=reason)
 
     def _store(self, items: Sequence[Prepared], defer: bool = False) -> list[ItemResult]:
         """Store ``items`` in one transaction, then enqueue and tell the observers.
