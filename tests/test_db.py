@@ -161,7 +161,7 @@ def test_pending_checks_leave_the_choice_of_index_to_the_selective_one(tmp_path)
     lease_plan = query_plan(engine, _lease_statement(["a", "b"], now, 60))
     assert "ix_deliveries_due" not in lease_plan
     assert "ix_deliveries_record_output" in lease_plan  # the running-sibling check
-    assert "+deliveries" not in str(wrapped.compile(dialect=postgresql.dialect()))
+    assert "+deliveries" not in str(wrapped.compile(dialect=postgresql.dialect()))  # SQLite's
 
 
 def test_sqlite_queue_commits_without_fsync_but_consistently(tmp_path):
@@ -703,3 +703,45 @@ def _compression(connection: Any) -> dict[str, str]:
         {"n": _large_columns()},
     )
     return {name: str(method or "") for name, method in rows}
+
+
+def test_postgresql_leases_by_id_and_record_whatever_its_statistics_say():
+    """PostgreSQL plans with statistics, and they lag a burst of new deliveries: analysed
+    when nothing was pending, it took ``ix_deliveries_due`` for "pending" and walked every
+    pending delivery once per id leased (1.7 s a lease of 50, with 32,000 pending)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects import postgresql
+
+    from publisher.leases import _lease_statement
+
+    require_scaleout()
+    url = create_database()
+    engine = create_engine(url)
+    try:
+        upgrade(url)
+        with engine.begin() as connection:
+            connection.execute(text(_DELIVERIES), {"status": "done", "n": 20_000})
+            connection.execute(text("ANALYZE deliveries"))
+            connection.execute(text(_DELIVERIES), {"status": "pending", "n": 5_000})
+        ids = [f"pending-{n}" for n in range(1, 51)]
+        statement = _lease_statement(ids, datetime.now(UTC), 60)
+        sql = statement.compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        with engine.connect() as connection:
+            plan = " | ".join(connection.exec_driver_sql(f"EXPLAIN {sql}").scalars())
+        assert "ix_deliveries_due" not in plan
+        assert "pk_deliveries" in plan and "ix_deliveries_record_output" in plan
+    finally:
+        engine.dispose()
+        drop_database(url)
+
+
+_DELIVERIES = """
+INSERT INTO deliveries (id, record_id, revision, output, event, status, attempts, receives,
+                        next_attempt_at, created_at, updated_at, resend)
+SELECT :status || '-' || n, 'record-' || :status || '-' || n, 1, 'files', 'publish', :status,
+       0, 0, now(), now(), now(), false
+FROM generate_series(1, :n) AS n
+"""
