@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, LargeBinary, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from publisher.db import driver_fetch, transaction
+from publisher.db import driver_fetch, transaction, unindexed
 from publisher.errors import Gone, NotFound
 from publisher.models import (
     Attempt,
@@ -245,7 +245,7 @@ def _open_deliveries(session: Session, record_id: str) -> int:
         session.scalar(
             select(func.count())
             .select_from(Delivery)
-            .where(Delivery.record_id == record_id, Delivery.status == "pending")
+            .where(Delivery.record_id == record_id, unindexed(Delivery.status) == "pending")
         )
         or 0
     )

@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from publisher.background import Feeding
-from publisher.db import transaction, write_connection
+from publisher.db import transaction, unindexed, write_connection
 from publisher.errors import Conflict, InvalidRecord, PublisherError, Unavailable
 from publisher.groupcommit import CommitFailed
 from publisher.inboxwriter import InboxWriter
@@ -251,7 +251,7 @@ class InboxProcessor:
             with transaction(self.sessions) as session:
                 session.execute(
                     update(InboxItem)
-                    .where(InboxItem.id.in_(stuck), InboxItem.status == "processing")
+                    .where(InboxItem.id.in_(stuck), unindexed(InboxItem.status) == "processing")
                     .values(status="pending")
                 )
         due = sorted({i for i in pending if clock - self._sent.get(i, -lease) >= lease} | {*stuck})
@@ -355,10 +355,11 @@ class Taken:
 
 
 _IDS = bindparam("ids", expanding=True)
-#: built once: the worker runs them for every batch of rows (store.py on prebuilt statements)
+#: built once: the worker runs them for every batch of rows (store.py on prebuilt statements);
+#: by id, whatever the statistics say of how many rows are pending (db.unindexed)
 _CLAIM = (
     update(InboxItem)
-    .where(InboxItem.id.in_(_IDS), InboxItem.status == "pending")
+    .where(InboxItem.id.in_(_IDS), unindexed(InboxItem.status) == "pending")
     .values(status="processing")
     .returning(
         InboxItem.id,
@@ -370,7 +371,7 @@ _CLAIM = (
 )
 _RELEASE = (
     update(InboxItem)
-    .where(InboxItem.id.in_(_IDS), InboxItem.status == "processing")
+    .where(InboxItem.id.in_(_IDS), unindexed(InboxItem.status) == "processing")
     .values(status="pending")
 )
 _SETTLE = update(InboxItem).where(InboxItem.id.in_(_IDS)).values(status=bindparam("status"))
