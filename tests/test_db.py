@@ -668,13 +668,24 @@ LARGE_VALUES = {"records": ("fields", "body"), "revisions": ("fields", "body"),
                 "inbox": ("payload",), "quarantine": ("payload",)}  # fmt: skip
 
 
-def test_postgresql_compresses_whole_records_and_payloads_with_lz4():
-    """pglz was most of the server's cost of storing a record (migration 0006)."""
+@contextmanager
+def fresh_postgresql() -> Iterator[tuple[str, Engine]]:
+    """A new PostgreSQL database at the schema's head, and an engine on it; dropped after."""
     require_scaleout()
     url = create_database()
     engine = create_engine(url)
     try:
         upgrade(url)
+        yield url, engine
+    finally:
+        engine.dispose()
+        drop_database(url)
+
+
+def test_postgresql_compresses_whole_records_and_payloads_with_lz4():
+    """With pglz, the inserts of a record's row and revision were most of the server's time
+    per record (migration 0006)."""
+    with fresh_postgresql() as (url, engine):
         with engine.connect() as connection:
             if not connection.execute(text(LZ4_BUILT)).scalar():
                 pytest.skip("this PostgreSQL server was built without lz4")
@@ -682,9 +693,6 @@ def test_postgresql_compresses_whole_records_and_payloads_with_lz4():
         command.downgrade(alembic_config(url), "0005")
         with engine.connect() as connection:
             assert _compression(connection) == {c: "" for c in _large_columns()}
-    finally:
-        engine.dispose()
-        drop_database(url)
 
 
 LZ4_BUILT = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
@@ -716,11 +724,7 @@ def test_postgresql_leases_by_id_and_record_whatever_its_statistics_say():
     from publisher.inbox import _CLAIM
     from publisher.leases import _lease_statement
 
-    require_scaleout()
-    url = create_database()
-    engine = create_engine(url)
-    try:
-        upgrade(url)
+    with fresh_postgresql() as (_, engine):
         with engine.begin() as connection:
             connection.execute(text(_DELIVERIES), {"status": "done", "n": 20_000})
             connection.execute(text("ANALYZE deliveries"))
@@ -734,9 +738,6 @@ def test_postgresql_leases_by_id_and_record_whatever_its_statistics_say():
         assert "pk_deliveries" in lease and "ix_deliveries_record_output" in lease
         claim = bound_plan(engine, _CLAIM, ids=list(range(20_001, 20_051)))
         assert "ix_inbox_status" not in claim and "pk_inbox" in claim
-    finally:
-        engine.dispose()
-        drop_database(url)
 
 
 _INBOX = """
